@@ -1,0 +1,310 @@
+//! The reconnecting subscription: connect, subscribe, apply everything to the [`Mirror`], and on
+//! any failure move to the next server after a jittered, growing backoff.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::Stream;
+use meshsync_proto::{self as pb, sync_client::SyncClient, sync_event};
+use rand::Rng;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, warn};
+
+use crate::mirror::{DigestMismatch, Mirror, MirrorKey};
+
+/// How to reach the server(s) and what to ask for.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Server URLs (`http://host:port`); tried in order, moving on after a failure.
+    pub servers: Vec<String>,
+    pub node_name: String,
+    /// Subscription type (`felix`, `all`, …).
+    pub subscription: String,
+    /// Clusters that must be in sync before the agent calls itself in sync.
+    pub required_clusters: Vec<String>,
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt up to `backoff_max`, each jittered.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Largest message accepted from the server.
+    pub max_message_bytes: usize,
+}
+
+impl AgentConfig {
+    pub fn new(server: impl Into<String>) -> Self {
+        AgentConfig {
+            servers: vec![server.into()],
+            node_name: default_node_name(),
+            subscription: "felix".into(),
+            required_clusters: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::env::var("NODENAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "meshsync-agent".into())
+}
+
+/// What happened, in the order it happened. Every event has already been applied to the mirror
+/// when it is returned.
+#[derive(Clone, Debug)]
+pub enum AgentEvent {
+    /// Subscribed; a full snapshot follows.
+    Connected { server: String, hello: pb::Hello },
+    /// One resource changed.
+    Update(pb::Update),
+    /// A key the new snapshot no longer contains was deleted from the mirror.
+    Removed(MirrorKey),
+    /// The server's status. `in_sync` is the mirror's view (including required clusters).
+    Status { status: pb::Status, in_sync: bool },
+    /// The mirror's digests disagree with the server's: the agent resubscribes.
+    DigestMismatch(Vec<DigestMismatch>),
+    /// The connection failed or ended; the agent retries after `retry_in`.
+    Disconnected {
+        server: String,
+        error: String,
+        retry_in: Duration,
+    },
+}
+
+/// Errors that retrying cannot fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no server address given")]
+    NoServers,
+    #[error("invalid server address {server:?}: {reason}")]
+    BadAddress { server: String, reason: String },
+    #[error("server {server} refused the subscription: {message}")]
+    Refused { server: String, message: String },
+}
+
+/// A node agent's subscription and mirror.
+pub struct Agent {
+    config: AgentConfig,
+    mirror: Mirror,
+    stream: Option<tonic::Streaming<pb::SyncEvent>>,
+    server: usize,
+    attempt: u32,
+    pending: VecDeque<AgentEvent>,
+    /// Verify digests at the next status (right after a snapshot).
+    verify_next_status: bool,
+    /// Wait this long before the next connection attempt.
+    pending_sleep: Option<Duration>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Result<Self, AgentError> {
+        if config.servers.is_empty() {
+            return Err(AgentError::NoServers);
+        }
+        for server in &config.servers {
+            Endpoint::from_shared(server.clone()).map_err(|e| AgentError::BadAddress {
+                server: server.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(Agent {
+            mirror: Mirror::new(config.required_clusters.clone()),
+            config,
+            stream: None,
+            server: 0,
+            attempt: 0,
+            pending: VecDeque::new(),
+            verify_next_status: false,
+            pending_sleep: None,
+        })
+    }
+
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    /// The next event. Connection problems are reported as [`AgentEvent::Disconnected`] and
+    /// retried; only errors retrying cannot fix are returned as `Err`.
+    pub async fn next(&mut self) -> Result<AgentEvent, AgentError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
+            }
+            match self.stream.as_mut() {
+                None => {
+                    if let Some(delay) = self.pending_sleep.take() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    self.connect().await?
+                }
+                Some(stream) => match stream.message().await {
+                    Ok(Some(event)) => self.handle(event),
+                    Ok(None) => self.lost("server closed the stream".into()),
+                    Err(status) => self.lost(describe(&status)),
+                },
+            }
+        }
+    }
+
+    /// The agent as a `Stream` of events (ends after a fatal error).
+    pub fn into_stream(self) -> impl Stream<Item = Result<AgentEvent, AgentError>> {
+        futures::stream::unfold(Some(self), |agent| async move {
+            let mut agent = agent?;
+            match agent.next().await {
+                Ok(event) => Some((Ok(event), Some(agent))),
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+
+    fn server_url(&self) -> &str {
+        &self.config.servers[self.server % self.config.servers.len()]
+    }
+
+    async fn connect(&mut self) -> Result<(), AgentError> {
+        let server = self.server_url().to_string();
+        match self.subscribe(&server).await {
+            Ok(stream) => {
+                debug!(server = %server, "subscribed");
+                self.stream = Some(stream);
+                Ok(())
+            }
+            Err(status) if is_fatal(&status) => Err(AgentError::Refused {
+                server,
+                message: status.message().to_string(),
+            }),
+            Err(status) => {
+                self.lost(describe(&status));
+                Ok(())
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        server: &str,
+    ) -> Result<tonic::Streaming<pb::SyncEvent>, tonic::Status> {
+        let endpoint = Endpoint::from_shared(server.to_string())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let channel: Channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {}", chain(&e))))?;
+        let mut client =
+            SyncClient::new(channel).max_decoding_message_size(self.config.max_message_bytes);
+        let request = pb::SubscribeRequest {
+            node_name: self.config.node_name.clone(),
+            client_version: env!("CARGO_PKG_VERSION").to_string(),
+            subscription: self.config.subscription.clone(),
+            required_clusters: self.config.required_clusters.clone(),
+            ..Default::default()
+        };
+        Ok(client.subscribe(request).await?.into_inner())
+    }
+
+    fn handle(&mut self, event: pb::SyncEvent) {
+        match event.event {
+            Some(sync_event::Event::Hello(hello)) => {
+                self.mirror.begin_snapshot(hello.epoch);
+                self.verify_next_status = true;
+                self.pending.push_back(AgentEvent::Connected {
+                    server: self.server_url().to_string(),
+                    hello,
+                });
+            }
+            Some(sync_event::Event::Updates(batch)) => {
+                for update in batch.updates {
+                    self.mirror.apply_update(&update);
+                    self.pending.push_back(AgentEvent::Update(update));
+                }
+            }
+            Some(sync_event::Event::Status(status)) => {
+                for key in self.mirror.apply_status(&status) {
+                    self.pending.push_back(AgentEvent::Removed(key));
+                }
+                if std::mem::take(&mut self.verify_next_status) {
+                    self.attempt = 0;
+                    let mismatches = self.mirror.verify();
+                    if !mismatches.is_empty() {
+                        warn!(
+                            ?mismatches,
+                            "mirror digest differs from the server's; resubscribing"
+                        );
+                        self.pending
+                            .push_back(AgentEvent::DigestMismatch(mismatches));
+                        self.stream = None;
+                        self.mirror.disconnected();
+                        return;
+                    }
+                }
+                let in_sync = self.mirror.in_sync();
+                self.pending
+                    .push_back(AgentEvent::Status { status, in_sync });
+            }
+            Some(sync_event::Event::Compressed(_)) => {
+                // Never sent: this agent does not advertise compression.
+                warn!("ignoring a compressed batch this agent did not ask for");
+            }
+            None => debug!("ignoring an empty or unknown event"),
+        }
+    }
+
+    /// Drops the connection, schedules the retry on the next server.
+    fn lost(&mut self, error: String) {
+        let server = self.server_url().to_string();
+        self.stream = None;
+        self.mirror.disconnected();
+        let retry_in = self.backoff();
+        self.attempt = self.attempt.saturating_add(1);
+        self.server = self.server.wrapping_add(1);
+        self.pending.push_back(AgentEvent::Disconnected {
+            server,
+            error,
+            retry_in,
+        });
+        self.pending_sleep = Some(retry_in);
+    }
+
+    fn backoff(&self) -> Duration {
+        let base = self
+            .config
+            .backoff_initial
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.config.backoff_max);
+        // Full jitter between half and the whole delay, so a herd of agents spreads out.
+        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+fn is_fatal(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::Unimplemented | tonic::Code::PermissionDenied
+    )
+}
+
+fn describe(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        format!("{:?}: {}", status.code(), status.message())
+    }
+}
+
+/// An error and its sources, joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

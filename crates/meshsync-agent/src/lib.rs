@@ -1,0 +1,12 @@
+//! The meshsync client library: a node agent's reconnecting subscription ([`Agent`], also usable
+//! as a `Stream` of [`AgentEvent`]s) and the local [`Mirror`] it keeps. The `meshsync agent`
+//! command, the benchmark's simulated agents and the federation controller are built on it.
+
+mod agent;
+mod mirror;
+
+pub use agent::{Agent, AgentConfig, AgentError, AgentEvent};
+pub use mirror::{
+    ClusterInfo, DigestMismatch, Dump, Mirror, MirrorEntry, MirrorKey, cluster_state_name,
+    sync_state_name,
+};

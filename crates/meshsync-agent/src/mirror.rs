@@ -1,0 +1,397 @@
+//! The local mirror an agent keeps: every resource it was sent, the sync status, and its own
+//! digest per cluster so it can check it holds exactly what the server holds.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bytes::Bytes;
+use meshsync_proto::{self as pb, digest::entry_hash};
+use serde::Serialize;
+
+/// `(cluster, kind, namespace, name)`, ordered that way.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MirrorKey {
+    pub cluster: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl MirrorKey {
+    fn of(u: &pb::Update) -> Self {
+        MirrorKey {
+            cluster: u.cluster.clone(),
+            kind: u.kind.clone(),
+            namespace: u.namespace.clone(),
+            name: u.name.clone(),
+        }
+    }
+
+    fn hash(&self, value: &[u8]) -> u64 {
+        entry_hash(
+            &self.cluster,
+            &self.kind,
+            &self.namespace,
+            &self.name,
+            value,
+        )
+    }
+}
+
+/// One mirrored resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorEntry {
+    /// The object as JSON.
+    pub value: Bytes,
+    pub revision: String,
+    pub seq: u64,
+}
+
+/// A cluster's state as the server last reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub state: pb::ClusterState,
+    pub error: String,
+    /// Keys the server holds for the cluster.
+    pub keys: u64,
+    /// The server's digest for the cluster.
+    pub digest: u64,
+}
+
+/// Calico's names for the cluster states, as used in dumps and `status --output json`.
+pub fn cluster_state_name(state: pb::ClusterState) -> &'static str {
+    match state {
+        pb::ClusterState::Unspecified => "Unknown",
+        pb::ClusterState::Connecting => "Connecting",
+        pb::ClusterState::ConnectionFailed => "ConnectionFailed",
+        pb::ClusterState::ResyncInProgress => "ResyncInProgress",
+        pb::ClusterState::InSync => "InSync",
+        pb::ClusterState::ConfigIncomplete => "ConfigIncomplete",
+    }
+}
+
+/// Names for the overall state.
+pub fn sync_state_name(state: pb::SyncState) -> &'static str {
+    match state {
+        pb::SyncState::Unspecified => "Unknown",
+        pb::SyncState::WaitForDatastore => "WaitForDatastore",
+        pb::SyncState::ResyncInProgress => "ResyncInProgress",
+        pb::SyncState::InSync => "InSync",
+    }
+}
+
+/// A digest disagreement found by [`Mirror::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestMismatch {
+    pub cluster: String,
+    pub server_keys: u64,
+    pub local_keys: u64,
+}
+
+/// The agent's copy of the server's state.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    epoch: u64,
+    seq: u64,
+    overall: Option<pb::SyncState>,
+    clusters: BTreeMap<String, ClusterInfo>,
+    resources: BTreeMap<MirrorKey, MirrorEntry>,
+    /// Per cluster: number of keys and digest of what this mirror holds.
+    local: BTreeMap<String, (u64, u64)>,
+    /// During a full snapshot after (re)connecting: keys not yet sent again.
+    unseen: Option<HashSet<MirrorKey>>,
+    required_clusters: Vec<String>,
+}
+
+impl Mirror {
+    /// An empty mirror that only calls itself in sync once every cluster in `required_clusters`
+    /// is in sync too.
+    pub fn new(required_clusters: Vec<String>) -> Self {
+        Mirror {
+            required_clusters,
+            ..Default::default()
+        }
+    }
+
+    /// A full snapshot begins (hello without resume): remember what we hold, so that keys the
+    /// snapshot does not mention can be deleted when it ends.
+    pub fn begin_snapshot(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.overall = None;
+        self.unseen = Some(self.resources.keys().cloned().collect());
+    }
+
+    /// Applies one update.
+    pub fn apply_update(&mut self, u: &pb::Update) {
+        let key = MirrorKey::of(u);
+        if let Some(unseen) = self.unseen.as_mut() {
+            unseen.remove(&key);
+        }
+        self.seq = self.seq.max(u.seq);
+        if u.r#type == pb::UpdateType::Deleted as i32 {
+            self.remove(&key);
+        } else {
+            let hash = key.hash(&u.value);
+            let old = self.resources.insert(
+                key.clone(),
+                MirrorEntry {
+                    value: u.value.clone(),
+                    revision: u.revision.clone(),
+                    seq: u.seq,
+                },
+            );
+            let local = self.local.entry(key.cluster.clone()).or_default();
+            match old {
+                Some(old) => local.1 = local.1.wrapping_sub(key.hash(&old.value)),
+                None => local.0 += 1,
+            }
+            local.1 = local.1.wrapping_add(hash);
+        }
+    }
+
+    fn remove(&mut self, key: &MirrorKey) -> Option<MirrorEntry> {
+        let old = self.resources.remove(key)?;
+        if let Some(local) = self.local.get_mut(&key.cluster) {
+            local.0 = local.0.saturating_sub(1);
+            local.1 = local.1.wrapping_sub(key.hash(&old.value));
+        }
+        Some(old)
+    }
+
+    /// Applies a status. The first status after a snapshot ends it: returns the keys the snapshot
+    /// did not mention, which are deleted.
+    pub fn apply_status(&mut self, s: &pb::Status) -> Vec<MirrorKey> {
+        let mut removed = Vec::new();
+        if let Some(unseen) = self.unseen.take() {
+            let mut unseen: Vec<MirrorKey> = unseen.into_iter().collect();
+            unseen.sort();
+            for key in unseen {
+                if self.remove(&key).is_some() {
+                    removed.push(key);
+                }
+            }
+        }
+        self.seq = self.seq.max(s.seq);
+        self.overall = Some(s.overall());
+        self.clusters = s
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.cluster.clone(),
+                    ClusterInfo {
+                        state: c.state(),
+                        error: c.error.clone(),
+                        keys: c.keys,
+                        digest: c.digest,
+                    },
+                )
+            })
+            .collect();
+        removed
+    }
+
+    /// The connection was lost: the data stays, but it is no longer known to be current.
+    pub fn disconnected(&mut self) {
+        self.overall = None;
+        self.unseen = None;
+    }
+
+    /// True when the server says everything is in sync, and every required cluster is.
+    pub fn in_sync(&self) -> bool {
+        self.unseen.is_none()
+            && self.overall == Some(pb::SyncState::InSync)
+            && self.required_clusters.iter().all(|name| {
+                self.clusters
+                    .get(name)
+                    .is_some_and(|c| c.state == pb::ClusterState::InSync)
+            })
+    }
+
+    /// Compares this mirror's per-cluster digests with the server's last status. Only meaningful
+    /// when the mirror is at that status's seq (as right after the snapshot).
+    pub fn verify(&self) -> Vec<DigestMismatch> {
+        self.clusters
+            .iter()
+            .filter_map(|(name, info)| {
+                let (keys, digest) = self.local.get(name).copied().unwrap_or_default();
+                (keys != info.keys || digest != info.digest).then(|| DigestMismatch {
+                    cluster: name.clone(),
+                    server_keys: info.keys,
+                    local_keys: keys,
+                })
+            })
+            .collect()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn overall(&self) -> Option<pb::SyncState> {
+        self.overall
+    }
+
+    pub fn clusters(&self) -> &BTreeMap<String, ClusterInfo> {
+        &self.clusters
+    }
+
+    pub fn resources(&self) -> &BTreeMap<MirrorKey, MirrorEntry> {
+        &self.resources
+    }
+
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// The mirror as the `--dump` JSON document: resources sorted by (cluster, kind, namespace,
+    /// name), each `value` the object as JSON.
+    pub fn to_dump(&self) -> Dump<'_> {
+        Dump {
+            epoch: self.epoch,
+            seq: self.seq,
+            in_sync: self.in_sync(),
+            clusters: self
+                .clusters
+                .iter()
+                .map(|(name, c)| DumpCluster {
+                    cluster: name,
+                    state: cluster_state_name(c.state),
+                    error: &c.error,
+                    keys: c.keys,
+                })
+                .collect(),
+            resources: self
+                .resources
+                .iter()
+                .map(|(k, e)| DumpResource {
+                    cluster: &k.cluster,
+                    kind: &k.kind,
+                    namespace: &k.namespace,
+                    name: &k.name,
+                    revision: &e.revision,
+                    value: json_value(&e.value),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The value as embedded JSON; bytes that are not JSON become a JSON string, so a dump is always
+/// valid JSON.
+fn json_value(bytes: &[u8]) -> Box<serde_json::value::RawValue> {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    match serde_json::value::RawValue::from_string(text) {
+        Ok(raw) => raw,
+        Err(_) => {
+            let quoted = serde_json::to_string(&String::from_utf8_lossy(bytes))
+                .unwrap_or_else(|_| "null".to_string());
+            serde_json::value::RawValue::from_string(quoted)
+                .unwrap_or_else(|_| Box::<serde_json::value::RawValue>::default())
+        }
+    }
+}
+
+/// `--dump` document.
+#[derive(Serialize)]
+pub struct Dump<'a> {
+    pub epoch: u64,
+    pub seq: u64,
+    pub in_sync: bool,
+    pub clusters: Vec<DumpCluster<'a>>,
+    pub resources: Vec<DumpResource<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct DumpCluster<'a> {
+    pub cluster: &'a str,
+    pub state: &'static str,
+    pub error: &'a str,
+    pub keys: u64,
+}
+
+#[derive(Serialize)]
+pub struct DumpResource<'a> {
+    pub cluster: &'a str,
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub revision: &'a str,
+    pub value: Box<serde_json::value::RawValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upd(seq: u64, name: &str, t: pb::UpdateType, v: &str) -> pb::Update {
+        pb::Update {
+            seq,
+            cluster: String::new(),
+            kind: "Node".into(),
+            namespace: String::new(),
+            name: name.into(),
+            r#type: t as i32,
+            value: Bytes::from(v.to_string()),
+            revision: seq.to_string(),
+        }
+    }
+
+    fn status(seq: u64, keys: u64, digest: u64) -> pb::Status {
+        pb::Status {
+            seq,
+            overall: pb::SyncState::InSync as i32,
+            clusters: vec![pb::ClusterStatus {
+                cluster: String::new(),
+                state: pb::ClusterState::InSync as i32,
+                error: String::new(),
+                keys,
+                digest,
+            }],
+        }
+    }
+
+    #[test]
+    fn resnapshot_deletes_unseen_keys_and_digest_verifies() {
+        let mut m = Mirror::new(vec![]);
+        m.begin_snapshot(1);
+        m.apply_update(&upd(1, "a", pb::UpdateType::New, "{\"a\":1}"));
+        m.apply_update(&upd(2, "b", pb::UpdateType::New, "{}"));
+        let ha = entry_hash("", "Node", "", "a", b"{\"a\":1}");
+        let hb = entry_hash("", "Node", "", "b", b"{}");
+        assert!(
+            m.apply_status(&status(2, 2, ha.wrapping_add(hb)))
+                .is_empty()
+        );
+        assert!(m.in_sync());
+        assert!(m.verify().is_empty());
+        // Reconnect: only b comes back.
+        m.disconnected();
+        assert!(!m.in_sync());
+        m.begin_snapshot(2);
+        m.apply_update(&upd(1, "b", pb::UpdateType::New, "{}"));
+        let removed = m.apply_status(&status(1, 1, hb));
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].name, "a");
+        assert!(m.verify().is_empty());
+        assert_eq!(m.len(), 1);
+        let dump = serde_json::to_value(m.to_dump()).unwrap();
+        assert_eq!(dump["resources"][0]["value"], serde_json::json!({}));
+        assert_eq!(dump["clusters"][0]["state"], "InSync");
+    }
+
+    #[test]
+    fn required_clusters_gate_in_sync() {
+        let mut m = Mirror::new(vec!["b".into()]);
+        m.begin_snapshot(1);
+        m.apply_status(&status(0, 0, 0));
+        assert!(!m.in_sync());
+    }
+}

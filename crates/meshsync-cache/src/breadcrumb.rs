@@ -1,0 +1,166 @@
+//! Breadcrumbs: the immutable, linked record of every batch the cache applied.
+//!
+//! Each batch the writer applies becomes one [`Breadcrumb`]: the snapshot after the batch (a
+//! persistent map, O(1) to keep), the batch's deltas, the status, and a `next` link set once when
+//! the following batch is published. Followers walk the chain without locks and wait only at its
+//! end. Frames for the deltas and the status are encoded lazily, once per subscription type, by
+//! whichever follower gets there first; every other follower sends the same bytes.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use meshsync_datastore::{ResourceKey, Revision};
+use meshsync_proto::Frame;
+
+use crate::frames::{FrameBuilder, status_frame};
+use crate::status::SyncStatus;
+use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
+
+/// What the cache holds for one key.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The object as JSON.
+    pub value: Bytes,
+    pub revision: Revision,
+    /// `meshsync_proto::digest::entry_hash` of key and value.
+    pub hash: u64,
+    /// The sequence number of the change that produced this value.
+    pub seq: u64,
+}
+
+impl PartialEq for Entry {
+    /// Two entries of one key are the same version iff they came from the same change.
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.hash == other.hash
+    }
+}
+
+/// The cache's content at one point: every key of every cluster.
+pub type Snapshot = imbl::OrdMap<ResourceKey, Entry>;
+
+/// The kind of a change, as agents see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    New,
+    Updated,
+    Deleted,
+}
+
+/// One change in a batch.
+#[derive(Clone, Debug)]
+pub struct Delta {
+    pub seq: u64,
+    pub key: ResourceKey,
+    pub change: Change,
+    /// The new value; empty for deletes.
+    pub value: Bytes,
+    pub revision: Revision,
+}
+
+/// One published batch. See the module documentation.
+pub struct Breadcrumb {
+    /// Everything up to and including this sequence number is in `snapshot`.
+    pub seq: u64,
+    pub snapshot: Snapshot,
+    pub deltas: Vec<Delta>,
+    pub status: Arc<SyncStatus>,
+    /// True if the states in `status` differ from the previous breadcrumb's.
+    pub status_changed: bool,
+    pub created: Instant,
+    frames: [OnceLock<Arc<[Frame]>>; SUBSCRIPTION_COUNT],
+    status_frame: OnceLock<Frame>,
+    pub(crate) next: OnceLock<Arc<Breadcrumb>>,
+}
+
+impl Breadcrumb {
+    pub(crate) fn new(
+        seq: u64,
+        snapshot: Snapshot,
+        deltas: Vec<Delta>,
+        status: Arc<SyncStatus>,
+        status_changed: bool,
+    ) -> Self {
+        Breadcrumb {
+            seq,
+            snapshot,
+            deltas,
+            status,
+            status_changed,
+            created: Instant::now(),
+            frames: std::array::from_fn(|_| OnceLock::new()),
+            status_frame: OnceLock::new(),
+            next: OnceLock::new(),
+        }
+    }
+
+    /// The breadcrumb published after this one, if any yet.
+    pub fn next(&self) -> Option<&Arc<Breadcrumb>> {
+        self.next.get()
+    }
+
+    /// This batch's deltas for `sub`, encoded once and shared. Empty if none match.
+    pub fn frames(&self, sub: Subscription) -> Arc<[Frame]> {
+        self.frames[sub.index()]
+            .get_or_init(|| {
+                let mut builder = FrameBuilder::new();
+                for d in self.deltas.iter().filter(|d| sub.includes(d.key.kind())) {
+                    builder.push(d.seq, &d.key, d.change, &d.value, &d.revision);
+                }
+                builder.finish().into()
+            })
+            .clone()
+    }
+
+    /// The status at this breadcrumb, encoded once.
+    pub fn status_frame(&self) -> Frame {
+        self.status_frame
+            .get_or_init(|| status_frame(&self.status.to_proto()))
+            .clone()
+    }
+}
+
+impl Drop for Breadcrumb {
+    /// Unlinks the chain iteratively: dropping the oldest crumb of a long chain that nobody else
+    /// references must not recurse once per crumb.
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(crumb) = next {
+            match Arc::try_unwrap(crumb) {
+                Ok(mut owned) => next = owned.next.take(),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Frames that bring a client from nothing to `snapshot`, every entry as `New`.
+pub fn snapshot_frames(snapshot: &Snapshot, sub: Subscription) -> Vec<Frame> {
+    let mut builder = FrameBuilder::new();
+    for (key, entry) in snapshot.iter().filter(|(k, _)| sub.includes(k.kind())) {
+        builder.push(entry.seq, key, Change::New, &entry.value, &entry.revision);
+    }
+    builder.finish()
+}
+
+/// Coalesced frames that bring a client holding `from` to `to`: the latest value of every key that
+/// differs, never the intermediate ones. Shared structure is skipped, so this is cheap when the two
+/// snapshots are close.
+pub fn diff_frames(from: &Snapshot, to: &Snapshot, sub: Subscription) -> Vec<Frame> {
+    let mut builder = FrameBuilder::new();
+    for item in from.diff(to) {
+        match item {
+            imbl::ordmap::DiffItem::Add(k, e) if sub.includes(k.kind()) => {
+                builder.push(e.seq, k, Change::New, &e.value, &e.revision)
+            }
+            imbl::ordmap::DiffItem::Update { new: (k, e), .. } if sub.includes(k.kind()) => {
+                builder.push(e.seq, k, Change::Updated, &e.value, &e.revision)
+            }
+            imbl::ordmap::DiffItem::Remove(k, e) if sub.includes(k.kind()) => {
+                builder.push(e.seq, k, Change::Deleted, &e.value, &e.revision)
+            }
+            _ => {}
+        }
+    }
+    builder.finish()
+}

@@ -1,0 +1,238 @@
+//! The [`SnapshotCache`] handle: start the writer, read the head, follow breadcrumbs, and get a
+//! new client's snapshot frames (computed once, shared by everyone who connects while current).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use meshsync_datastore::SourceEvent;
+use meshsync_proto::Frame;
+use tokio::sync::{Mutex, watch};
+use tracing::debug;
+
+use crate::breadcrumb::{Breadcrumb, Snapshot, snapshot_frames};
+use crate::status::SyncStatus;
+use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
+use crate::writer::Writer;
+
+/// Tuning knobs of the cache.
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Most source events applied in one batch (one breadcrumb).
+    pub max_batch: usize,
+    /// How long a computed snapshot is offered to newly connecting clients after a newer
+    /// breadcrumb exists (Typha: 1 s). They catch up through the deltas.
+    pub snapshot_reuse: Duration,
+    /// Values larger than this are refused (logged; the previous value is kept).
+    pub max_value_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_batch: 1000,
+            snapshot_reuse: Duration::from_secs(1),
+            max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Counters the cache keeps (exported as metrics later).
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    /// Changes accepted.
+    pub updates: AtomicU64,
+    /// Upserts dropped because the value was unchanged.
+    pub skipped: AtomicU64,
+    /// Upserts refused (too large).
+    pub rejected: AtomicU64,
+    /// Snapshots encoded for new clients.
+    pub snapshots_generated: AtomicU64,
+    /// New clients served an already encoded snapshot.
+    pub snapshots_reused: AtomicU64,
+}
+
+/// A snapshot's frames and the breadcrumb they were computed from.
+#[derive(Clone)]
+pub struct SharedSnapshot {
+    /// The client continues with this breadcrumb's successors.
+    pub crumb: Arc<Breadcrumb>,
+    /// Every entry of `crumb.snapshot` that the subscription carries, as `New` updates.
+    pub frames: Arc<[Frame]>,
+    built: Instant,
+}
+
+struct Inner {
+    head_rx: watch::Receiver<Arc<Breadcrumb>>,
+    epoch: u64,
+    config: CacheConfig,
+    metrics: Arc<CacheMetrics>,
+    snapshots: [Mutex<Option<SharedSnapshot>>; SUBSCRIPTION_COUNT],
+}
+
+/// A cheap-to-clone handle on the cache.
+#[derive(Clone)]
+pub struct SnapshotCache {
+    inner: Arc<Inner>,
+}
+
+impl SnapshotCache {
+    /// Starts the writer task on `events` (the merged stream of every source) and returns the
+    /// handle. The writer stops when `events` ends; followers then see the end of the chain.
+    pub fn spawn<S>(events: S, config: CacheConfig) -> SnapshotCache
+    where
+        S: Stream<Item = SourceEvent> + Unpin + Send + 'static,
+    {
+        let epoch = rand::random::<u64>();
+        let genesis = Arc::new(Breadcrumb::new(
+            0,
+            Snapshot::new(),
+            Vec::new(),
+            Arc::new(SyncStatus::new()),
+            false,
+        ));
+        let (head_tx, head_rx) = watch::channel(genesis.clone());
+        let metrics = Arc::new(CacheMetrics::default());
+        let writer = Writer::new(genesis, head_tx, metrics.clone(), config.max_value_bytes);
+        let max_batch = config.max_batch.max(1);
+        tokio::spawn(writer.run(events, max_batch));
+        let cache = SnapshotCache {
+            inner: Arc::new(Inner {
+                head_rx,
+                epoch,
+                config,
+                metrics,
+                snapshots: std::array::from_fn(|_| Mutex::new(None)),
+            }),
+        };
+        tokio::spawn(expire_snapshots(Arc::downgrade(&cache.inner)));
+        cache
+    }
+
+    /// This server's epoch: a random number chosen at start-up; `(epoch, seq)` names a cut.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    /// The newest breadcrumb.
+    pub fn head(&self) -> Arc<Breadcrumb> {
+        self.inner.head_rx.borrow().clone()
+    }
+
+    /// The newest status.
+    pub fn status(&self) -> Arc<SyncStatus> {
+        self.head().status.clone()
+    }
+
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+
+    /// A follower that can wait for the breadcrumb after any given one.
+    pub fn follower(&self) -> Follower {
+        Follower {
+            rx: self.inner.head_rx.clone(),
+        }
+    }
+
+    /// Waits until the overall state satisfies `pred` (or the cache stops). For health checks and
+    /// tests.
+    pub async fn wait_for_status(&self, pred: impl Fn(&SyncStatus) -> bool) -> bool {
+        let mut rx = self.inner.head_rx.clone();
+        rx.wait_for(|c| pred(&c.status)).await.is_ok()
+    }
+
+    /// A new client's snapshot for `sub`. Reuses the frames computed for an earlier client when
+    /// they are of the current head, or younger than `snapshot_reuse`; otherwise encodes the head's
+    /// snapshot once (off the async workers) while other new clients of `sub` wait for it.
+    pub async fn snapshot(&self, sub: Subscription) -> SharedSnapshot {
+        let mut slot = self.inner.snapshots[sub.index()].lock().await;
+        let head = self.head();
+        if let Some(shared) = slot.as_ref()
+            && (shared.crumb.seq == head.seq
+                || shared.built.elapsed() < self.inner.config.snapshot_reuse)
+        {
+            self.inner
+                .metrics
+                .snapshots_reused
+                .fetch_add(1, Ordering::Relaxed);
+            return shared.clone();
+        }
+        let crumb = head.clone();
+        let frames: Arc<[Frame]> = match tokio::task::spawn_blocking(move || {
+            snapshot_frames(&crumb.snapshot, sub)
+        })
+        .await
+        {
+            Ok(frames) => frames.into(),
+            // Encoding cannot fail; a panic there is a bug worth surfacing, not hiding.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        self.inner
+            .metrics
+            .snapshots_generated
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(subscription = %sub, seq = head.seq, frames = frames.len(), "snapshot encoded");
+        let shared = SharedSnapshot {
+            crumb: head,
+            frames,
+            built: Instant::now(),
+        };
+        *slot = Some(shared.clone());
+        shared
+    }
+}
+
+/// Drops stored snapshots once they can no longer be reused, so a stored snapshot never pins the
+/// breadcrumb chain behind it.
+async fn expire_snapshots(inner: std::sync::Weak<Inner>) {
+    loop {
+        let period = match inner.upgrade() {
+            Some(inner) => {
+                let head_seq = inner.head_rx.borrow().seq;
+                for slot in &inner.snapshots {
+                    if let Ok(mut slot) = slot.try_lock()
+                        && slot.as_ref().is_some_and(|s| {
+                            s.crumb.seq != head_seq
+                                && s.built.elapsed() >= inner.config.snapshot_reuse
+                        })
+                    {
+                        *slot = None;
+                    }
+                }
+                inner.config.snapshot_reuse.max(Duration::from_millis(100))
+            }
+            None => return,
+        };
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Waits for breadcrumbs. Walking `next` links needs no lock; only a follower at the end of the
+/// chain waits (on the head channel).
+pub struct Follower {
+    rx: watch::Receiver<Arc<Breadcrumb>>,
+}
+
+impl Follower {
+    /// The breadcrumb after `crumb`, waiting if there is none yet. `None` once the cache stopped.
+    pub async fn next(&mut self, crumb: &Breadcrumb) -> Option<Arc<Breadcrumb>> {
+        loop {
+            // Mark the current head as seen *before* looking at the link: if the writer links and
+            // announces after this point, `changed()` returns at once.
+            drop(self.rx.borrow_and_update());
+            if let Some(next) = crumb.next() {
+                return Some(next.clone());
+            }
+            if self.rx.changed().await.is_err() {
+                return crumb.next().cloned();
+            }
+        }
+    }
+
+    /// The newest breadcrumb.
+    pub fn head(&self) -> Arc<Breadcrumb> {
+        self.rx.borrow().clone()
+    }
+}

@@ -1,0 +1,129 @@
+//! Encoding updates into frames: `SyncEvent`s encoded once and shared by every stream.
+//!
+//! A frame carries at most [`MAX_UPDATES_PER_FRAME`] updates and, unless a single value is larger,
+//! about [`TARGET_FRAME_BYTES`] bytes, so no frame comes near gRPC's default 4 MiB message limit and
+//! a large snapshot streams in pieces.
+
+use bytes::Bytes;
+use meshsync_datastore::{ResourceKey, Revision};
+use meshsync_proto::{self as pb, Frame, sync_event};
+
+use crate::breadcrumb::Change;
+
+/// Most updates in one frame.
+pub const MAX_UPDATES_PER_FRAME: usize = 1000;
+/// A frame is closed once its values add up to this many bytes.
+pub const TARGET_FRAME_BYTES: usize = 1 << 20;
+
+impl Change {
+    fn to_proto(self) -> pb::UpdateType {
+        match self {
+            Change::New => pb::UpdateType::New,
+            Change::Updated => pb::UpdateType::Updated,
+            Change::Deleted => pb::UpdateType::Deleted,
+        }
+    }
+}
+
+/// Collects updates and cuts them into frames.
+#[derive(Default)]
+pub struct FrameBuilder {
+    frames: Vec<Frame>,
+    batch: Vec<pb::Update>,
+    bytes: usize,
+}
+
+impl FrameBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one update.
+    pub fn push(
+        &mut self,
+        seq: u64,
+        key: &ResourceKey,
+        change: Change,
+        value: &Bytes,
+        revision: &Revision,
+    ) {
+        self.bytes += value.len() + key.name().len() + key.namespace().len() + 32;
+        self.batch.push(pb::Update {
+            seq,
+            cluster: key.cluster().to_string(),
+            kind: key.kind().to_string(),
+            namespace: key.namespace().to_string(),
+            name: key.name().to_string(),
+            r#type: change.to_proto() as i32,
+            value: if change == Change::Deleted {
+                Bytes::new()
+            } else {
+                value.clone()
+            },
+            revision: revision.to_string(),
+        });
+        if self.batch.len() >= MAX_UPDATES_PER_FRAME || self.bytes >= TARGET_FRAME_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        self.frames.push(Frame::encode(&pb::SyncEvent {
+            event: Some(sync_event::Event::Updates(pb::UpdateBatch { updates })),
+        }));
+    }
+
+    /// The frames, in order.
+    pub fn finish(mut self) -> Vec<Frame> {
+        self.flush();
+        self.frames
+    }
+}
+
+/// Encodes a status message.
+pub fn status_frame(status: &pb::Status) -> Frame {
+    Frame::encode(&pb::SyncEvent {
+        event: Some(sync_event::Event::Status(status.clone())),
+    })
+}
+
+/// Encodes a hello.
+pub fn hello_frame(hello: pb::Hello) -> Frame {
+    Frame::encode(&pb::SyncEvent {
+        event: Some(sync_event::Event::Hello(hello)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn frames_are_cut_by_count_and_bytes() {
+        let mut b = FrameBuilder::new();
+        let rev: Revision = "1".into();
+        let small = Bytes::from_static(b"{}");
+        for i in 0..(MAX_UPDATES_PER_FRAME + 1) {
+            let key = ResourceKey::new("", "Node", "", &format!("n{i}"));
+            b.push(i as u64, &key, Change::New, &small, &rev);
+        }
+        let big = Bytes::from(vec![b'x'; TARGET_FRAME_BYTES]);
+        let key = ResourceKey::new("", "Node", "", "big");
+        b.push(9999, &key, Change::Updated, &big, &rev);
+        b.push(10000, &key, Change::Deleted, &big, &rev);
+        let frames = b.finish();
+        assert_eq!(frames.len(), 3);
+        let last = pb::SyncEvent::decode(frames[2].0.clone()).unwrap();
+        let Some(sync_event::Event::Updates(batch)) = last.event else {
+            panic!("not updates")
+        };
+        assert_eq!(batch.updates.len(), 1);
+        assert!(batch.updates[0].value.is_empty(), "deletes carry no value");
+    }
+}

@@ -1,0 +1,20 @@
+//! The snapshot cache (DESIGN.md §5).
+//!
+//! One writer task applies source events in order and publishes an immutable [`Breadcrumb`] per
+//! batch: the snapshot after the batch (a persistent map, O(1) to keep), the deltas, the status
+//! and a link to the next breadcrumb. Readers (the gRPC server's streams) walk the chain without
+//! locks and wait only at its end. Frames are encoded once per batch per subscription type and a
+//! new client's snapshot frames once per breadcrumb, then shared by every stream that needs them.
+
+mod breadcrumb;
+mod cache;
+mod frames;
+mod status;
+mod subscription;
+mod writer;
+
+pub use breadcrumb::{Breadcrumb, Change, Delta, Entry, Snapshot, diff_frames, snapshot_frames};
+pub use cache::{CacheConfig, CacheMetrics, Follower, SharedSnapshot, SnapshotCache};
+pub use frames::{FrameBuilder, MAX_UPDATES_PER_FRAME, hello_frame, status_frame};
+pub use status::{ClusterStatus, SyncState, SyncStatus, cluster_state_to_proto};
+pub use subscription::{SUBSCRIPTIONS, Subscription, SubscriptionSpec, UnknownSubscription};

@@ -1,0 +1,26 @@
+//! The meshsync wire protocol (`proto/meshsync/v1/sync.proto`).
+//!
+//! Messages and the client are generated from the `.proto`. The server side is generated with a
+//! different output type, [`Frame`]: a `SyncEvent` that has already been encoded. The cache encodes
+//! each batch once per subscription type and every connected stream sends the same bytes, so the
+//! hot path never serializes an update per client ("encode once, send many").
+
+pub mod digest;
+mod frame;
+
+pub use frame::Frame;
+
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    tonic::include_proto!("meshsync.v1");
+}
+pub use generated::*;
+
+/// The server half of the `meshsync.v1.Sync` service, streaming pre-encoded [`Frame`]s.
+#[allow(clippy::all, missing_docs)]
+pub mod server {
+    include!(concat!(env!("OUT_DIR"), "/meshsync.v1.Sync.rs"));
+}
+
+/// The value of `SubscribeRequest.capabilities` / hello negotiation names used by this version.
+pub const PROTOCOL_VERSION: &str = "meshsync.v1";

@@ -1,0 +1,153 @@
+//! The meshsync gRPC server: `Subscribe` streams (hello, snapshot, status, live updates) that send
+//! frames the cache encoded once, the unary `Status`, and the health endpoints.
+
+mod client_stream;
+mod connections;
+mod health;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshsync_cache::SnapshotCache;
+use meshsync_proto::server::sync_server::SyncServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+pub use connections::Connections;
+pub use service::{SERVER_VERSION, SyncService};
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// gRPC listen address (Typha's port 5473 by default).
+    pub listen: SocketAddr,
+    /// Health listen address (9098 by default); `None` disables the health endpoints.
+    pub health_listen: Option<SocketAddr>,
+    /// Subscriptions above this number are refused with `RESOURCE_EXHAUSTED`.
+    pub max_connections: usize,
+    /// A client more than this many sequence numbers behind gets a coalesced difference.
+    pub lag_limit: u64,
+    /// HTTP/2 keepalive ping interval, to find dead peers.
+    pub keepalive_interval: Duration,
+    /// Time to wait for a keepalive ack before closing the connection.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5473)),
+            health_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9098))),
+            max_connections: 20_000,
+            lag_limit: 100_000,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("health server failed: {0}")]
+    Health(std::io::Error),
+}
+
+/// A server whose sockets are bound (so callers know the real ports) but not yet serving.
+pub struct BoundServer {
+    grpc: TcpListener,
+    health: Option<TcpListener>,
+    config: ServerConfig,
+    cache: SnapshotCache,
+    connections: Arc<Connections>,
+}
+
+impl BoundServer {
+    /// Binds the gRPC and health sockets.
+    pub async fn bind(cache: SnapshotCache, config: ServerConfig) -> Result<Self, ServerError> {
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let health = match config.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        Ok(BoundServer {
+            grpc,
+            health,
+            config,
+            cache,
+            connections: Arc::new(Connections::default()),
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// The bound health address, if enabled.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().and_then(|h| h.local_addr().ok())
+    }
+
+    /// The connection counter (for tests and metrics).
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(listener) = self.health {
+            let app = health::router(self.cache.clone());
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "health server failed");
+                }
+            });
+        }
+        let service = SyncService {
+            cache: self.cache,
+            connections: self.connections,
+            max_connections: self.config.max_connections,
+            lag_limit: self.config.lag_limit,
+        };
+        info!(addr = %self.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "gRPC server listening");
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(self.config.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.config.keepalive_timeout))
+            .add_service(SyncServer::new(service).max_decoding_message_size(1 << 20))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        result.map_err(ServerError::from)
+    }
+}

@@ -1,0 +1,280 @@
+//! `meshsync agent`: the reference node agent. Keeps a mirror, prints events, writes dumps.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use meshsync_agent::{
+    Agent, AgentConfig, AgentEvent, Mirror, MirrorKey, cluster_state_name, sync_state_name,
+};
+use meshsync_proto as pb;
+use serde_json::json;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per received event (JSON lines).
+    Json,
+    /// Print nothing per event.
+    Quiet,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Server URL(s), e.g. http://127.0.0.1:5473; repeat or comma-separate for failover.
+    #[arg(long, required = true, value_delimiter = ',', env = "MESHSYNC_SERVER")]
+    server: Vec<String>,
+    /// Subscription type: felix, bgp, tunnel-ip-allocation, node-status, federation or all.
+    #[arg(long, default_value = "felix")]
+    syncer: String,
+    /// Node name sent to the server (default: $NODENAME or $HOSTNAME).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Only call the mirror in sync once this cluster is in sync too (repeatable).
+    #[arg(long = "require-cluster")]
+    required_clusters: Vec<String>,
+    /// Exit 0 as soon as the mirror is in sync.
+    #[arg(long)]
+    until_in_sync: bool,
+    /// With --until-in-sync: fail if not in sync within SECS. Otherwise: run for SECS, then exit 0.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Write the mirror as one JSON document to FILE on in-sync and on exit.
+    #[arg(long, value_name = "FILE")]
+    dump: Option<PathBuf>,
+    /// How to print events.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let mut config = AgentConfig::new(String::new());
+    config.servers = args.server.clone();
+    config.subscription = args.syncer.clone();
+    config.required_clusters = args.required_clusters.clone();
+    if let Some(node) = &args.node_name {
+        config.node_name = node.clone();
+    }
+    let mut agent = Agent::new(config)?;
+    let deadline = match args.timeout {
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            Some(Instant::now() + Duration::from_secs_f64(secs))
+        }
+        Some(secs) => anyhow::bail!("--timeout must be a non-negative number, got {secs}"),
+        None => None,
+    };
+    let mut shutdown = std::pin::pin!(super::shutdown_signal());
+    let mut was_in_sync = false;
+    loop {
+        let timeout = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            event = agent.next() => event,
+            _ = timeout => {
+                write_dump(&args, agent.mirror())?;
+                if args.until_in_sync {
+                    eprintln!("meshsync agent: timed out after {}s waiting for in-sync (overall state: {}, {} resources mirrored)",
+                        args.timeout.unwrap_or_default(), describe_state(agent.mirror()), agent.mirror().len());
+                    return Ok(ExitCode::FAILURE);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ = &mut shutdown => {
+                write_dump(&args, agent.mirror())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                write_dump(&args, agent.mirror())?;
+                return Err(e.into());
+            }
+        };
+        print_event(args.output, &event);
+        if let AgentEvent::Disconnected {
+            server,
+            error,
+            retry_in,
+        } = &event
+        {
+            warn!(server = %server, error = %error, retry_in = ?retry_in, "connection lost; will retry");
+        }
+        let in_sync = agent.mirror().in_sync();
+        if in_sync && !was_in_sync {
+            info!(
+                resources = agent.mirror().len(),
+                seq = agent.mirror().seq(),
+                "mirror in sync"
+            );
+            write_dump(&args, agent.mirror())?;
+            if args.until_in_sync {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        was_in_sync = in_sync;
+    }
+}
+
+fn describe_state(mirror: &Mirror) -> &'static str {
+    mirror
+        .overall()
+        .map(sync_state_name)
+        .unwrap_or("not connected")
+}
+
+fn write_dump(args: &AgentArgs, mirror: &Mirror) -> anyhow::Result<()> {
+    let Some(path) = &args.dump else {
+        return Ok(());
+    };
+    write_atomically(path, mirror).with_context(|| format!("writing dump {}", path.display()))
+}
+
+/// Writes the dump to a temporary file and renames it, so a reader never sees half a document.
+fn write_atomically(path: &Path, mirror: &Mirror) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut bytes = serde_json::to_vec_pretty(&mirror.to_dump())?;
+    bytes.push(b'\n');
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn update_type(t: i32) -> &'static str {
+    match pb::UpdateType::try_from(t) {
+        Ok(pb::UpdateType::New) => "NEW",
+        Ok(pb::UpdateType::Updated) => "UPDATED",
+        Ok(pb::UpdateType::Deleted) => "DELETED",
+        _ => "UNKNOWN",
+    }
+}
+
+fn key_text(cluster: &str, kind: &str, namespace: &str, name: &str) -> String {
+    let cluster = if cluster.is_empty() {
+        "(local)"
+    } else {
+        cluster
+    };
+    if namespace.is_empty() {
+        format!("{cluster}/{kind}/{name}")
+    } else {
+        format!("{cluster}/{kind}/{namespace}/{name}")
+    }
+}
+
+fn status_json(s: &pb::Status) -> serde_json::Value {
+    json!({
+        "seq": s.seq,
+        "overall": sync_state_name(s.overall()),
+        "clusters": s.clusters.iter().map(|c| json!({
+            "cluster": c.cluster, "state": cluster_state_name(c.state()), "error": c.error,
+            "keys": c.keys, "digest": format!("{:016x}", c.digest),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn key_json(k: &MirrorKey) -> serde_json::Value {
+    json!({"cluster": k.cluster, "kind": k.kind, "namespace": k.namespace, "name": k.name})
+}
+
+fn print_event(output: Output, event: &AgentEvent) {
+    match output {
+        Output::Quiet => {}
+        Output::Json => {
+            let line = match event {
+                AgentEvent::Connected { server, hello } => json!({
+                    "event": "connected", "server": server, "epoch": hello.epoch,
+                    "server_version": hello.server_version, "subscription": hello.subscription,
+                    "resumed": hello.resumed,
+                }),
+                AgentEvent::Update(u) => {
+                    let value = if u.value.is_empty() {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::from_slice(&u.value).unwrap_or_else(|_| {
+                            serde_json::Value::String(String::from_utf8_lossy(&u.value).into())
+                        })
+                    };
+                    json!({
+                        "event": "update", "type": update_type(u.r#type), "seq": u.seq,
+                        "cluster": u.cluster, "kind": u.kind, "namespace": u.namespace,
+                        "name": u.name, "revision": u.revision, "value": value,
+                    })
+                }
+                AgentEvent::Removed(k) => json!({"event": "removed", "key": key_json(k)}),
+                AgentEvent::Status { status, in_sync } => {
+                    json!({"event": "status", "in_sync": in_sync, "status": status_json(status)})
+                }
+                AgentEvent::DigestMismatch(m) => json!({
+                    "event": "digest_mismatch",
+                    "clusters": m.iter().map(|m| m.cluster.clone()).collect::<Vec<_>>(),
+                }),
+                AgentEvent::Disconnected {
+                    server,
+                    error,
+                    retry_in,
+                } => json!({
+                    "event": "disconnected", "server": server, "error": error,
+                    "retry_in_ms": retry_in.as_millis() as u64,
+                }),
+            };
+            println!("{line}");
+        }
+        Output::Text => match event {
+            AgentEvent::Connected { server, hello } => println!(
+                "CONNECTED {server} epoch={:016x} server_version={} subscription={}",
+                hello.epoch, hello.server_version, hello.subscription
+            ),
+            AgentEvent::Update(u) => println!(
+                "{} {} seq={} revision={}",
+                update_type(u.r#type),
+                key_text(&u.cluster, &u.kind, &u.namespace, &u.name),
+                u.seq,
+                u.revision
+            ),
+            AgentEvent::Removed(k) => println!(
+                "REMOVED {}",
+                key_text(&k.cluster, &k.kind, &k.namespace, &k.name)
+            ),
+            AgentEvent::Status { status, in_sync } => {
+                let clusters: Vec<String> = status
+                    .clusters
+                    .iter()
+                    .map(|c| {
+                        let name = if c.cluster.is_empty() {
+                            "(local)"
+                        } else {
+                            &c.cluster
+                        };
+                        format!("{name}={}({} keys)", cluster_state_name(c.state()), c.keys)
+                    })
+                    .collect();
+                println!(
+                    "STATUS {} seq={} in_sync={} clusters: {}",
+                    sync_state_name(status.overall()),
+                    status.seq,
+                    in_sync,
+                    clusters.join(" ")
+                );
+            }
+            AgentEvent::DigestMismatch(m) => println!("DIGEST-MISMATCH {m:?}"),
+            AgentEvent::Disconnected {
+                server,
+                error,
+                retry_in,
+            } => println!("DISCONNECTED {server}: {error} (retry in {retry_in:?})"),
+        },
+    }
+}

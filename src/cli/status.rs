@@ -1,0 +1,125 @@
+//! `meshsync status`: one unary `Status` call, printed as a table for people or JSON for scripts.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use meshsync_agent::{cluster_state_name, sync_state_name};
+use meshsync_proto::{self as pb, sync_client::SyncClient};
+use serde_json::json;
+use tonic::transport::Endpoint;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Server URL, e.g. http://127.0.0.1:5473.
+    #[arg(long, env = "MESHSYNC_SERVER")]
+    server: String,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Give up after SECS.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    timeout: f64,
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.timeout.is_finite() && args.timeout > 0.0,
+        "--timeout must be a positive number"
+    );
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let endpoint = Endpoint::from_shared(args.server.clone())
+        .with_context(|| format!("invalid server address {:?}", args.server))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let response = SyncClient::new(channel)
+        .status(pb::StatusRequest {})
+        .await
+        .with_context(|| format!("Status call to {} failed", args.server))?
+        .into_inner();
+    let status = response.status.unwrap_or_default();
+    match args.output {
+        Output::Json => {
+            let doc = json!({
+                "server": args.server,
+                "server_version": response.server_version,
+                "epoch": response.epoch,
+                "connections": response.connections,
+                "seq": status.seq,
+                "overall": sync_state_name(status.overall()),
+                "clusters": status.clusters.iter().map(|c| json!({
+                    "cluster": c.cluster,
+                    "state": cluster_state_name(c.state()),
+                    "error": c.error,
+                    "keys": c.keys,
+                    "digest": format!("{:016x}", c.digest),
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Output::Table => {
+            println!(
+                "Server:      {} (version {}, epoch {:016x})",
+                args.server, response.server_version, response.epoch
+            );
+            println!(
+                "Overall:     {} at seq {}",
+                sync_state_name(status.overall()),
+                status.seq
+            );
+            println!("Connections: {}", response.connections);
+            println!();
+            let rows: Vec<[String; 5]> = status
+                .clusters
+                .iter()
+                .map(|c| {
+                    [
+                        if c.cluster.is_empty() {
+                            "(local)".to_string()
+                        } else {
+                            c.cluster.clone()
+                        },
+                        cluster_state_name(c.state()).to_string(),
+                        c.keys.to_string(),
+                        format!("{:016x}", c.digest),
+                        c.error.clone(),
+                    ]
+                })
+                .collect();
+            print_table(["CLUSTER", "STATE", "KEYS", "DIGEST", "ERROR"], &rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,71 @@
+//! `meshsync`: a Typha-style datastore fan-out cache for multi-cluster Kubernetes networking.
+//!
+//! Subcommands: `serve` (the cache and gRPC server), `agent` (a reference node agent), `status`
+//! (ask a server how it is doing).
+
+mod cli;
+mod logging;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(name = "meshsync", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format: human-readable text or JSON lines (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MESHSYNC_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `meshsync_cache=debug,info`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "MESHSYNC_LOG_LEVEL"
+    )]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the cache and serve agents over gRPC.
+    Serve(cli::serve::ServeArgs),
+    /// Subscribe to a server as a node agent and keep a local mirror.
+    Agent(cli::agent::AgentArgs),
+    /// Print a server's overall and per-cluster status.
+    Status(cli::status::StatusArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format, &cli.log_level) {
+        eprintln!("meshsync: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshsync: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Agent(args) => cli::agent::run(args).await,
+            Command::Status(args) => cli::status::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshsync: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

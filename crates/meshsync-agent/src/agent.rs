@@ -84,6 +84,14 @@ pub enum AgentError {
     Refused { server: String, message: String },
 }
 
+/// A message received from the server, not yet applied.
+enum Incoming {
+    Hello(pb::Hello),
+    /// An update, and whether it came in seq order (see `UpdateBatch.unordered`).
+    Update(pb::Update, bool),
+    Status(pb::Status),
+}
+
 /// A node agent's subscription and mirror.
 pub struct Agent {
     config: AgentConfig,
@@ -92,6 +100,8 @@ pub struct Agent {
     server: usize,
     attempt: u32,
     pending: VecDeque<AgentEvent>,
+    /// Received but not yet applied.
+    incoming: VecDeque<Incoming>,
     /// Verify digests at the next status (right after a snapshot).
     verify_next_status: bool,
     /// Wait this long before the next connection attempt.
@@ -116,6 +126,7 @@ impl Agent {
             server: 0,
             attempt: 0,
             pending: VecDeque::new(),
+            incoming: VecDeque::new(),
             verify_next_status: false,
             pending_sleep: None,
         })
@@ -131,6 +142,10 @@ impl Agent {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(event);
+            }
+            if let Some(incoming) = self.incoming.pop_front() {
+                self.apply(incoming);
+                continue;
             }
             match self.stream.as_mut() {
                 None => {
@@ -208,44 +223,22 @@ impl Agent {
         Ok(client.subscribe(request).await?.into_inner())
     }
 
+    /// Queues a received message; it is applied to the mirror only when its events are returned,
+    /// so the mirror always equals the fold of the events handed out so far.
     fn handle(&mut self, event: pb::SyncEvent) {
         match event.event {
-            Some(sync_event::Event::Hello(hello)) => {
-                self.mirror.begin_snapshot(hello.epoch);
-                self.verify_next_status = true;
-                self.pending.push_back(AgentEvent::Connected {
-                    server: self.server_url().to_string(),
-                    hello,
-                });
-            }
+            Some(sync_event::Event::Hello(hello)) => self.incoming.push_back(Incoming::Hello(hello)),
             Some(sync_event::Event::Updates(batch)) => {
-                for update in batch.updates {
-                    self.mirror.apply_update(&update);
-                    self.pending.push_back(AgentEvent::Update(update));
-                }
+                let ordered = !batch.unordered;
+                self.incoming.extend(
+                    batch
+                        .updates
+                        .into_iter()
+                        .map(|u| Incoming::Update(u, ordered)),
+                )
             }
             Some(sync_event::Event::Status(status)) => {
-                for key in self.mirror.apply_status(&status) {
-                    self.pending.push_back(AgentEvent::Removed(key));
-                }
-                if std::mem::take(&mut self.verify_next_status) {
-                    self.attempt = 0;
-                    let mismatches = self.mirror.verify();
-                    if !mismatches.is_empty() {
-                        warn!(
-                            ?mismatches,
-                            "mirror digest differs from the server's; resubscribing"
-                        );
-                        self.pending
-                            .push_back(AgentEvent::DigestMismatch(mismatches));
-                        self.stream = None;
-                        self.mirror.disconnected();
-                        return;
-                    }
-                }
-                let in_sync = self.mirror.in_sync();
-                self.pending
-                    .push_back(AgentEvent::Status { status, in_sync });
+                self.incoming.push_back(Incoming::Status(status))
             }
             Some(sync_event::Event::Compressed(_)) => {
                 // Never sent: this agent does not advertise compression.
@@ -255,10 +248,50 @@ impl Agent {
         }
     }
 
+    /// Applies one queued message to the mirror and queues the resulting events.
+    fn apply(&mut self, incoming: Incoming) {
+        match incoming {
+            Incoming::Hello(hello) => {
+                self.mirror.begin_snapshot(hello.epoch);
+                self.verify_next_status = true;
+                self.pending.push_back(AgentEvent::Connected {
+                    server: self.server_url().to_string(),
+                    hello,
+                });
+            }
+            Incoming::Update(update, ordered) => {
+                self.mirror.apply_update(&update, ordered);
+                self.pending.push_back(AgentEvent::Update(update));
+            }
+            Incoming::Status(status) => {
+                for key in self.mirror.apply_status(&status) {
+                    self.pending.push_back(AgentEvent::Removed(key));
+                }
+                if std::mem::take(&mut self.verify_next_status) {
+                    self.attempt = 0;
+                    let mismatches = self.mirror.verify();
+                    if !mismatches.is_empty() {
+                        warn!(?mismatches, "mirror digest differs from the server's; resubscribing");
+                        self.pending
+                            .push_back(AgentEvent::DigestMismatch(mismatches));
+                        self.stream = None;
+                        self.incoming.clear();
+                        self.mirror.disconnected();
+                        return;
+                    }
+                }
+                let in_sync = self.mirror.in_sync();
+                self.pending
+                    .push_back(AgentEvent::Status { status, in_sync });
+            }
+        }
+    }
+
     /// Drops the connection, schedules the retry on the next server.
     fn lost(&mut self, error: String) {
         let server = self.server_url().to_string();
         self.stream = None;
+        self.incoming.clear();
         self.mirror.disconnected();
         let retry_in = self.backoff();
         self.attempt = self.attempt.saturating_add(1);

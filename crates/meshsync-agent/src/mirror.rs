@@ -120,13 +120,16 @@ impl Mirror {
         self.unseen = Some(self.resources.keys().cloned().collect());
     }
 
-    /// Applies one update.
-    pub fn apply_update(&mut self, u: &pb::Update) {
+    /// Applies one update. `ordered` is false inside a snapshot or coalesced catch-up, whose
+    /// updates come in key order: then [`Mirror::seq`] only advances at the following status.
+    pub fn apply_update(&mut self, u: &pb::Update, ordered: bool) {
         let key = MirrorKey::of(u);
         if let Some(unseen) = self.unseen.as_mut() {
             unseen.remove(&key);
         }
-        self.seq = self.seq.max(u.seq);
+        if ordered {
+            self.seq = self.seq.max(u.seq);
+        }
         if u.r#type == pb::UpdateType::Deleted as i32 {
             self.remove(&key);
         } else {
@@ -227,6 +230,7 @@ impl Mirror {
         self.epoch
     }
 
+    /// The sequence number of the last consistent cut of the server's state this mirror holds.
     pub fn seq(&self) -> u64 {
         self.seq
     }
@@ -362,8 +366,8 @@ mod tests {
     fn resnapshot_deletes_unseen_keys_and_digest_verifies() {
         let mut m = Mirror::new(vec![]);
         m.begin_snapshot(1);
-        m.apply_update(&upd(1, "a", pb::UpdateType::New, "{\"a\":1}"));
-        m.apply_update(&upd(2, "b", pb::UpdateType::New, "{}"));
+        m.apply_update(&upd(1, "a", pb::UpdateType::New, "{\"a\":1}"), false);
+        m.apply_update(&upd(2, "b", pb::UpdateType::New, "{}"), false);
         let ha = entry_hash("", "Node", "", "a", b"{\"a\":1}");
         let hb = entry_hash("", "Node", "", "b", b"{}");
         assert!(
@@ -376,7 +380,7 @@ mod tests {
         m.disconnected();
         assert!(!m.in_sync());
         m.begin_snapshot(2);
-        m.apply_update(&upd(1, "b", pb::UpdateType::New, "{}"));
+        m.apply_update(&upd(1, "b", pb::UpdateType::New, "{}"), false);
         let removed = m.apply_status(&status(1, 1, hb));
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].name, "a");

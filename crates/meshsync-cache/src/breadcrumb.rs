@@ -136,7 +136,7 @@ impl Drop for Breadcrumb {
 
 /// Frames that bring a client from nothing to `snapshot`, every entry as `New`.
 pub fn snapshot_frames(snapshot: &Snapshot, sub: Subscription) -> Vec<Frame> {
-    let mut builder = FrameBuilder::new();
+    let mut builder = FrameBuilder::unordered();
     for (key, entry) in snapshot.iter().filter(|(k, _)| sub.includes(k.kind())) {
         builder.push(entry.seq, key, Change::New, &entry.value, &entry.revision);
     }
@@ -147,7 +147,7 @@ pub fn snapshot_frames(snapshot: &Snapshot, sub: Subscription) -> Vec<Frame> {
 /// differs, never the intermediate ones. Shared structure is skipped, so this is cheap when the two
 /// snapshots are close.
 pub fn diff_frames(from: &Snapshot, to: &Snapshot, sub: Subscription) -> Vec<Frame> {
-    let mut builder = FrameBuilder::new();
+    let mut builder = FrameBuilder::unordered();
     for item in from.diff(to) {
         match item {
             imbl::ordmap::DiffItem::Add(k, e) if sub.includes(k.kind()) => {

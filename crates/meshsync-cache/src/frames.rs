@@ -31,11 +31,22 @@ pub struct FrameBuilder {
     frames: Vec<Frame>,
     batch: Vec<pb::Update>,
     bytes: usize,
+    unordered: bool,
 }
 
 impl FrameBuilder {
+    /// A builder for a batch's deltas, in seq order.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder for a snapshot or a coalesced difference: updates in key order (see
+    /// `UpdateBatch.unordered`).
+    pub fn unordered() -> Self {
+        FrameBuilder {
+            unordered: true,
+            ..Self::default()
+        }
     }
 
     /// Adds one update.
@@ -74,7 +85,10 @@ impl FrameBuilder {
         let updates = std::mem::take(&mut self.batch);
         self.bytes = 0;
         self.frames.push(Frame::encode(&pb::SyncEvent {
-            event: Some(sync_event::Event::Updates(pb::UpdateBatch { updates })),
+            event: Some(sync_event::Event::Updates(pb::UpdateBatch {
+                updates,
+                unordered: self.unordered,
+            })),
         }));
     }
 

@@ -23,12 +23,15 @@ pub(crate) struct ClientStream {
     pub(crate) cache: SnapshotCache,
     pub(crate) hello: Frame,
     pub(crate) lag_limit: u64,
+    /// Becomes true when the server shuts down: the stream ends with `UNAVAILABLE`.
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Held for the stream's lifetime: the connection count drops when tonic drops the stream.
     pub(crate) _guard: ConnectionGuard,
 }
 
 struct State {
     follower: Follower,
+    ended: bool,
     crumb: Option<Arc<Breadcrumb>>,
     pending: VecDeque<Frame>,
     client: ClientStream,
@@ -39,16 +42,30 @@ impl ClientStream {
     pub(crate) fn into_stream(self) -> impl Stream<Item = Result<Frame, tonic::Status>> + Send {
         let state = State {
             follower: self.cache.follower(),
+            ended: false,
             crumb: None,
             pending: VecDeque::from([self.hello.clone()]),
             client: self,
         };
         futures::stream::unfold(state, |mut state| async move {
+            if state.ended {
+                return None;
+            }
             loop {
+                if *state.client.shutdown.borrow() {
+                    state.ended = true;
+                    let status = tonic::Status::unavailable("server is shutting down; reconnect");
+                    return Some((Err(status), state));
+                }
                 if let Some(frame) = state.pending.pop_front() {
                     return Some((Ok(frame), state));
                 }
-                if !state.advance().await {
+                let mut shutdown = state.client.shutdown.clone();
+                let advanced = tokio::select! {
+                    advanced = state.advance() => advanced,
+                    _ = shutdown.wait_for(|stop| *stop) => continue,
+                };
+                if !advanced {
                     debug!(node = %state.client.node, "cache stopped; ending stream");
                     return None;
                 }

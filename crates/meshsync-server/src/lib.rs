@@ -137,6 +137,14 @@ impl BoundServer {
             connections: self.connections,
             max_connections: self.config.max_connections,
             lag_limit: self.config.lag_limit,
+            shutdown: stop_rx,
+        };
+        // Streams never end by themselves, so tell them to stop first; then tonic's graceful
+        // shutdown can complete.
+        let shutdown = async move {
+            shutdown.await;
+            info!("shutting down: ending every stream");
+            let _ = stop_tx.send(true);
         };
         info!(addr = %self.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "gRPC server listening");
@@ -147,7 +155,6 @@ impl BoundServer {
             .add_service(SyncServer::new(service).max_decoding_message_size(1 << 20))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), shutdown)
             .await;
-        let _ = stop_tx.send(true);
         result.map_err(ServerError::from)
     }
 }

@@ -21,6 +21,7 @@ pub struct SyncService {
     pub(crate) connections: Arc<Connections>,
     pub(crate) max_connections: usize,
     pub(crate) lag_limit: u64,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
@@ -65,6 +66,7 @@ impl sync_server::Sync for SyncService {
             cache: self.cache.clone(),
             hello,
             lag_limit: self.lag_limit,
+            shutdown: self.shutdown.clone(),
             _guard: guard,
         };
         Ok(Response::new(Box::pin(stream.into_stream())))

@@ -1,0 +1,718 @@
+//! The real `meshsync` binary: `serve` over the example mesh on OS-chosen ports, `agent` and
+//! `status` against it, health endpoints, JSON logs, and start-up / connection errors.
+//!
+//! Every child process is owned by a guard that kills it when the test ends, even on panic. Waits
+//! are on conditions (a log line, a process exit) with deadlines, never on fixed sleeps.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{http_get, within};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshsync");
+const IN_SYNC_LINE: &str = "Sending in-sync update for local datastore";
+/// Longest wait for a server log line or a short-lived command.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// The subscription types DESIGN.md §2 names.
+const SYNCER_TYPES: [&str; 6] = [
+    "felix",
+    "bgp",
+    "tunnel-ip-allocation",
+    "node-status",
+    "federation",
+    "all",
+];
+
+/// A `meshsync` command with no `MESHSYNC_*` settings inherited from the environment.
+fn meshsync() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MESHSYNC_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Kills and reaps its child when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A long-running `meshsync serve`: its stderr is read line by line on a thread.
+struct Serve {
+    child: ChildGuard,
+    lines: Vec<String>,
+    rx: Receiver<String>,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let mut child = meshsync()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshsync serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Serve {
+            child: ChildGuard(child),
+            lines: Vec::new(),
+            rx,
+        }
+    }
+
+    /// Returns the first line (seen so far or arriving within the deadline) satisfying `pred`.
+    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.lines.iter().find(|l| pred(l)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.lines.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "timed out after {DEADLINE:?} waiting for {what}; server stderr so far:\n{}",
+                    self.lines.join("\n")
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.0.try_wait();
+                    panic!(
+                        "server stderr closed ({status:?}) before {what}; stderr:\n{}",
+                        self.lines.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines.iter().filter(|l| pred(l)).count()
+    }
+}
+
+/// The message of a text-format log line (`<time>  INFO <target>: <message> <fields>`) is
+/// exactly `message` (followed by nothing or by fields).
+fn text_message_is(line: &str, message: &str) -> bool {
+    let Some(after_level) = ["  INFO ", "  WARN ", " ERROR ", " DEBUG ", " TRACE "]
+        .iter()
+        .find_map(|level| line.split_once(level).map(|(_, rest)| rest))
+    else {
+        return false;
+    };
+    let Some((_target, rest)) = after_level.split_once(": ") else {
+        return false;
+    };
+    rest == message
+        || rest
+            .strip_prefix(message)
+            .is_some_and(|fields| fields.starts_with(' '))
+}
+
+/// The value of `name=` in a text-format log line.
+fn text_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The gRPC and health addresses from `meshsync serving grpc=ADDR health=Some(ADDR) ...`.
+fn serving_addrs_text(line: &str) -> (SocketAddr, SocketAddr) {
+    let grpc = text_field(line, "grpc").unwrap_or_else(|| panic!("no grpc= in {line:?}"));
+    let health = text_field(line, "health").unwrap_or_else(|| panic!("no health= in {line:?}"));
+    (parse_addr(grpc), parse_some_addr(health))
+}
+
+fn parse_addr(text: &str) -> SocketAddr {
+    let addr: SocketAddr = text
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address {text:?}: {e}"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1", "{text}");
+    assert_ne!(addr.port(), 0, "the log must show the bound port: {text}");
+    addr
+}
+
+fn parse_some_addr(text: &str) -> SocketAddr {
+    let inner = text
+        .strip_prefix("Some(")
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("health address is not Some(..): {text:?}"));
+    parse_addr(inner)
+}
+
+/// What a finished short-lived command did.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Finished {
+    fn describe(&self) -> String {
+        format!(
+            "exit {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs a command to completion, failing the test if it takes longer than `limit`.
+fn run(cmd: &mut Command, limit: Duration) -> Finished {
+    let start = Instant::now();
+    let mut child = ChildGuard(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshsync"),
+    );
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.0.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            drop(child);
+            panic!(
+                "{cmd:?} did not exit within {limit:?}; stdout: {:?}; stderr: {:?}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    Finished {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        elapsed,
+    }
+}
+
+/// A current-thread runtime for the async HTTP helper.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    runtime().block_on(within(&format!("GET {path}"), http_get(addr, path)))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh/cluster-a")
+}
+
+/// `(kind, namespace, name)` of a resource.
+type Id = (String, String, String);
+
+/// The resources a directory of manifests defines, read without a YAML library: documents are
+/// separated by `---` lines; in each, the top-level `kind:` line and the `name:`/`namespace:`
+/// lines indented by two spaces under a top-level `metadata:` line. JSON files are parsed as JSON.
+/// Panics on a document this reader cannot understand, rather than silently missing it.
+fn expected_resources(dir: &Path) -> BTreeSet<Id> {
+    let mut ids = BTreeSet::new();
+    let mut files: Vec<PathBuf> = Vec::new();
+    collect_files(dir, &mut files);
+    for file in files {
+        let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let text = std::fs::read_to_string(&file).unwrap();
+        match ext {
+            "yaml" | "yml" => {
+                for doc in text.split('\n').collect::<Vec<_>>().split(|l| l.trim_end() == "---") {
+                    if let Some(id) = yaml_doc_id(doc, &file) {
+                        assert!(ids.insert(id.clone()), "{id:?} defined twice");
+                    }
+                }
+            }
+            "json" => {
+                for doc in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+                    let doc = doc.unwrap();
+                    let id = (
+                        doc["kind"].as_str().unwrap().to_string(),
+                        doc["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                        doc["metadata"]["name"].as_str().unwrap().to_string(),
+                    );
+                    assert!(ids.insert(id.clone()), "{id:?} defined twice");
+                }
+            }
+            _ => {}
+        }
+    }
+    ids
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            collect_files(&entry.path(), out);
+        } else {
+            out.push(entry.path());
+        }
+    }
+}
+
+fn scalar(text: &str) -> String {
+    let text = text.split(" #").next().unwrap().trim();
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .or_else(|| text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')))
+        .unwrap_or(text);
+    unquoted.to_string()
+}
+
+fn yaml_doc_id(lines: &[&str], file: &Path) -> Option<Id> {
+    let content = lines
+        .iter()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    if !content {
+        return None;
+    }
+    let (mut kind, mut namespace, mut name) = (None, None, None);
+    let mut in_metadata = false;
+    for line in lines {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        if !line.starts_with(' ') {
+            in_metadata = line.trim_end() == "metadata:";
+            if let Some(rest) = line.strip_prefix("kind:") {
+                kind = Some(scalar(rest));
+            }
+            continue;
+        }
+        if in_metadata && line.starts_with("  ") && !line.starts_with("   ") {
+            if let Some(rest) = line.strip_prefix("  name:") {
+                name = Some(scalar(rest));
+            } else if let Some(rest) = line.strip_prefix("  namespace:") {
+                namespace = Some(scalar(rest));
+            }
+        }
+    }
+    let (Some(kind), Some(name)) = (kind, name) else {
+        panic!(
+            "{}: a document this test's minimal reader cannot understand:\n{}",
+            file.display(),
+            lines.join("\n")
+        );
+    };
+    Some((kind, namespace.unwrap_or_default(), name))
+}
+
+/// `serve` over a copy of `examples/mesh/cluster-a` on OS-chosen ports.
+fn serve_example(extra: &[&str]) -> (tempfile::TempDir, Serve) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cluster-a");
+    copy_dir(&example_dir(), &data);
+    let datastore = format!("file:{}", data.display());
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend([
+        "serve",
+        "--datastore",
+        &datastore,
+        "--listen",
+        "127.0.0.1:0",
+        "--health-listen",
+        "127.0.0.1:0",
+    ]);
+    let serve = Serve::start(&args);
+    (dir, serve)
+}
+
+#[test]
+fn serve_agent_status_and_health_over_the_example_mesh() {
+    let (dir, mut serve) = serve_example(&[]);
+    let data = dir.path().join("cluster-a");
+    let expected = expected_resources(&data);
+    assert!(
+        expected.len() >= 10,
+        "the example mesh should define a dozen or more resources, found {expected:?}"
+    );
+
+    let serving = serve.wait_line("the serving line", |l| {
+        text_message_is(l, "meshsync serving")
+    });
+    let (grpc, health) = serving_addrs_text(&serving);
+    serve.wait_line("the in-sync line", |l| text_message_is(l, IN_SYNC_LINE));
+    let url = format!("http://{grpc}");
+
+    // 1. The agent syncs, prints JSON lines, and dumps exactly the files' objects.
+    let dump_path = dir.path().join("dump.json");
+    let agent = run(
+        meshsync().args([
+            "agent",
+            "--server",
+            &url,
+            "--syncer",
+            "all",
+            "--node-name",
+            "cli-test-all",
+            "--until-in-sync",
+            "--timeout",
+            "20",
+            "--dump",
+            dump_path.to_str().unwrap(),
+            "--output",
+            "json",
+        ]),
+        DEADLINE,
+    );
+    assert!(agent.status.success(), "agent failed: {}", agent.describe());
+
+    let events: Vec<Value> = agent
+        .stdout
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:?}"));
+            assert!(v.is_object(), "stdout line is not a JSON object: {line:?}");
+            v
+        })
+        .collect();
+    assert_eq!(events.first().map(|e| &e["event"]), Some(&json!("connected")));
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "status", "last event: {last}");
+    assert_eq!(last["in_sync"], true, "last event: {last}");
+    assert_eq!(last["status"]["overall"], "InSync", "last event: {last}");
+    let new_updates: BTreeSet<Id> = events
+        .iter()
+        .filter(|e| e["event"] == "update")
+        .map(|e| {
+            assert_eq!(e["type"], "NEW", "{e}");
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["namespace"].as_str().unwrap().to_string(),
+                e["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(new_updates, expected, "updates printed by the agent");
+
+    let dump: Value = serde_json::from_str(&std::fs::read_to_string(&dump_path).unwrap())
+        .expect("the dump is JSON");
+    let fields: BTreeSet<&str> = dump.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["epoch", "seq", "in_sync", "clusters", "resources"])
+    );
+    assert!(dump["epoch"].is_u64(), "{}", dump["epoch"]);
+    assert!(dump["seq"].as_u64().unwrap() > 0, "{}", dump["seq"]);
+    assert_eq!(dump["in_sync"], true);
+    let resources = dump["resources"].as_array().unwrap();
+    assert_eq!(
+        dump["clusters"],
+        json!([{"cluster": "", "state": "InSync", "error": "", "keys": resources.len()}])
+    );
+    let keys: Vec<(String, String, String, String)> = resources
+        .iter()
+        .map(|r| {
+            let s = |f: &str| {
+                r[f].as_str()
+                    .unwrap_or_else(|| panic!("{f} missing in {r}"))
+                    .to_string()
+            };
+            (s("cluster"), s("kind"), s("namespace"), s("name"))
+        })
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "resources not sorted by (cluster, kind, namespace, name): {keys:?}"
+    );
+    for (r, (cluster, kind, namespace, name)) in resources.iter().zip(&keys) {
+        assert_eq!(cluster, "", "{r}");
+        assert!(!r["revision"].as_str().unwrap().is_empty(), "{r}");
+        let value = &r["value"];
+        assert_eq!(value["kind"].as_str(), Some(kind.as_str()), "{r}");
+        assert_eq!(value["metadata"]["name"].as_str(), Some(name.as_str()), "{r}");
+        assert_eq!(
+            value["metadata"]["namespace"].as_str().unwrap_or(""),
+            namespace,
+            "{r}"
+        );
+    }
+    let dumped: BTreeSet<Id> = keys
+        .into_iter()
+        .map(|(_, kind, namespace, name)| (kind, namespace, name))
+        .collect();
+    assert_eq!(dumped, expected, "dumped resources vs the files");
+
+    // 2. `status`, as JSON and as a table.
+    let status = run(
+        meshsync().args(["status", "--server", &url, "--output", "json"]),
+        DEADLINE,
+    );
+    assert!(status.status.success(), "status failed: {}", status.describe());
+    let status_doc: Value = serde_json::from_str(&status.stdout)
+        .unwrap_or_else(|e| panic!("status output is not JSON ({e}): {}", status.stdout));
+    assert_eq!(status_doc["overall"], "InSync", "{status_doc}");
+    let clusters = status_doc["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), 1, "{status_doc}");
+    assert_eq!(clusters[0]["cluster"], "", "{status_doc}");
+    assert_eq!(clusters[0]["state"], "InSync", "{status_doc}");
+    assert_eq!(clusters[0]["keys"], json!(resources.len()), "{status_doc}");
+    assert_eq!(status_doc["epoch"], dump["epoch"], "one server, one epoch");
+    assert_eq!(status_doc["seq"], dump["seq"], "nothing changed since the dump");
+    let digest = clusters[0]["digest"].as_str().unwrap().to_string();
+
+    let table = run(meshsync().args(["status", "--server", &url]), DEADLINE);
+    assert!(table.status.success(), "status failed: {}", table.describe());
+    assert!(table.stdout.contains("InSync"), "{}", table.stdout);
+    let row: Vec<&str> = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("(local)"))
+        .unwrap_or_else(|| panic!("no (local) row in:\n{}", table.stdout))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["(local)", "InSync", &resources.len().to_string(), &digest],
+        "{}",
+        table.stdout
+    );
+
+    // 3. Health endpoints.
+    let (code, body) = get(health, "/readiness");
+    assert_eq!(code, 200, "readiness: {body}");
+    let (code, body) = get(health, "/liveness");
+    assert_eq!(code, 200, "liveness: {body}");
+
+    // 5b. An unknown syncer type is refused with the list of valid ones.
+    let bogus = run(
+        meshsync().args([
+            "agent",
+            "--server",
+            &url,
+            "--syncer",
+            "bogus",
+            "--node-name",
+            "cli-test-bogus",
+            "--until-in-sync",
+            "--timeout",
+            "20",
+        ]),
+        DEADLINE,
+    );
+    assert!(!bogus.status.success(), "bogus syncer accepted: {}", bogus.describe());
+    assert!(
+        bogus.elapsed < Duration::from_secs(10),
+        "a refusal should not wait for the timeout: {}",
+        bogus.describe()
+    );
+    assert!(bogus.stderr.contains("bogus"), "{}", bogus.describe());
+    for name in SYNCER_TYPES {
+        assert!(
+            bogus.stderr.contains(name),
+            "the error should name {name}: {}",
+            bogus.describe()
+        );
+    }
+
+    // The in-sync line appeared exactly once: everything up to the server's log of the refused
+    // subscription (the last thing we did) has been read.
+    serve.wait_line("the refused subscription", |l| {
+        l.contains("subscription refused") && l.contains("cli-test-bogus")
+    });
+    assert!(
+        serve.count(|l| l.contains("new subscription") && l.contains("cli-test-all")) == 1,
+        "{}",
+        serve.lines.join("\n")
+    );
+    assert_eq!(
+        serve.count(|l| l.contains(IN_SYNC_LINE)),
+        1,
+        "in-sync line count; stderr:\n{}",
+        serve.lines.join("\n")
+    );
+    drop(serve);
+}
+
+#[test]
+fn json_log_format() {
+    let (_dir, mut serve) = serve_example(&["--log-format", "json"]);
+    let parse = |line: &str| -> Value {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line:?}"));
+        assert!(v.is_object(), "log line is not a JSON object: {line:?}");
+        v
+    };
+    let in_sync = serve.wait_line("the JSON in-sync line", |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["message"] == IN_SYNC_LINE)
+    });
+    let in_sync = parse(&in_sync);
+    assert_eq!(in_sync["level"], "INFO", "{in_sync}");
+    assert!(in_sync["keys"].as_u64().unwrap() > 0, "{in_sync}");
+    let serving = serve.wait_line("the JSON serving line", |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["message"] == "meshsync serving")
+    });
+    let serving = parse(&serving);
+    let grpc = parse_addr(serving["grpc"].as_str().unwrap());
+    let health = parse_some_addr(serving["health"].as_str().unwrap());
+
+    let status = run(
+        meshsync().args([
+            "--log-format",
+            "json",
+            "status",
+            "--server",
+            &format!("http://{grpc}"),
+            "--output",
+            "json",
+        ]),
+        DEADLINE,
+    );
+    assert!(status.status.success(), "{}", status.describe());
+    let (code, body) = get(health, "/readiness");
+    assert_eq!(code, 200, "readiness: {body}");
+
+    // Every line the server wrote is a JSON object, the in-sync line exactly once.
+    for line in &serve.lines {
+        parse(line);
+    }
+    assert_eq!(
+        serve.count(|l| l.contains(IN_SYNC_LINE)),
+        1,
+        "{}",
+        serve.lines.join("\n")
+    );
+}
+
+#[test]
+fn agent_without_a_server_times_out_with_a_clear_message() {
+    // A port that was free a moment ago and has nothing listening now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent = run(
+        meshsync().args([
+            "agent",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--until-in-sync",
+            "--timeout",
+            "1",
+        ]),
+        DEADLINE,
+    );
+    assert!(!agent.status.success(), "{}", agent.describe());
+    assert!(
+        agent.elapsed < Duration::from_secs(10),
+        "{}",
+        agent.describe()
+    );
+    assert!(
+        agent.elapsed >= Duration::from_millis(900),
+        "exited before its --timeout: {}",
+        agent.describe()
+    );
+    assert!(
+        agent.stderr.contains("timed out") && agent.stderr.contains("in-sync"),
+        "stderr should say it timed out waiting for in-sync: {}",
+        agent.describe()
+    );
+}
+
+#[test]
+fn serve_rejects_bad_datastores() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |datastore: &str| {
+        run(
+            meshsync().args([
+                "serve",
+                "--datastore",
+                datastore,
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+            ]),
+            DEADLINE,
+        )
+    };
+
+    let missing = dir.path().join("no-such-directory");
+    let out = serve(&format!("file:{}", missing.display()));
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains(&missing.display().to_string()) && out.stderr.contains("not exist"),
+        "the error should name the missing path: {}",
+        out.describe()
+    );
+
+    let file = dir.path().join("a-file.yaml");
+    std::fs::write(&file, "").unwrap();
+    let out = serve(&format!("file:{}", file.display()));
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains(&file.display().to_string())
+            && out.stderr.contains("not a directory"),
+        "{}",
+        out.describe()
+    );
+
+    let out = serve("nope://x");
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(out.stderr.contains("nope://x"), "{}", out.describe());
+}

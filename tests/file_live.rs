@@ -1,0 +1,469 @@
+//! The real file datastore, live: an in-process server over `file::watch` on a temp directory,
+//! agents on real gRPC connections. Files are edited the way editors and `git` do (write a hidden
+//! temporary file, rename it into place), and every "nothing else happened" claim is proved by
+//! making one more real change and checking that it is the very next update.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use meshsync_agent::{Agent, Mirror};
+use meshsync_datastore::file::{FileSourceConfig, watch};
+use meshsync_datastore::{LOCAL_CLUSTER, ResourceKey};
+use meshsync_proto::{Update, UpdateType};
+use serde_json::{Value, json};
+use support::{TestServer, next_update, until_in_sync};
+
+/// `(kind, namespace, name)`.
+type Id = (String, String, String);
+
+fn id(kind: &str, namespace: &str, name: &str) -> Id {
+    (kind.into(), namespace.into(), name.into())
+}
+
+fn id_of(value: &Value) -> Id {
+    id(
+        value["kind"].as_str().unwrap(),
+        value["metadata"]["namespace"].as_str().unwrap_or(""),
+        value["metadata"]["name"].as_str().unwrap(),
+    )
+}
+
+fn obj(kind: &str, namespace: &str, name: &str, spec: Value) -> Value {
+    let mut metadata = json!({"name": name});
+    if !namespace.is_empty() {
+        metadata["namespace"] = json!(namespace);
+    }
+    json!({"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": metadata, "spec": spec})
+}
+
+/// Replaces `path` atomically with `text`, as editors and `git checkout` do: a hidden temporary
+/// file (ignored by the datastore) renamed over the target.
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The objects as a multi-document YAML file (each document a JSON object: YAML is a superset).
+fn docs_text(objects: &[&Value]) -> String {
+    let docs: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+    docs.join("\n---\n") + "\n"
+}
+
+fn write_docs(path: &Path, objects: &[&Value]) {
+    write_atomic(path, &docs_text(objects));
+}
+
+/// What the directory defines, read back from the files this test wrote (`docs_text` format).
+fn dir_objects(dir: &Path) -> BTreeMap<Id, Value> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with('.') || !name.ends_with(".yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in text.split("\n---\n") {
+            let value: Value = serde_json::from_str(doc)
+                .unwrap_or_else(|e| panic!("{}: not a document of this test ({e})", path.display()));
+            assert!(out.insert(id_of(&value), value).is_none(), "duplicate in {name}");
+        }
+    }
+    out
+}
+
+fn mirror_objects(mirror: &Mirror) -> BTreeMap<Id, Value> {
+    mirror
+        .resources()
+        .iter()
+        .map(|(k, e)| {
+            assert_eq!(k.cluster, LOCAL_CLUSTER);
+            let value: Value = serde_json::from_slice(&e.value).unwrap();
+            assert_eq!(id_of(&value), id(&k.kind, &k.namespace, &k.name));
+            (id(&k.kind, &k.namespace, &k.name), value)
+        })
+        .collect()
+}
+
+fn assert_mirror_is_dir(agent: &Agent, dir: &Path, step: &str) {
+    assert_eq!(
+        mirror_objects(agent.mirror()),
+        dir_objects(dir),
+        "mirror vs directory after {step}"
+    );
+}
+
+fn update_id(u: &Update) -> Id {
+    assert_eq!(u.cluster, LOCAL_CLUSTER, "{u:?}");
+    id(&u.kind, &u.namespace, &u.name)
+}
+
+fn kind_name(t: i32) -> &'static str {
+    match UpdateType::try_from(t) {
+        Ok(UpdateType::New) => "NEW",
+        Ok(UpdateType::Updated) => "UPDATED",
+        Ok(UpdateType::Deleted) => "DELETED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The next update must be a NEW or UPDATED of exactly `value`.
+async fn expect_upsert(agent: &mut Agent, t: UpdateType, value: &Value) -> Update {
+    let u = next_update(agent).await;
+    assert_eq!(
+        (kind_name(u.r#type), update_id(&u)),
+        (kind_name(t as i32), id_of(value)),
+        "unexpected update {u:?}"
+    );
+    let got: Value = serde_json::from_slice(&u.value).unwrap();
+    assert_eq!(&got, value, "value of {:?}", id_of(value));
+    u
+}
+
+/// The next `ids.len()` updates are DELETEs of exactly `ids` (in any order).
+async fn expect_deletes(agent: &mut Agent, ids: &[Id]) {
+    let mut got = BTreeSet::new();
+    for _ in ids {
+        let u = next_update(agent).await;
+        assert_eq!(kind_name(u.r#type), "DELETED", "unexpected update {u:?}");
+        assert!(u.value.is_empty(), "a delete carries no value: {u:?}");
+        got.insert(update_id(&u));
+    }
+    assert_eq!(got, ids.iter().cloned().collect::<BTreeSet<_>>());
+}
+
+async fn start(dir: &Path) -> TestServer {
+    let stream = watch(FileSourceConfig::new(dir, LOCAL_CLUSTER.into())).unwrap();
+    TestServer::start(stream).await
+}
+
+/// Log output of every test in this binary (warnings and errors), to check what is reported.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init()
+            .expect("install the log capture");
+        logs
+    })
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_edits_reach_the_agent_as_exact_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n1 = obj("Node", "", "n1", json!({"bgp": {"ipv4Address": "10.0.0.1/24"}}));
+    let pool = obj("IPPool", "", "pool", json!({"cidr": "10.65.0.0/16"}));
+    let w1 = obj("WorkloadEndpoint", "ns1", "w1", json!({"node": "n1", "ipNetworks": ["10.65.0.1/32"]}));
+    let w2 = obj("WorkloadEndpoint", "ns1", "w2", json!({"node": "n1", "ipNetworks": ["10.65.0.2/32"]}));
+    let p1 = obj("Profile", "", "kns.ns1", json!({"labelsToApply": {"team": "a"}}));
+    write_docs(&d.join("infra.yaml"), &[&n1, &pool]);
+    write_docs(&d.join("workloads.yaml"), &[&w1, &w2, &p1]);
+
+    let server = start(d).await;
+    let mut agent = server.agent("all");
+    until_in_sync(&mut agent).await;
+    assert_eq!(agent.mirror().len(), 5);
+    assert_mirror_is_dir(&agent, d, "the initial sync");
+    let mut last_seq = agent.mirror().seq();
+    let mut check_seq = |u: &Update| {
+        assert!(u.seq > last_seq, "seq must grow: {} after {last_seq}", u.seq);
+        last_seq = u.seq;
+    };
+
+    // A new file with a new object: NEW for exactly it.
+    let gnp = obj("GlobalNetworkPolicy", "", "deny-all", json!({"selector": "all()", "types": ["Egress"]}));
+    write_docs(&d.join("policy.yaml"), &[&gnp]);
+    check_seq(&expect_upsert(&mut agent, UpdateType::New, &gnp).await);
+    assert_mirror_is_dir(&agent, d, "adding policy.yaml");
+
+    // One field of one object in a multi-object file: one UPDATED for exactly it (checked by the
+    // next step's update being the next one).
+    let w2b = obj("WorkloadEndpoint", "ns1", "w2", json!({"node": "n1", "ipNetworks": ["10.65.0.99/32"]}));
+    write_docs(&d.join("workloads.yaml"), &[&w1, &w2b, &p1]);
+    check_seq(&expect_upsert(&mut agent, UpdateType::Updated, &w2b).await);
+    assert_mirror_is_dir(&agent, d, "changing w2");
+
+    // Deleting a file deletes each of its objects.
+    std::fs::remove_file(d.join("workloads.yaml")).unwrap();
+    expect_deletes(&mut agent, &[id_of(&w1), id_of(&w2b), id_of(&p1)]).await;
+    assert_mirror_is_dir(&agent, d, "deleting workloads.yaml");
+
+    // Nothing else was sent: the next update is this sentinel change.
+    let n1b = obj("Node", "", "n1", json!({"bgp": {"ipv4Address": "10.0.0.2/24"}}));
+    write_docs(&d.join("infra.yaml"), &[&n1b, &pool]);
+    check_seq(&expect_upsert(&mut agent, UpdateType::Updated, &n1b).await);
+    assert_mirror_is_dir(&agent, d, "the sentinel change");
+    assert!(agent.mirror().in_sync());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_is_reported_and_loses_nothing() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nodes = d.join("broken-nodes.yaml");
+    let other = d.join("other.yaml");
+    let x = obj("Node", "", "x", json!({"v": 1}));
+    let y = obj("Node", "", "y", json!({"v": 1}));
+    let z = |v: u32| obj("Profile", "", "z", json!({"v": v}));
+    write_docs(&nodes, &[&x, &y]);
+    write_docs(&other, &[&z(1)]);
+
+    let server = start(d).await;
+    let mut agent = server.agent("all");
+    until_in_sync(&mut agent).await;
+    assert_mirror_is_dir(&agent, d, "the initial sync");
+    let model = dir_objects(d);
+    let updates_before = server.cache.metrics().updates.load(Ordering::Relaxed);
+
+    // Invalid YAML (an unterminated flow sequence).
+    write_atomic(&nodes, "kind: Node\nmetadata: {name: [x\nspec: {v: 1}\n");
+    // The scan that sees this change has seen the broken file too (written before it): no delete
+    // may come before it.
+    write_docs(&other, &[&z(2)]);
+    expect_upsert(&mut agent, UpdateType::Updated, &z(2)).await;
+    let mut expected = model.clone();
+    expected.insert(id_of(&z(2)), z(2));
+    assert_eq!(mirror_objects(agent.mirror()), expected, "the agent lost nothing");
+    assert_eq!(
+        server.cache.metrics().updates.load(Ordering::Relaxed),
+        updates_before + 1,
+        "only the real change was counted"
+    );
+    // The server's cache still holds the broken file's objects, unchanged.
+    let head = server.cache.head();
+    for v in [&x, &y] {
+        let (kind, namespace, name) = id_of(v);
+        let entry = head
+            .snapshot
+            .get(&ResourceKey::new(LOCAL_CLUSTER, &kind, &namespace, &name))
+            .unwrap_or_else(|| panic!("the cache lost {name}"));
+        assert_eq!(&serde_json::from_slice::<Value>(&entry.value).unwrap(), v);
+    }
+    assert_eq!(head.status.clusters[LOCAL_CLUSTER].keys, 3);
+    // And the problem was reported, naming the file (already logged: the scan that produced the
+    // update above logged it before sending anything).
+    let log = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    let reported = log
+        .lines()
+        .any(|l| l.contains("ERROR") && l.contains(&nodes.display().to_string()) && l.contains("line"));
+    assert!(reported, "no error naming {} with a line number in:\n{log}", nodes.display());
+
+    // Fixed, with y changed: exactly one UPDATED (the sentinel after it is the next update).
+    let y2 = obj("Node", "", "y", json!({"v": 2}));
+    write_docs(&nodes, &[&x, &y2]);
+    expect_upsert(&mut agent, UpdateType::Updated, &y2).await;
+    write_docs(&other, &[&z(3)]);
+    expect_upsert(&mut agent, UpdateType::Updated, &z(3)).await;
+    assert_mirror_is_dir(&agent, d, "fixing the file");
+    server.stop().await;
+}
+
+/// Block-style YAML for a JSON value: keys in reverse order, 4-space indentation, strings
+/// double-quoted (JSON escapes are valid YAML), a comment per mapping. Same object, other text.
+fn reordered_yaml(value: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            out.push_str(&format!("{pad}# {} keys, reordered\n", map.len()));
+            for (k, v) in map.iter().rev() {
+                match v {
+                    Value::Object(m) if !m.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        reordered_yaml(v, indent + 4, out);
+                    }
+                    Value::Array(a) if !a.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        for item in a {
+                            out.push_str(&format!("{pad}  -   {item}\n"));
+                        }
+                    }
+                    _ => out.push_str(&format!("{pad}{k}:    {v}\n")),
+                }
+            }
+        }
+        _ => panic!("not a mapping: {value}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_without_changes_are_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nodes = d.join("nodes.yaml");
+    let sentinel_path = d.join("sentinel.yaml");
+    let n1 = obj(
+        "Node",
+        "",
+        "n1",
+        json!({"addresses": ["10.0.0.1", "10.0.0.2"], "bgp": {"asNumber": 64512, "ipv4Address": "10.0.0.1/24"}, "flag": true}),
+    );
+    let mut n1_labeled = n1.clone();
+    n1_labeled["metadata"]["labels"] = json!({"zone": "a", "arch": "amd64"});
+    let n2 = obj("Node", "", "n2", json!({"ipv4VXLANTunnelAddr": "10.65.1.0"}));
+    let sentinel = |round: u32| obj("Profile", "", "sentinel", json!({"round": round}));
+    let original = docs_text(&[&n1_labeled, &n2]);
+    write_atomic(&nodes, &original);
+    write_docs(&sentinel_path, &[&sentinel(0)]);
+
+    let server = start(d).await;
+    let mut agent = server.agent("all");
+    until_in_sync(&mut agent).await;
+    assert_mirror_is_dir(&agent, d, "the initial sync");
+    let entry_of = |agent: &Agent| {
+        agent
+            .mirror()
+            .resources()
+            .iter()
+            .find(|(k, _)| k.name == "n1")
+            .map(|(_, e)| e.clone())
+            .unwrap()
+    };
+    let n1_entry = entry_of(&agent);
+    let updates_before = server.cache.metrics().updates.load(Ordering::Relaxed);
+
+    let mut reformatted = String::from("# the same objects, written differently\n");
+    for v in [&n1_labeled, &n2] {
+        reordered_yaml(v, 0, &mut reformatted);
+        reformatted.push_str("---\n");
+    }
+    let mut with_resource_version = n1_labeled.clone();
+    with_resource_version["metadata"]["resourceVersion"] = json!("123456");
+    let pretty = format!(
+        "{}\n---\n{}\n",
+        serde_json::to_string_pretty(&n2).unwrap(),
+        serde_json::to_string_pretty(&with_resource_version).unwrap()
+    );
+    let rewrites: Vec<(&str, Box<dyn Fn()>)> = vec![
+        ("identical bytes, replaced", Box::new(|| write_atomic(&nodes, &original))),
+        (
+            "identical bytes, overwritten in place",
+            Box::new(|| {
+                let mut f = std::fs::OpenOptions::new().write(true).open(&nodes).unwrap();
+                f.write_all(original.as_bytes()).unwrap();
+                f.sync_all().unwrap();
+            }),
+        ),
+        (
+            "reordered keys, other indentation, comments",
+            Box::new(|| write_atomic(&nodes, &reformatted)),
+        ),
+        (
+            "pretty JSON, other document order, a new resourceVersion",
+            Box::new(|| write_atomic(&nodes, &pretty)),
+        ),
+    ];
+    for (round, (what, rewrite)) in rewrites.iter().enumerate() {
+        let round = round as u32 + 1;
+        rewrite();
+        // The scan that sees the sentinel change has seen the rewrite: had the rewrite produced
+        // an update, it would come first.
+        write_docs(&sentinel_path, &[&sentinel(round)]);
+        let u = next_update(&mut agent).await;
+        assert_eq!(
+            (kind_name(u.r#type), update_id(&u)),
+            ("UPDATED", id_of(&sentinel(round))),
+            "after a rewrite with {what}: {u:?}"
+        );
+        assert_eq!(serde_json::from_slice::<Value>(&u.value).unwrap(), sentinel(round));
+        assert_eq!(
+            server.cache.metrics().updates.load(Ordering::Relaxed),
+            updates_before + u64::from(round),
+            "the cache counted a change for a rewrite with {what}"
+        );
+    }
+    let after = entry_of(&agent);
+    assert_eq!(after, n1_entry, "n1 untouched (same value, revision and seq)");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_get_filtered_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Per DESIGN.md §2 / reference/typha.md §1: felix carries Node, WorkloadEndpoint, BGPPeer (not
+    // BGPFilter or BlockAffinity); bgp carries Node, BGPPeer, BGPFilter, BlockAffinity (not
+    // WorkloadEndpoint); an unknown kind only reaches `all`.
+    let peer = obj("BGPPeer", "", "rr", json!({"peerIP": "10.0.0.254", "asNumber": 64512}));
+    let filter = obj("BGPFilter", "", "no-default", json!({"exportV4": []}));
+    let ba1 = obj("BlockAffinity", "", "n1-10-65-0-0-26", json!({"node": "n1", "cidr": "10.65.0.0/26", "state": "confirmed"}));
+    let w1 = obj("WorkloadEndpoint", "ns1", "w1", json!({"node": "n1"}));
+    let node = |v: &str| obj("Node", "", "n1", json!({"bgp": {"ipv4Address": v}}));
+    let g1 = obj("Gadget", "ns1", "g1", json!({"color": "red"}));
+    write_docs(&d.join("bgp.yaml"), &[&peer, &filter, &ba1]);
+    write_docs(&d.join("wep.yaml"), &[&w1]);
+    write_docs(&d.join("node.yaml"), &[&node("10.0.0.1/24")]);
+    write_docs(&d.join("gadget.yaml"), &[&g1]);
+
+    let server = start(d).await;
+    let mut felix = server.agent("felix");
+    let mut bgp = server.agent("bgp");
+    let mut all = server.agent("all");
+    for agent in [&mut felix, &mut bgp, &mut all] {
+        until_in_sync(agent).await;
+    }
+    let ids = |agent: &Agent| -> BTreeSet<Id> { mirror_objects(agent.mirror()).into_keys().collect() };
+    let set = |values: &[&Value]| -> BTreeSet<Id> { values.iter().map(|v| id_of(v)).collect() };
+    assert_eq!(ids(&felix), set(&[&peer, &w1, &node("10.0.0.1/24")]), "felix");
+    assert_eq!(ids(&bgp), set(&[&peer, &filter, &ba1, &node("10.0.0.1/24")]), "bgp");
+    assert_mirror_is_dir(&all, d, "the initial sync of `all`");
+
+    // Live: a new file with one object for each side and an unknown kind.
+    let ba2 = obj("BlockAffinity", "", "n1-10-65-0-64-26", json!({"node": "n1", "cidr": "10.65.0.64/26", "state": "confirmed"}));
+    let w2 = obj("WorkloadEndpoint", "ns1", "w2", json!({"node": "n1"}));
+    let g2 = obj("Gadget", "ns1", "g2", json!({"color": "blue"}));
+    write_docs(&d.join("more.yaml"), &[&w2, &ba2, &g2]);
+    expect_upsert(&mut felix, UpdateType::New, &w2).await;
+    expect_upsert(&mut bgp, UpdateType::New, &ba2).await;
+    let mut got = BTreeSet::new();
+    for _ in 0..3 {
+        let u = next_update(&mut all).await;
+        assert_eq!(kind_name(u.r#type), "NEW", "{u:?}");
+        got.insert(update_id(&u));
+    }
+    assert_eq!(got, set(&[&w2, &ba2, &g2]), "all");
+
+    // Deletes are filtered the same way: felix loses only the BGPPeer, bgp all three.
+    std::fs::remove_file(d.join("bgp.yaml")).unwrap();
+    std::fs::remove_file(d.join("gadget.yaml")).unwrap();
+    expect_deletes(&mut felix, &[id_of(&peer)]).await;
+    expect_deletes(&mut bgp, &[id_of(&peer), id_of(&filter), id_of(&ba1)]).await;
+    expect_deletes(&mut all, &[id_of(&peer), id_of(&filter), id_of(&ba1), id_of(&g1)]).await;
+
+    // Nothing else reached anyone: the next update of each is this change of a shared kind.
+    write_docs(&d.join("node.yaml"), &[&node("10.0.0.9/24")]);
+    for agent in [&mut felix, &mut bgp, &mut all] {
+        expect_upsert(agent, UpdateType::Updated, &node("10.0.0.9/24")).await;
+    }
+    assert_eq!(ids(&felix), set(&[&w1, &w2, &node("x")]), "felix at the end");
+    assert_eq!(ids(&bgp), set(&[&ba2, &node("x")]), "bgp at the end");
+    assert_mirror_is_dir(&all, d, "the end, for `all`");
+    server.stop().await;
+}

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -205,6 +206,15 @@ async fn hundreds_of_agents_receive_identical_streams() {
     }));
     let agents = within("all agents in sync", synced).await;
     assert_eq!(server.connections.active(), AGENTS);
+    // Agents that connect together share one encoded snapshot.
+    let metrics = server.cache.metrics();
+    let generated = metrics.snapshots_generated.load(Ordering::Relaxed);
+    let reused = metrics.snapshots_reused.load(Ordering::Relaxed);
+    assert_eq!(generated + reused, AGENTS as u64);
+    assert!(
+        generated <= 3,
+        "snapshot encoded {generated} times for {AGENTS} agents"
+    );
 
     // A stream of changes in bursts of different sizes, including deletes and no-ops.
     for i in 0..CHANGES {

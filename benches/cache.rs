@@ -67,8 +67,8 @@ fn esc(s: &str) -> String {
     s.replace('-', "--")
 }
 
-/// The key and ~1 KiB canonical JSON of workload endpoint `i`; `generation` changes the value
-/// (resourceVersion and a pod annotation-like label) without changing the key.
+/// The key and ~1 KiB canonical JSON (keys sorted, as the datastores produce it) of workload
+/// endpoint `i`; `generation` changes the value (its resourceVersion), never the key.
 fn wep(i: usize, generation: u64) -> (ResourceKey, Bytes) {
     let (app, ns_base, team) = APPS[i % APPS.len()];
     let namespace = format!("{ns_base}-{:02}", (i / APPS.len()) % 40);
@@ -79,35 +79,53 @@ fn wep(i: usize, generation: u64) -> (ResourceKey, Bytes) {
         i % 250
     );
     let h = mix(i as u64);
-    let pod = format!(
-        "{app}-{:08x}-{:05x}",
-        h as u32 & 0x0fff_ffff,
-        (h >> 40) & 0xfffff
-    );
+    let rs_hash = format!("{:08x}", h as u32 & 0x0fff_ffff);
+    let pod = format!("{app}-{rs_hash}-{:05x}", (h >> 40) & 0xfffff);
     let name = format!("{}-k8s-{}-eth0", esc(&node), esc(&pod));
     let sa = format!("{app}-sa");
-    let ip = format!(
-        "10.{}.{}.{}",
+    let uid = format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        h as u32,
+        (h >> 32) & 0xffff,
+        (h >> 48) & 0xfff,
+        mix(h) & 0xfff,
+        mix(h + 1) & 0xffff_ffff_ffff
+    );
+    let container = format!(
+        "{h:016x}{:016x}{:016x}{:016x}",
+        mix(h),
+        mix(h + 2),
+        mix(h + 3)
+    );
+    let mac = format!(
+        "0e:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        h & 0xff,
+        (h >> 8) & 0xff,
+        (h >> 16) & 0xff,
+        (h >> 24) & 0xff,
+        (h >> 32) & 0xff
+    );
+    let ipv4 = format!(
+        "10.{}.{}.{}/32",
         64 + (i >> 16) % 64,
         (i >> 8) & 0xff,
         i & 0xff
     );
+    let ipv6 = format!("fd00:10:{:x}::{:x}/128", (i >> 16) & 0xffff, i & 0xffff);
     let value = serde_json::json!({
         "apiVersion": "projectcalico.org/v3",
         "kind": "WorkloadEndpoint",
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "uid": format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-                h as u32, (h >> 32) & 0xffff, (h >> 48) & 0xfff, mix(h) & 0xfff, mix(h + 1) & 0xffff_ffff_ffff),
+            "uid": uid,
             "resourceVersion": (1_000_000 + i as u64 * 3 + generation * 7_919).to_string(),
             "creationTimestamp": "2025-03-14T09:26:53Z",
             "labels": {
                 "app": app,
                 "app.kubernetes.io/name": app,
                 "app.kubernetes.io/part-of": team,
-                "app.kubernetes.io/version": format!("v1.{}.{}", i % 7, generation),
-                "pod-template-hash": format!("{:08x}", h as u32 & 0x0fff_ffff),
+                "pod-template-hash": rs_hash,
                 "team": team,
                 "projectcalico.org/namespace": namespace,
                 "projectcalico.org/orchestrator": "k8s",
@@ -119,12 +137,11 @@ fn wep(i: usize, generation: u64) -> (ResourceKey, Bytes) {
             "node": node,
             "pod": pod,
             "endpoint": "eth0",
-            "containerID": format!("{:016x}{:016x}{:016x}{:016x}", h, mix(h), mix(h + 2), mix(h + 3)),
+            "containerID": container,
             "serviceAccountName": sa,
             "interfaceName": format!("cali{:011x}", mix(h + 4) & 0xfff_ffff_ffff),
-            "mac": format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                0x0e, h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff, (h >> 24) & 0xff, (h >> 32) & 0xff),
-            "ipNetworks": [format!("{ip}/32"), format!("fd00:10:{:x}::{:x}/128", (i >> 16) & 0xffff, i & 0xffff)],
+            "mac": mac,
+            "ipNetworks": [ipv4, ipv6],
             "profiles": [format!("kns.{namespace}"), format!("ksa.{namespace}.{sa}")],
             "ports": [
                 {"name": "http", "port": 8080, "protocol": "TCP"},
@@ -133,10 +150,8 @@ fn wep(i: usize, generation: u64) -> (ResourceKey, Bytes) {
         },
     });
     let key = ResourceKey::new("", "WorkloadEndpoint", &namespace, &name);
-    (
-        key,
-        Bytes::from(serde_json::to_vec(&value).expect("JSON encodes")),
-    )
+    let value = serde_json::to_vec(&value).expect("JSON encodes");
+    (key, Bytes::from(value))
 }
 
 fn upsert(key: &ResourceKey, value: &Bytes, revision: u64) -> SourceEvent {
@@ -175,13 +190,16 @@ impl LoadedCache {
             .expect("runtime");
         let (tx, rx) = mpsc::unbounded();
         let cache = rt.block_on(async { SnapshotCache::spawn(rx, CacheConfig::default()) });
+        let started = Instant::now();
         let mut keys = Vec::with_capacity(n);
+        let mut value_bytes = 0;
         tx.unbounded_send(status(SourceStatus::ResyncInProgress))
             .unwrap();
         tx.unbounded_send(SourceEvent::ResyncStart { cluster: "".into() })
             .unwrap();
         for i in 0..n {
             let (key, value) = wep(i, 0);
+            value_bytes += value.len();
             tx.unbounded_send(upsert(&key, &value, i as u64 + 1))
                 .unwrap();
             keys.push(key);
@@ -198,6 +216,11 @@ impl LoadedCache {
         loaded.wait_seq(n as u64);
         assert_eq!(loaded.cache.status().overall, SyncState::InSync);
         assert_eq!(loaded.cache.status().total_keys(), n as u64);
+        eprintln!(
+            "(setup: {n} WorkloadEndpoints of {} JSON bytes on average loaded in {:.0?})",
+            value_bytes / n,
+            started.elapsed()
+        );
         loaded
     }
 

@@ -271,7 +271,11 @@ fn expected_resources(dir: &Path) -> BTreeSet<Id> {
         let text = std::fs::read_to_string(&file).unwrap();
         match ext {
             "yaml" | "yml" => {
-                for doc in text.split('\n').collect::<Vec<_>>().split(|l| l.trim_end() == "---") {
+                for doc in text
+                    .split('\n')
+                    .collect::<Vec<_>>()
+                    .split(|l| l.trim_end() == "---")
+                {
                     if let Some(id) = yaml_doc_id(doc, &file) {
                         assert!(ids.insert(id.clone()), "{id:?} defined twice");
                     }
@@ -429,7 +433,10 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
             v
         })
         .collect();
-    assert_eq!(events.first().map(|e| &e["event"]), Some(&json!("connected")));
+    assert_eq!(
+        events.first().map(|e| &e["event"]),
+        Some(&json!("connected"))
+    );
     let last = events.last().unwrap();
     assert_eq!(last["event"], "status", "last event: {last}");
     assert_eq!(last["in_sync"], true, "last event: {last}");
@@ -450,7 +457,12 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
 
     let dump: Value = serde_json::from_str(&std::fs::read_to_string(&dump_path).unwrap())
         .expect("the dump is JSON");
-    let fields: BTreeSet<&str> = dump.as_object().unwrap().keys().map(String::as_str).collect();
+    let fields: BTreeSet<&str> = dump
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         fields,
         BTreeSet::from(["epoch", "seq", "in_sync", "clusters", "resources"])
@@ -483,7 +495,11 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
         assert!(!r["revision"].as_str().unwrap().is_empty(), "{r}");
         let value = &r["value"];
         assert_eq!(value["kind"].as_str(), Some(kind.as_str()), "{r}");
-        assert_eq!(value["metadata"]["name"].as_str(), Some(name.as_str()), "{r}");
+        assert_eq!(
+            value["metadata"]["name"].as_str(),
+            Some(name.as_str()),
+            "{r}"
+        );
         assert_eq!(
             value["metadata"]["namespace"].as_str().unwrap_or(""),
             namespace,
@@ -501,7 +517,11 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
         meshsync().args(["status", "--server", &url, "--output", "json"]),
         DEADLINE,
     );
-    assert!(status.status.success(), "status failed: {}", status.describe());
+    assert!(
+        status.status.success(),
+        "status failed: {}",
+        status.describe()
+    );
     let status_doc: Value = serde_json::from_str(&status.stdout)
         .unwrap_or_else(|e| panic!("status output is not JSON ({e}): {}", status.stdout));
     assert_eq!(status_doc["overall"], "InSync", "{status_doc}");
@@ -511,11 +531,18 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
     assert_eq!(clusters[0]["state"], "InSync", "{status_doc}");
     assert_eq!(clusters[0]["keys"], json!(resources.len()), "{status_doc}");
     assert_eq!(status_doc["epoch"], dump["epoch"], "one server, one epoch");
-    assert_eq!(status_doc["seq"], dump["seq"], "nothing changed since the dump");
+    assert_eq!(
+        status_doc["seq"], dump["seq"],
+        "nothing changed since the dump"
+    );
     let digest = clusters[0]["digest"].as_str().unwrap().to_string();
 
     let table = run(meshsync().args(["status", "--server", &url]), DEADLINE);
-    assert!(table.status.success(), "status failed: {}", table.describe());
+    assert!(
+        table.status.success(),
+        "status failed: {}",
+        table.describe()
+    );
     assert!(table.stdout.contains("InSync"), "{}", table.stdout);
     let row: Vec<&str> = table
         .stdout
@@ -553,7 +580,11 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
         ]),
         DEADLINE,
     );
-    assert!(!bogus.status.success(), "bogus syncer accepted: {}", bogus.describe());
+    assert!(
+        !bogus.status.success(),
+        "bogus syncer accepted: {}",
+        bogus.describe()
+    );
     assert!(
         bogus.elapsed < Duration::from_secs(10),
         "a refusal should not wait for the timeout: {}",
@@ -706,8 +737,7 @@ fn serve_rejects_bad_datastores() {
     let out = serve(&format!("file:{}", file.display()));
     assert!(!out.status.success(), "{}", out.describe());
     assert!(
-        out.stderr.contains(&file.display().to_string())
-            && out.stderr.contains("not a directory"),
+        out.stderr.contains(&file.display().to_string()) && out.stderr.contains("not a directory"),
         "{}",
         out.describe()
     );

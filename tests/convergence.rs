@@ -24,10 +24,18 @@ const KINDS: [(&str, bool); 3] = [
 
 #[derive(Clone, Debug)]
 enum Op {
-    Upsert { key: u8, value: u8 },
-    Delete { key: u8 },
+    Upsert {
+        key: u8,
+        value: u8,
+    },
+    Delete {
+        key: u8,
+    },
     /// A source relists `cluster`: exactly these entries exist afterwards.
-    Relist { cluster: u8, entries: Vec<(u8, u8)> },
+    Relist {
+        cluster: u8,
+        entries: Vec<(u8, u8)>,
+    },
     /// An agent connects now.
     Join,
     /// Let the writer and the streams catch up before going on.

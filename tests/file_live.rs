@@ -5,18 +5,21 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use meshsync_agent::{Agent, Mirror};
+use meshsync_agent::{Agent, AgentEvent, Mirror};
+use meshsync_cache::SyncState;
 use meshsync_datastore::file::{FileSourceConfig, watch};
 use meshsync_datastore::{LOCAL_CLUSTER, ResourceKey};
-use meshsync_proto::{Update, UpdateType};
+use meshsync_proto::sync_client::SyncClient;
+use meshsync_proto::{self as pb, Update, UpdateType, sync_event};
 use serde_json::{Value, json};
-use support::{TestServer, next_update, until_in_sync};
+use support::{TestServer, next_update, until_in_sync, within};
+use tonic::transport::Endpoint;
 
 /// `(kind, namespace, name)`.
 type Id = (String, String, String);
@@ -73,9 +76,13 @@ fn dir_objects(dir: &Path) -> BTreeMap<Id, Value> {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in text.split("\n---\n") {
-            let value: Value = serde_json::from_str(doc)
-                .unwrap_or_else(|e| panic!("{}: not a document of this test ({e})", path.display()));
-            assert!(out.insert(id_of(&value), value).is_none(), "duplicate in {name}");
+            let value: Value = serde_json::from_str(doc).unwrap_or_else(|e| {
+                panic!("{}: not a document of this test ({e})", path.display())
+            });
+            assert!(
+                out.insert(id_of(&value), value).is_none(),
+                "duplicate in {name}"
+            );
         }
     }
     out
@@ -130,10 +137,10 @@ async fn expect_upsert(agent: &mut Agent, t: UpdateType, value: &Value) -> Updat
 }
 
 /// The next `ids.len()` updates are DELETEs of exactly `ids` (in any order).
-async fn expect_deletes(agent: &mut Agent, ids: &[Id]) {
+async fn expect_deletes<S: Subscriber>(sub: &mut S, ids: &[Id]) {
     let mut got = BTreeSet::new();
     for _ in ids {
-        let u = next_update(agent).await;
+        let u = sub.next_update().await;
         assert_eq!(kind_name(u.r#type), "DELETED", "unexpected update {u:?}");
         assert!(u.value.is_empty(), "a delete carries no value: {u:?}");
         got.insert(update_id(&u));
@@ -177,11 +184,31 @@ fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
 async fn live_edits_reach_the_agent_as_exact_updates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let n1 = obj("Node", "", "n1", json!({"bgp": {"ipv4Address": "10.0.0.1/24"}}));
+    let n1 = obj(
+        "Node",
+        "",
+        "n1",
+        json!({"bgp": {"ipv4Address": "10.0.0.1/24"}}),
+    );
     let pool = obj("IPPool", "", "pool", json!({"cidr": "10.65.0.0/16"}));
-    let w1 = obj("WorkloadEndpoint", "ns1", "w1", json!({"node": "n1", "ipNetworks": ["10.65.0.1/32"]}));
-    let w2 = obj("WorkloadEndpoint", "ns1", "w2", json!({"node": "n1", "ipNetworks": ["10.65.0.2/32"]}));
-    let p1 = obj("Profile", "", "kns.ns1", json!({"labelsToApply": {"team": "a"}}));
+    let w1 = obj(
+        "WorkloadEndpoint",
+        "ns1",
+        "w1",
+        json!({"node": "n1", "ipNetworks": ["10.65.0.1/32"]}),
+    );
+    let w2 = obj(
+        "WorkloadEndpoint",
+        "ns1",
+        "w2",
+        json!({"node": "n1", "ipNetworks": ["10.65.0.2/32"]}),
+    );
+    let p1 = obj(
+        "Profile",
+        "",
+        "kns.ns1",
+        json!({"labelsToApply": {"team": "a"}}),
+    );
     write_docs(&d.join("infra.yaml"), &[&n1, &pool]);
     write_docs(&d.join("workloads.yaml"), &[&w1, &w2, &p1]);
 
@@ -192,19 +219,33 @@ async fn live_edits_reach_the_agent_as_exact_updates() {
     assert_mirror_is_dir(&agent, d, "the initial sync");
     let mut last_seq = agent.mirror().seq();
     let mut check_seq = |u: &Update| {
-        assert!(u.seq > last_seq, "seq must grow: {} after {last_seq}", u.seq);
+        assert!(
+            u.seq > last_seq,
+            "seq must grow: {} after {last_seq}",
+            u.seq
+        );
         last_seq = u.seq;
     };
 
     // A new file with a new object: NEW for exactly it.
-    let gnp = obj("GlobalNetworkPolicy", "", "deny-all", json!({"selector": "all()", "types": ["Egress"]}));
+    let gnp = obj(
+        "GlobalNetworkPolicy",
+        "",
+        "deny-all",
+        json!({"selector": "all()", "types": ["Egress"]}),
+    );
     write_docs(&d.join("policy.yaml"), &[&gnp]);
     check_seq(&expect_upsert(&mut agent, UpdateType::New, &gnp).await);
     assert_mirror_is_dir(&agent, d, "adding policy.yaml");
 
     // One field of one object in a multi-object file: one UPDATED for exactly it (checked by the
     // next step's update being the next one).
-    let w2b = obj("WorkloadEndpoint", "ns1", "w2", json!({"node": "n1", "ipNetworks": ["10.65.0.99/32"]}));
+    let w2b = obj(
+        "WorkloadEndpoint",
+        "ns1",
+        "w2",
+        json!({"node": "n1", "ipNetworks": ["10.65.0.99/32"]}),
+    );
     write_docs(&d.join("workloads.yaml"), &[&w1, &w2b, &p1]);
     check_seq(&expect_upsert(&mut agent, UpdateType::Updated, &w2b).await);
     assert_mirror_is_dir(&agent, d, "changing w2");
@@ -215,7 +256,12 @@ async fn live_edits_reach_the_agent_as_exact_updates() {
     assert_mirror_is_dir(&agent, d, "deleting workloads.yaml");
 
     // Nothing else was sent: the next update is this sentinel change.
-    let n1b = obj("Node", "", "n1", json!({"bgp": {"ipv4Address": "10.0.0.2/24"}}));
+    let n1b = obj(
+        "Node",
+        "",
+        "n1",
+        json!({"bgp": {"ipv4Address": "10.0.0.2/24"}}),
+    );
     write_docs(&d.join("infra.yaml"), &[&n1b, &pool]);
     check_seq(&expect_upsert(&mut agent, UpdateType::Updated, &n1b).await);
     assert_mirror_is_dir(&agent, d, "the sentinel change");
@@ -251,7 +297,11 @@ async fn a_broken_file_is_reported_and_loses_nothing() {
     expect_upsert(&mut agent, UpdateType::Updated, &z(2)).await;
     let mut expected = model.clone();
     expected.insert(id_of(&z(2)), z(2));
-    assert_eq!(mirror_objects(agent.mirror()), expected, "the agent lost nothing");
+    assert_eq!(
+        mirror_objects(agent.mirror()),
+        expected,
+        "the agent lost nothing"
+    );
     assert_eq!(
         server.cache.metrics().updates.load(Ordering::Relaxed),
         updates_before + 1,
@@ -267,14 +317,18 @@ async fn a_broken_file_is_reported_and_loses_nothing() {
             .unwrap_or_else(|| panic!("the cache lost {name}"));
         assert_eq!(&serde_json::from_slice::<Value>(&entry.value).unwrap(), v);
     }
-    assert_eq!(head.status.clusters[LOCAL_CLUSTER].keys, 3);
+    assert_eq!(head.status.clusters[LOCAL_CLUSTER].keys(), 3);
     // And the problem was reported, naming the file (already logged: the scan that produced the
     // update above logged it before sending anything).
     let log = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
-    let reported = log
-        .lines()
-        .any(|l| l.contains("ERROR") && l.contains(&nodes.display().to_string()) && l.contains("line"));
-    assert!(reported, "no error naming {} with a line number in:\n{log}", nodes.display());
+    let reported = log.lines().any(|l| {
+        l.contains("ERROR") && l.contains(&nodes.display().to_string()) && l.contains("line")
+    });
+    assert!(
+        reported,
+        "no error naming {} with a line number in:\n{log}",
+        nodes.display()
+    );
 
     // Fixed, with y changed: exactly one UPDATED (the sentinel after it is the next update).
     let y2 = obj("Node", "", "y", json!({"v": 2}));
@@ -327,7 +381,12 @@ async fn rewrites_without_changes_are_not_sent() {
     );
     let mut n1_labeled = n1.clone();
     n1_labeled["metadata"]["labels"] = json!({"zone": "a", "arch": "amd64"});
-    let n2 = obj("Node", "", "n2", json!({"ipv4VXLANTunnelAddr": "10.65.1.0"}));
+    let n2 = obj(
+        "Node",
+        "",
+        "n2",
+        json!({"ipv4VXLANTunnelAddr": "10.65.1.0"}),
+    );
     let sentinel = |round: u32| obj("Profile", "", "sentinel", json!({"round": round}));
     let original = docs_text(&[&n1_labeled, &n2]);
     write_atomic(&nodes, &original);
@@ -361,12 +420,19 @@ async fn rewrites_without_changes_are_not_sent() {
         serde_json::to_string_pretty(&n2).unwrap(),
         serde_json::to_string_pretty(&with_resource_version).unwrap()
     );
-    let rewrites: Vec<(&str, Box<dyn Fn()>)> = vec![
-        ("identical bytes, replaced", Box::new(|| write_atomic(&nodes, &original))),
+    type Rewrite<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let rewrites: Vec<Rewrite> = vec![
+        (
+            "identical bytes, replaced",
+            Box::new(|| write_atomic(&nodes, &original)),
+        ),
         (
             "identical bytes, overwritten in place",
             Box::new(|| {
-                let mut f = std::fs::OpenOptions::new().write(true).open(&nodes).unwrap();
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&nodes)
+                    .unwrap();
                 f.write_all(original.as_bytes()).unwrap();
                 f.sync_all().unwrap();
             }),
@@ -392,7 +458,10 @@ async fn rewrites_without_changes_are_not_sent() {
             ("UPDATED", id_of(&sentinel(round))),
             "after a rewrite with {what}: {u:?}"
         );
-        assert_eq!(serde_json::from_slice::<Value>(&u.value).unwrap(), sentinel(round));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&u.value).unwrap(),
+            sentinel(round)
+        );
         assert_eq!(
             server.cache.metrics().updates.load(Ordering::Relaxed),
             updates_before + u64::from(round),
@@ -400,70 +469,284 @@ async fn rewrites_without_changes_are_not_sent() {
         );
     }
     let after = entry_of(&agent);
-    assert_eq!(after, n1_entry, "n1 untouched (same value, revision and seq)");
+    assert_eq!(
+        after, n1_entry,
+        "n1 untouched (same value, revision and seq)"
+    );
     server.stop().await;
 }
 
+/// One subscriber of the filtering scenario: what it holds, and its next update.
+trait Subscriber {
+    async fn next_update(&mut self) -> Update;
+    fn ids(&self) -> BTreeSet<Id>;
+}
+
+impl Subscriber for Agent {
+    async fn next_update(&mut self) -> Update {
+        next_update(self).await
+    }
+    fn ids(&self) -> BTreeSet<Id> {
+        mirror_objects(self.mirror()).into_keys().collect()
+    }
+}
+
+/// Pulls events until the mirror is in sync. A digest mismatch right after a snapshot of a quiet
+/// directory can only be a bug: it fails at once instead of resubscribing until the timeout.
+async fn agent_in_sync(agent: &mut Agent, subscription: &str) {
+    within("agent in sync", async {
+        while !agent.mirror().in_sync() {
+            if let AgentEvent::DigestMismatch(m) = agent.next().await.expect("agent failed") {
+                panic!(
+                    "`{subscription}` agent: its mirror's digest disagrees with the server's status \
+                     right after the snapshot, so it resubscribes forever and never gets in sync: \
+                     {m:?}"
+                );
+            }
+        }
+    })
+    .await
+}
+
+/// A bare `Subscribe` call on the generated gRPC client, without the agent library's digest
+/// verification: what the server sends a subscription, and nothing more.
+struct Wire {
+    stream: tonic::Streaming<pb::SyncEvent>,
+    held: BTreeSet<Id>,
+    queued: VecDeque<Update>,
+}
+
+impl Wire {
+    /// Subscribes and reads the hello and the snapshot (everything up to the first status).
+    async fn subscribe(url: &str, subscription: &str) -> Wire {
+        let channel = Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let request = pb::SubscribeRequest {
+            node_name: format!("wire-{subscription}"),
+            subscription: subscription.to_string(),
+            ..Default::default()
+        };
+        let stream = SyncClient::new(channel)
+            .subscribe(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut wire = Wire {
+            stream,
+            held: BTreeSet::new(),
+            queued: VecDeque::new(),
+        };
+        match wire.event().await {
+            sync_event::Event::Hello(h) => assert_eq!(h.subscription, subscription),
+            other => panic!("expected a hello, got {other:?}"),
+        }
+        loop {
+            match wire.event().await {
+                sync_event::Event::Updates(batch) => {
+                    for u in batch.updates {
+                        assert_eq!(kind_name(u.r#type), "NEW", "snapshot entry {u:?}");
+                        wire.held.insert(update_id(&u));
+                    }
+                }
+                sync_event::Event::Status(s) => {
+                    assert_eq!(s.overall(), pb::SyncState::InSync, "{s:?}");
+                    return wire;
+                }
+                other => panic!("unexpected event in the snapshot: {other:?}"),
+            }
+        }
+    }
+
+    async fn event(&mut self) -> sync_event::Event {
+        within("the next event on the wire", self.stream.message())
+            .await
+            .expect("stream failed")
+            .expect("stream ended")
+            .event
+            .expect("empty event")
+    }
+}
+
+impl Subscriber for Wire {
+    async fn next_update(&mut self) -> Update {
+        loop {
+            if let Some(u) = self.queued.pop_front() {
+                if kind_name(u.r#type) == "DELETED" {
+                    self.held.remove(&update_id(&u));
+                } else {
+                    self.held.insert(update_id(&u));
+                }
+                return u;
+            }
+            match self.event().await {
+                sync_event::Event::Updates(batch) => self.queued.extend(batch.updates),
+                sync_event::Event::Status(_) => {}
+                other => panic!("unexpected event: {other:?}"),
+            }
+        }
+    }
+    fn ids(&self) -> BTreeSet<Id> {
+        self.held.clone()
+    }
+}
+
+/// Per DESIGN.md §2 and reference/typha.md §1: `felix` carries Node, WorkloadEndpoint and BGPPeer
+/// but not BGPFilter or BlockAffinity; `bgp` carries Node, BGPPeer, BGPFilter and BlockAffinity but
+/// not WorkloadEndpoint; an unknown kind (Gadget) reaches only `all`.
+struct FilterScenario {
+    peer: Value,
+    filter: Value,
+    ba1: Value,
+    w1: Value,
+    g1: Value,
+}
+
+impl FilterScenario {
+    fn node(v: &str) -> Value {
+        obj("Node", "", "n1", json!({"bgp": {"ipv4Address": v}}))
+    }
+
+    fn write(d: &Path) -> FilterScenario {
+        let s = FilterScenario {
+            peer: obj(
+                "BGPPeer",
+                "",
+                "rr",
+                json!({"peerIP": "10.0.0.254", "asNumber": 64512}),
+            ),
+            filter: obj("BGPFilter", "", "no-default", json!({"exportV4": []})),
+            ba1: obj(
+                "BlockAffinity",
+                "",
+                "n1-10-65-0-0-26",
+                json!({"node": "n1", "cidr": "10.65.0.0/26", "state": "confirmed"}),
+            ),
+            w1: obj("WorkloadEndpoint", "ns1", "w1", json!({"node": "n1"})),
+            g1: obj("Gadget", "ns1", "g1", json!({"color": "red"})),
+        };
+        write_docs(&d.join("bgp.yaml"), &[&s.peer, &s.filter, &s.ba1]);
+        write_docs(&d.join("wep.yaml"), &[&s.w1]);
+        write_docs(&d.join("node.yaml"), &[&Self::node("10.0.0.1/24")]);
+        write_docs(&d.join("gadget.yaml"), &[&s.g1]);
+        s
+    }
+
+    /// From in sync: checks the initial views, then live additions, deletions and a shared change.
+    async fn run<S: Subscriber>(&self, d: &Path, felix: &mut S, bgp: &mut S, all: &mut S) {
+        let set = |values: &[&Value]| -> BTreeSet<Id> { values.iter().map(|v| id_of(v)).collect() };
+        let node = Self::node("10.0.0.1/24");
+        assert_eq!(felix.ids(), set(&[&self.peer, &self.w1, &node]), "felix");
+        assert_eq!(
+            bgp.ids(),
+            set(&[&self.peer, &self.filter, &self.ba1, &node]),
+            "bgp"
+        );
+        assert_eq!(all.ids(), dir_objects(d).into_keys().collect(), "all");
+
+        // Live: one new file with an object for each side and one of an unknown kind.
+        let ba2 = obj(
+            "BlockAffinity",
+            "",
+            "n1-10-65-0-64-26",
+            json!({"node": "n1", "cidr": "10.65.0.64/26", "state": "confirmed"}),
+        );
+        let w2 = obj("WorkloadEndpoint", "ns1", "w2", json!({"node": "n1"}));
+        let g2 = obj("Gadget", "ns1", "g2", json!({"color": "blue"}));
+        write_docs(&d.join("more.yaml"), &[&w2, &ba2, &g2]);
+        expect_new(felix, &w2).await;
+        expect_new(bgp, &ba2).await;
+        let mut got = BTreeSet::new();
+        for _ in 0..3 {
+            let u = all.next_update().await;
+            assert_eq!(kind_name(u.r#type), "NEW", "{u:?}");
+            got.insert(update_id(&u));
+        }
+        assert_eq!(got, set(&[&w2, &ba2, &g2]), "all");
+
+        // Deletes are filtered the same way: felix loses only the BGPPeer, bgp all three.
+        std::fs::remove_file(d.join("bgp.yaml")).unwrap();
+        std::fs::remove_file(d.join("gadget.yaml")).unwrap();
+        let (peer, filter, ba1, g1) = (&self.peer, &self.filter, &self.ba1, &self.g1);
+        expect_deletes(felix, &[id_of(peer)]).await;
+        expect_deletes(bgp, &[id_of(peer), id_of(filter), id_of(ba1)]).await;
+        expect_deletes(all, &[id_of(peer), id_of(filter), id_of(ba1), id_of(g1)]).await;
+
+        // Nothing else reached anyone: the next update of each is this change of a shared kind.
+        let node2 = Self::node("10.0.0.9/24");
+        write_docs(&d.join("node.yaml"), &[&node2]);
+        for sub in [&mut *felix, &mut *bgp, &mut *all] {
+            let u = sub.next_update().await;
+            assert_eq!(
+                (kind_name(u.r#type), update_id(&u)),
+                ("UPDATED", id_of(&node2)),
+                "{u:?}"
+            );
+            assert_eq!(serde_json::from_slice::<Value>(&u.value).unwrap(), node2);
+        }
+        assert_eq!(
+            felix.ids(),
+            set(&[&self.w1, &w2, &node2]),
+            "felix at the end"
+        );
+        assert_eq!(bgp.ids(), set(&[&ba2, &node2]), "bgp at the end");
+        assert_eq!(
+            all.ids(),
+            dir_objects(d).into_keys().collect(),
+            "all at the end"
+        );
+    }
+}
+
+async fn expect_new<S: Subscriber>(sub: &mut S, value: &Value) {
+    let u = sub.next_update().await;
+    assert_eq!(
+        (kind_name(u.r#type), update_id(&u)),
+        ("NEW", id_of(value)),
+        "{u:?}"
+    );
+    assert_eq!(&serde_json::from_slice::<Value>(&u.value).unwrap(), value);
+}
+
+/// The scenario through the agent library: filtered mirrors that reach in-sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_get_filtered_views() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Per DESIGN.md §2 / reference/typha.md §1: felix carries Node, WorkloadEndpoint, BGPPeer (not
-    // BGPFilter or BlockAffinity); bgp carries Node, BGPPeer, BGPFilter, BlockAffinity (not
-    // WorkloadEndpoint); an unknown kind only reaches `all`.
-    let peer = obj("BGPPeer", "", "rr", json!({"peerIP": "10.0.0.254", "asNumber": 64512}));
-    let filter = obj("BGPFilter", "", "no-default", json!({"exportV4": []}));
-    let ba1 = obj("BlockAffinity", "", "n1-10-65-0-0-26", json!({"node": "n1", "cidr": "10.65.0.0/26", "state": "confirmed"}));
-    let w1 = obj("WorkloadEndpoint", "ns1", "w1", json!({"node": "n1"}));
-    let node = |v: &str| obj("Node", "", "n1", json!({"bgp": {"ipv4Address": v}}));
-    let g1 = obj("Gadget", "ns1", "g1", json!({"color": "red"}));
-    write_docs(&d.join("bgp.yaml"), &[&peer, &filter, &ba1]);
-    write_docs(&d.join("wep.yaml"), &[&w1]);
-    write_docs(&d.join("node.yaml"), &[&node("10.0.0.1/24")]);
-    write_docs(&d.join("gadget.yaml"), &[&g1]);
-
+    let scenario = FilterScenario::write(d);
     let server = start(d).await;
     let mut felix = server.agent("felix");
     let mut bgp = server.agent("bgp");
     let mut all = server.agent("all");
-    for agent in [&mut felix, &mut bgp, &mut all] {
-        until_in_sync(agent).await;
-    }
-    let ids = |agent: &Agent| -> BTreeSet<Id> { mirror_objects(agent.mirror()).into_keys().collect() };
-    let set = |values: &[&Value]| -> BTreeSet<Id> { values.iter().map(|v| id_of(v)).collect() };
-    assert_eq!(ids(&felix), set(&[&peer, &w1, &node("10.0.0.1/24")]), "felix");
-    assert_eq!(ids(&bgp), set(&[&peer, &filter, &ba1, &node("10.0.0.1/24")]), "bgp");
-    assert_mirror_is_dir(&all, d, "the initial sync of `all`");
-
-    // Live: a new file with one object for each side and an unknown kind.
-    let ba2 = obj("BlockAffinity", "", "n1-10-65-0-64-26", json!({"node": "n1", "cidr": "10.65.0.64/26", "state": "confirmed"}));
-    let w2 = obj("WorkloadEndpoint", "ns1", "w2", json!({"node": "n1"}));
-    let g2 = obj("Gadget", "ns1", "g2", json!({"color": "blue"}));
-    write_docs(&d.join("more.yaml"), &[&w2, &ba2, &g2]);
-    expect_upsert(&mut felix, UpdateType::New, &w2).await;
-    expect_upsert(&mut bgp, UpdateType::New, &ba2).await;
-    let mut got = BTreeSet::new();
-    for _ in 0..3 {
-        let u = next_update(&mut all).await;
-        assert_eq!(kind_name(u.r#type), "NEW", "{u:?}");
-        got.insert(update_id(&u));
-    }
-    assert_eq!(got, set(&[&w2, &ba2, &g2]), "all");
-
-    // Deletes are filtered the same way: felix loses only the BGPPeer, bgp all three.
-    std::fs::remove_file(d.join("bgp.yaml")).unwrap();
-    std::fs::remove_file(d.join("gadget.yaml")).unwrap();
-    expect_deletes(&mut felix, &[id_of(&peer)]).await;
-    expect_deletes(&mut bgp, &[id_of(&peer), id_of(&filter), id_of(&ba1)]).await;
-    expect_deletes(&mut all, &[id_of(&peer), id_of(&filter), id_of(&ba1), id_of(&g1)]).await;
-
-    // Nothing else reached anyone: the next update of each is this change of a shared kind.
-    write_docs(&d.join("node.yaml"), &[&node("10.0.0.9/24")]);
-    for agent in [&mut felix, &mut bgp, &mut all] {
-        expect_upsert(agent, UpdateType::Updated, &node("10.0.0.9/24")).await;
-    }
-    assert_eq!(ids(&felix), set(&[&w1, &w2, &node("x")]), "felix at the end");
-    assert_eq!(ids(&bgp), set(&[&ba2, &node("x")]), "bgp at the end");
+    agent_in_sync(&mut all, "all").await;
+    agent_in_sync(&mut felix, "felix").await;
+    agent_in_sync(&mut bgp, "bgp").await;
+    scenario.run(d, &mut felix, &mut bgp, &mut all).await;
     assert_mirror_is_dir(&all, d, "the end, for `all`");
+    server.stop().await;
+}
+
+/// The same scenario on bare gRPC streams: what the server sends each subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_filtered_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let scenario = FilterScenario::write(d);
+    let server = start(d).await;
+    // The snapshot must be the complete listing: wait for the cache to be in sync first.
+    within(
+        "cache in sync",
+        server
+            .cache
+            .wait_for_status(|s| s.overall == SyncState::InSync),
+    )
+    .await;
+    let url = server.url();
+    let mut felix = Wire::subscribe(&url, "felix").await;
+    let mut bgp = Wire::subscribe(&url, "bgp").await;
+    let mut all = Wire::subscribe(&url, "all").await;
+    scenario.run(d, &mut felix, &mut bgp, &mut all).await;
     server.stop().await;
 }

@@ -148,7 +148,11 @@ async fn unknown_subscription_and_connection_limit_are_refused_clearly() {
     .await;
     initial_sync(&tx, &["a"]).await;
 
-    let err = match Agent::new(server.agent_config("bogus")).unwrap().next().await {
+    let err = match Agent::new(server.agent_config("bogus"))
+        .unwrap()
+        .next()
+        .await
+    {
         Err(e) => e.to_string(),
         Ok(ev) => panic!("expected a refusal, got {ev:?}"),
     };
@@ -406,7 +410,10 @@ async fn oversized_values_are_refused_and_everything_else_flows() {
     .unwrap();
     tx.send(wep("b", 1)).await.unwrap();
     let u = next_update(&mut agent).await;
-    assert_eq!(u.name, "b", "the oversized update was dropped, the next one flowed");
+    assert_eq!(
+        u.name, "b",
+        "the oversized update was dropped, the next one flowed"
+    );
     assert_eq!(
         agent.mirror().resources().values().next().unwrap(),
         &original,

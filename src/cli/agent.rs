@@ -101,7 +101,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 return Err(e.into());
             }
         };
-        print_event(args.output, &event);
+        if let Err(e) = print_event(args.output, &event) {
+            write_dump(&args, agent.mirror())?;
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(anyhow::Error::new(e).context("writing to stdout"));
+        }
         if let AgentEvent::Disconnected {
             server,
             error,
@@ -189,9 +195,12 @@ fn key_json(k: &MirrorKey) -> serde_json::Value {
     json!({"cluster": k.cluster, "kind": k.kind, "namespace": k.namespace, "name": k.name})
 }
 
-fn print_event(output: Output, event: &AgentEvent) {
+/// Prints one event. A closed stdout (`| head`) is an error the caller ends on, not a panic.
+fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     match output {
-        Output::Quiet => {}
+        Output::Quiet => Ok(()),
         Output::Json => {
             let line = match event {
                 AgentEvent::Connected { server, hello } => json!({
@@ -230,21 +239,24 @@ fn print_event(output: Output, event: &AgentEvent) {
                     "retry_in_ms": retry_in.as_millis() as u64,
                 }),
             };
-            println!("{line}");
+            writeln!(out, "{line}")
         }
         Output::Text => match event {
-            AgentEvent::Connected { server, hello } => println!(
+            AgentEvent::Connected { server, hello } => writeln!(
+                out,
                 "CONNECTED {server} epoch={:016x} server_version={} subscription={}",
                 hello.epoch, hello.server_version, hello.subscription
             ),
-            AgentEvent::Update(u) => println!(
+            AgentEvent::Update(u) => writeln!(
+                out,
                 "{} {} seq={} revision={}",
                 update_type(u.r#type),
                 key_text(&u.cluster, &u.kind, &u.namespace, &u.name),
                 u.seq,
                 u.revision
             ),
-            AgentEvent::Removed(k) => println!(
+            AgentEvent::Removed(k) => writeln!(
+                out,
                 "REMOVED {}",
                 key_text(&k.cluster, &k.kind, &k.namespace, &k.name)
             ),
@@ -261,20 +273,24 @@ fn print_event(output: Output, event: &AgentEvent) {
                         format!("{name}={}({} keys)", cluster_state_name(c.state()), c.keys)
                     })
                     .collect();
-                println!(
+                writeln!(
+                    out,
                     "STATUS {} seq={} in_sync={} clusters: {}",
                     sync_state_name(status.overall()),
                     status.seq,
                     in_sync,
                     clusters.join(" ")
-                );
+                )
             }
-            AgentEvent::DigestMismatch(m) => println!("DIGEST-MISMATCH {m:?}"),
+            AgentEvent::DigestMismatch(m) => writeln!(out, "DIGEST-MISMATCH {m:?}"),
             AgentEvent::Disconnected {
                 server,
                 error,
                 retry_in,
-            } => println!("DISCONNECTED {server}: {error} (retry in {retry_in:?})"),
+            } => writeln!(
+                out,
+                "DISCONNECTED {server}: {error} (retry in {retry_in:?})"
+            ),
         },
     }
 }

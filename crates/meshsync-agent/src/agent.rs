@@ -227,7 +227,9 @@ impl Agent {
     /// so the mirror always equals the fold of the events handed out so far.
     fn handle(&mut self, event: pb::SyncEvent) {
         match event.event {
-            Some(sync_event::Event::Hello(hello)) => self.incoming.push_back(Incoming::Hello(hello)),
+            Some(sync_event::Event::Hello(hello)) => {
+                self.incoming.push_back(Incoming::Hello(hello))
+            }
             Some(sync_event::Event::Updates(batch)) => {
                 let ordered = !batch.unordered;
                 self.incoming.extend(
@@ -268,17 +270,19 @@ impl Agent {
                     self.pending.push_back(AgentEvent::Removed(key));
                 }
                 if std::mem::take(&mut self.verify_next_status) {
-                    self.attempt = 0;
                     let mismatches = self.mirror.verify();
                     if !mismatches.is_empty() {
-                        warn!(?mismatches, "mirror digest differs from the server's; resubscribing");
+                        warn!(
+                            ?mismatches,
+                            "mirror digest differs from the server's; resubscribing"
+                        );
                         self.pending
                             .push_back(AgentEvent::DigestMismatch(mismatches));
-                        self.stream = None;
-                        self.incoming.clear();
-                        self.mirror.disconnected();
+                        // Through the normal backoff: a persistent mismatch must not spin.
+                        self.lost("mirror digest differs from the server's".into());
                         return;
                     }
+                    self.attempt = 0;
                 }
                 let in_sync = self.mirror.in_sync();
                 self.pending

@@ -69,7 +69,7 @@ pub struct Breadcrumb {
     pub status_changed: bool,
     pub created: Instant,
     frames: [OnceLock<Arc<[Frame]>>; SUBSCRIPTION_COUNT],
-    status_frame: OnceLock<Frame>,
+    status_frames: [OnceLock<Frame>; SUBSCRIPTION_COUNT],
     pub(crate) next: OnceLock<Arc<Breadcrumb>>,
 }
 
@@ -89,7 +89,7 @@ impl Breadcrumb {
             status_changed,
             created: Instant::now(),
             frames: std::array::from_fn(|_| OnceLock::new()),
-            status_frame: OnceLock::new(),
+            status_frames: std::array::from_fn(|_| OnceLock::new()),
             next: OnceLock::new(),
         }
     }
@@ -112,10 +112,10 @@ impl Breadcrumb {
             .clone()
     }
 
-    /// The status at this breadcrumb, encoded once.
-    pub fn status_frame(&self) -> Frame {
-        self.status_frame
-            .get_or_init(|| status_frame(&self.status.to_proto()))
+    /// The status at this breadcrumb as `sub` sees it (its key counts and digests), encoded once.
+    pub fn status_frame(&self, sub: Subscription) -> Frame {
+        self.status_frames[sub.index()]
+            .get_or_init(|| status_frame(&self.status.to_proto(sub)))
             .clone()
     }
 }

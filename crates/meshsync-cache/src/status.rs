@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use meshsync_datastore::{ClusterName, SourceStatus};
 use meshsync_proto as pb;
 
+use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
+
 /// The overall state, as Typha's `MsgSyncStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncState {
@@ -23,23 +25,39 @@ impl SyncState {
     }
 }
 
+/// What one subscription type sees of a cluster: its key count and digest over the kinds it
+/// carries, so an agent can verify its (filtered) mirror.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    pub keys: u64,
+    /// Order-independent digest of the entries (see `meshsync_proto::digest`).
+    pub digest: u64,
+}
+
 /// One cluster's entry in the status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStatus {
     pub status: SourceStatus,
-    /// Number of keys the cache holds for the cluster.
-    pub keys: u64,
-    /// Order-independent digest of the cluster's entries (see `meshsync_proto::digest`).
-    pub digest: u64,
+    /// Per subscription type (indexed by [`Subscription::index`]).
+    pub views: [View; SUBSCRIPTION_COUNT],
 }
 
 impl ClusterStatus {
     pub fn new(status: SourceStatus) -> Self {
         ClusterStatus {
             status,
-            keys: 0,
-            digest: 0,
+            views: [View::default(); SUBSCRIPTION_COUNT],
         }
+    }
+
+    /// The cluster as `sub` sees it.
+    pub fn view(&self, sub: Subscription) -> View {
+        self.views[sub.index()]
+    }
+
+    /// Every key of the cluster (the `all` view).
+    pub fn keys(&self) -> u64 {
+        self.view(Subscription::ALL).keys
     }
 }
 
@@ -74,10 +92,11 @@ impl SyncStatus {
 
     /// Total number of keys over every cluster.
     pub fn total_keys(&self) -> u64 {
-        self.clusters.values().map(|c| c.keys).sum()
+        self.clusters.values().map(|c| c.keys()).sum()
     }
 
-    pub fn to_proto(&self) -> pb::Status {
+    /// The status as `sub` sees it (key counts and digests over its kinds).
+    pub fn to_proto(&self, sub: Subscription) -> pb::Status {
         pb::Status {
             seq: self.seq,
             overall: self.overall.to_proto() as i32,
@@ -88,8 +107,8 @@ impl SyncStatus {
                     cluster: name.to_string(),
                     state: cluster_state_to_proto(&c.status) as i32,
                     error: c.status.error().to_string(),
-                    keys: c.keys,
-                    digest: c.digest,
+                    keys: c.view(sub).keys,
+                    digest: c.view(sub).digest,
                 })
                 .collect(),
         }

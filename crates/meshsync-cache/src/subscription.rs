@@ -116,6 +116,9 @@ impl fmt::Display for UnknownSubscription {
 impl std::error::Error for UnknownSubscription {}
 
 impl Subscription {
+    /// The `all` subscription (every kind).
+    pub const ALL: Subscription = Subscription(5);
+
     /// Every subscription type.
     pub fn all_types() -> impl Iterator<Item = Subscription> {
         (0..SUBSCRIPTION_COUNT).map(Subscription)
@@ -177,6 +180,7 @@ mod tests {
         assert!(bgp.includes("BlockAffinity"));
         let all = Subscription::by_name("all").unwrap();
         assert!(all.includes("AnythingAtAll"));
+        assert_eq!(Subscription::ALL, all);
         let err = Subscription::by_name("nope").unwrap_err();
         assert!(err.to_string().contains("felix, bgp"));
         assert!(Subscription::is_known_kind("Service"));

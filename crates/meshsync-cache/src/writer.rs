@@ -5,7 +5,7 @@
 //! burst becomes one breadcrumb with one set of frames, while a lone update is published at once.
 //! Unchanged values are dropped here (dedupe), so agents never see a no-op update.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::breadcrumb::{Breadcrumb, Change, Delta, Entry, Snapshot};
 use crate::cache::CacheMetrics;
 use crate::status::{ClusterStatus, SyncState, SyncStatus};
+use crate::subscription::Subscription;
 
 /// State owned by the writer task.
 pub(crate) struct Writer {
@@ -31,6 +32,29 @@ pub(crate) struct Writer {
     head_tx: watch::Sender<Arc<Breadcrumb>>,
     metrics: Arc<CacheMetrics>,
     max_value_bytes: usize,
+    kinds: KindTable,
+}
+
+/// Which subscription types carry each kind, memoised (kinds are few; lookups are per change).
+#[derive(Default)]
+struct KindTable {
+    masks: HashMap<Box<str>, u32>,
+}
+
+impl KindTable {
+    fn subscriptions(&mut self, kind: &str) -> impl Iterator<Item = Subscription> + use<> {
+        let mask = match self.masks.get(kind) {
+            Some(mask) => *mask,
+            None => {
+                let mask = Subscription::all_types()
+                    .filter(|s| s.includes(kind))
+                    .fold(0u32, |m, s| m | (1 << s.index()));
+                self.masks.insert(kind.into(), mask);
+                mask
+            }
+        };
+        Subscription::all_types().filter(move |s| mask & (1 << s.index()) != 0)
+    }
 }
 
 impl Writer {
@@ -49,6 +73,7 @@ impl Writer {
             head_tx,
             metrics,
             max_value_bytes,
+            kinds: KindTable::default(),
         }
     }
 
@@ -81,9 +106,6 @@ impl Writer {
         self.status.overall = overall_state(&self.status);
         self.status.seq = self.seq;
         let status_changed = !self.status.same_states(&before);
-        if status_changed {
-            self.log_status_transitions(&before);
-        }
         if deltas.is_empty() && self.status == before {
             return;
         }
@@ -101,6 +123,10 @@ impl Writer {
         let _ = self.head.next.set(crumb.clone());
         self.head = crumb.clone();
         self.head_tx.send_replace(crumb);
+        // Log after publishing: whoever greps the line and then asks the server sees the state.
+        if status_changed {
+            self.log_status_transitions(&before);
+        }
     }
 
     fn apply(&mut self, event: SourceEvent, deltas: &mut Vec<Delta>) {
@@ -191,16 +217,20 @@ impl Writer {
         };
         let old_hash = old.map(|e| e.hash);
         self.seq += 1;
+        let subs = self.kinds.subscriptions(key.kind());
         let cluster = self
             .status
             .clusters
             .entry(Arc::from(key.cluster()))
             .or_insert_with(|| ClusterStatus::new(SourceStatus::Connecting));
-        match old_hash {
-            Some(h) => cluster.digest = cluster.digest.wrapping_sub(h),
-            None => cluster.keys += 1,
+        for sub in subs {
+            let view = &mut cluster.views[sub.index()];
+            match old_hash {
+                Some(h) => view.digest = view.digest.wrapping_sub(h),
+                None => view.keys += 1,
+            }
+            view.digest = view.digest.wrapping_add(hash);
         }
-        cluster.digest = cluster.digest.wrapping_add(hash);
         self.snapshot.insert(
             key.clone(),
             Entry {
@@ -224,9 +254,13 @@ impl Writer {
             return;
         };
         self.seq += 1;
+        let subs = self.kinds.subscriptions(key.kind());
         if let Some(cluster) = self.status.clusters.get_mut(key.cluster()) {
-            cluster.keys = cluster.keys.saturating_sub(1);
-            cluster.digest = cluster.digest.wrapping_sub(old.hash);
+            for sub in subs {
+                let view = &mut cluster.views[sub.index()];
+                view.keys = view.keys.saturating_sub(1);
+                view.digest = view.digest.wrapping_sub(old.hash);
+            }
         }
         let revision = if revision.is_empty() {
             old.revision

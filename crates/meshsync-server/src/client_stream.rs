@@ -83,7 +83,7 @@ impl State {
             debug!(node = %self.client.node, subscription = %sub, seq = shared.crumb.seq,
                 frames = shared.frames.len(), "sending snapshot to new client");
             self.pending.extend(shared.frames.iter().cloned());
-            self.pending.push_back(shared.crumb.status_frame());
+            self.pending.push_back(shared.crumb.status_frame(sub));
             self.crumb = Some(shared.crumb);
             return true;
         };
@@ -96,13 +96,13 @@ impl State {
                 "client lagging; sending a coalesced difference instead of every update");
             self.pending
                 .extend(diff_frames(&crumb.snapshot, &head.snapshot, sub));
-            self.pending.push_back(head.status_frame());
+            self.pending.push_back(head.status_frame(sub));
             self.crumb = Some(head);
             return true;
         }
         self.pending.extend(next.frames(sub).iter().cloned());
         if next.status_changed {
-            self.pending.push_back(next.status_frame());
+            self.pending.push_back(next.status_frame(sub));
         }
         self.crumb = Some(next);
         true

@@ -78,7 +78,7 @@ impl sync_server::Sync for SyncService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let status = self.cache.status();
         Ok(Response::new(pb::StatusResponse {
-            status: Some(status.to_proto()),
+            status: Some(status.to_proto(Subscription::ALL)),
             epoch: self.cache.epoch(),
             connections: u32::try_from(self.connections.active()).unwrap_or(u32::MAX),
             server_version: SERVER_VERSION.to_string(),

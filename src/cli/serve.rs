@@ -5,16 +5,38 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use std::path::PathBuf;
+
+use futures::Stream;
 use meshsync_cache::{CacheConfig, SnapshotCache};
-use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, file};
+use meshsync_datastore::etcd::{EtcdSourceConfig, TlsFiles};
+use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, SourceEvent, file};
+use meshsync_etcd::EtcdConfig;
+use meshsync_mesh::{MeshConfig, RemoteLimits};
 use meshsync_server::{BoundServer, ServerConfig};
 use tracing::info;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// The local cluster's datastore: `file:DIR` (a directory of YAML/JSON manifests, watched live).
+    /// The local cluster's datastore: `file:DIR` (a directory of YAML/JSON manifests, watched
+    /// live) or `etcd://host:port[,host:port…][?prefix=/calico]`.
     #[arg(long, env = "MESHSYNC_DATASTORE")]
     datastore: DatastoreUrl,
+    /// etcd: CA bundle (PEM) that signed the etcd servers' certificates; enables TLS.
+    #[arg(long, env = "MESHSYNC_ETCD_CA_FILE")]
+    etcd_ca_file: Option<PathBuf>,
+    /// etcd: client certificate (PEM); enables TLS.
+    #[arg(long, env = "MESHSYNC_ETCD_CERT_FILE")]
+    etcd_cert_file: Option<PathBuf>,
+    /// etcd: client key (PEM).
+    #[arg(long, env = "MESHSYNC_ETCD_KEY_FILE")]
+    etcd_key_file: Option<PathBuf>,
+    /// etcd: user name (with --etcd-password or MESHSYNC_ETCD_PASSWORD).
+    #[arg(long, env = "MESHSYNC_ETCD_USERNAME")]
+    etcd_username: Option<String>,
+    /// etcd: password. Prefer the MESHSYNC_ETCD_PASSWORD variable over the flag.
+    #[arg(long, env = "MESHSYNC_ETCD_PASSWORD", hide_env_values = true)]
+    etcd_password: Option<String>,
     /// gRPC listen address (Typha's port).
     #[arg(long, default_value = "0.0.0.0:5473", env = "MESHSYNC_LISTEN")]
     listen: SocketAddr,
@@ -41,14 +63,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "--max-connections must be at least 1"
     );
     anyhow::ensure!(args.max_batch > 0, "--max-batch must be at least 1");
-    let source = match &args.datastore {
-        DatastoreUrl::File(dir) => {
-            let mut config = file::FileSourceConfig::new(dir.clone(), LOCAL_CLUSTER.into());
-            config.max_value_bytes = args.max_value_bytes;
-            info!(datastore = %dir.display(), "starting the file datastore");
-            file::watch(config).with_context(|| format!("file datastore {}", dir.display()))?
-        }
-    };
+    let (local, base_dir) = local_source(&args)?;
+    let source = meshsync_mesh::mesh(
+        local,
+        MeshConfig {
+            base_dir,
+            limits: RemoteLimits {
+                max_value_bytes: args.max_value_bytes,
+                ..RemoteLimits::default()
+            },
+        },
+    );
     let cache = SnapshotCache::spawn(
         source,
         CacheConfig {
@@ -72,4 +97,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     server.serve(super::shutdown_signal()).await?;
     info!("meshsync stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+type LocalSource = std::pin::Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
+
+/// The local datastore's source, and the directory relative remote `filePath`s are resolved from.
+fn local_source(args: &ServeArgs) -> anyhow::Result<(LocalSource, Option<PathBuf>)> {
+    match &args.datastore {
+        DatastoreUrl::File(dir) => {
+            let mut config = file::FileSourceConfig::new(dir.clone(), LOCAL_CLUSTER.into());
+            config.max_value_bytes = args.max_value_bytes;
+            info!(datastore = %dir.display(), "starting the file datastore");
+            let stream =
+                file::watch(config).with_context(|| format!("file datastore {}", dir.display()))?;
+            Ok((Box::pin(stream), Some(dir.clone())))
+        }
+        DatastoreUrl::Etcd { endpoints, prefix } => {
+            let tls_files = TlsFiles {
+                ca: args.etcd_ca_file.clone(),
+                cert: args.etcd_cert_file.clone(),
+                key: args.etcd_key_file.clone(),
+            };
+            anyhow::ensure!(
+                args.etcd_cert_file.is_some() == args.etcd_key_file.is_some(),
+                "--etcd-cert-file and --etcd-key-file go together"
+            );
+            let scheme = if tls_files.is_empty() {
+                "http"
+            } else {
+                "https"
+            };
+            let mut etcd = EtcdConfig::new(
+                endpoints
+                    .iter()
+                    .map(|e| format!("{scheme}://{e}"))
+                    .collect(),
+            );
+            etcd.username = args.etcd_username.clone();
+            etcd.password = args.etcd_password.clone();
+            let mut config = EtcdSourceConfig::new(etcd, LOCAL_CLUSTER.into());
+            config.tls_files = tls_files;
+            config.prefix = prefix.clone();
+            config.max_value_bytes = args.max_value_bytes;
+            info!(endpoints = ?endpoints, prefix = %prefix, "starting the etcd datastore");
+            Ok((Box::pin(meshsync_datastore::etcd::watch(config)), None))
+        }
+    }
 }

@@ -140,13 +140,7 @@ impl Writer {
                 entry.status = status;
             }
             SourceEvent::ResyncStart { cluster } => {
-                let keys: HashSet<ResourceKey> = self
-                    .snapshot
-                    .range(ResourceKey::new(&cluster, "", "", "")..)
-                    .map(|(k, _)| k)
-                    .take_while(|k| k.cluster() == &*cluster)
-                    .cloned()
-                    .collect();
+                let keys: HashSet<ResourceKey> = self.cluster_keys(&cluster).collect();
                 debug!(cluster = %cluster, keys = keys.len(), "resync started");
                 self.resyncing.insert(cluster, keys);
             }
@@ -162,6 +156,15 @@ impl Writer {
                     let revision: Revision = Arc::from("");
                     self.delete(key, revision, deltas);
                 }
+            }
+            SourceEvent::ClusterRemoved { cluster } => {
+                self.resyncing.remove(&cluster);
+                let keys: Vec<ResourceKey> = self.cluster_keys(&cluster).collect();
+                info!(cluster = %cluster, deleted = keys.len(), "cluster removed from the mesh");
+                for key in keys {
+                    self.delete(key, Arc::from(""), deltas);
+                }
+                self.status.clusters.remove(&cluster);
             }
             SourceEvent::Upsert {
                 key,
@@ -180,6 +183,15 @@ impl Writer {
                 self.delete(key, revision, deltas);
             }
         }
+    }
+
+    /// Every key of `cluster`, in order.
+    fn cluster_keys<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = ResourceKey> + 'a {
+        self.snapshot
+            .range(ResourceKey::new(cluster, "", "", "")..)
+            .map(|(k, _)| k)
+            .take_while(move |k| k.cluster() == cluster)
+            .cloned()
     }
 
     fn upsert(

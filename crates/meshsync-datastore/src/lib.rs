@@ -5,7 +5,9 @@
 //! keys the relist did not mention, so consumers only ever see real differences. Drivers are chosen
 //! by a datastore URL ([`DatastoreUrl`]); this crate holds the data model every stage shares.
 
+pub mod etcd;
 pub mod file;
+pub mod layout;
 mod model;
 mod url;
 

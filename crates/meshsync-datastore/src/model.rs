@@ -140,6 +140,9 @@ pub enum SourceEvent {
     /// The listing that began with `ResyncStart` is complete; keys of `cluster` it did not mention
     /// no longer exist.
     ResyncDone { cluster: ClusterName },
+    /// The cluster left the mesh (its RemoteClusterConfiguration was deleted): every key of it is
+    /// deleted, then its status is removed.
+    ClusterRemoved { cluster: ClusterName },
 }
 
 impl SourceEvent {
@@ -148,7 +151,8 @@ impl SourceEvent {
         match self {
             SourceEvent::Status { cluster, .. }
             | SourceEvent::ResyncStart { cluster }
-            | SourceEvent::ResyncDone { cluster } => cluster,
+            | SourceEvent::ResyncDone { cluster }
+            | SourceEvent::ClusterRemoved { cluster } => cluster,
             SourceEvent::Upsert { key, .. } | SourceEvent::Delete { key, .. } => key.cluster(),
         }
     }

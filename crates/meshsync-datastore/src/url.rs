@@ -8,6 +8,13 @@ use std::str::FromStr;
 pub enum DatastoreUrl {
     /// `file:DIR` — a directory of YAML/JSON manifests, watched live.
     File(PathBuf),
+    /// `etcd://host:port[,host:port…][?prefix=/calico]` — etcd v3 with Calico's etcdv3 layout.
+    Etcd {
+        /// `host:port` entries, without scheme.
+        endpoints: Vec<String>,
+        /// Key prefix (default `/calico`).
+        prefix: String,
+    },
 }
 
 /// Why a datastore URL was rejected.
@@ -17,8 +24,18 @@ pub enum UrlError {
     Empty,
     #[error("`file:` datastore needs a directory, e.g. file:examples/mesh/cluster-a")]
     MissingPath,
-    #[error("unsupported datastore `{0}`: supported is file:DIR")]
+    #[error(
+        "unsupported datastore `{0}`: supported are file:DIR and etcd://host:port[,host:port…][?prefix=/calico]"
+    )]
     Unsupported(String),
+    #[error("`etcd://` datastore needs at least one host:port, e.g. etcd://127.0.0.1:2379")]
+    MissingEndpoints,
+    #[error("invalid etcd endpoint `{0}`: expected host:port")]
+    BadEndpoint(String),
+    #[error("unknown etcd datastore option `{0}`: supported is prefix=/path")]
+    UnknownOption(String),
+    #[error("etcd prefix must start with `/`, got `{0}`")]
+    BadPrefix(String),
 }
 
 impl FromStr for DatastoreUrl {
@@ -36,8 +53,45 @@ impl FromStr for DatastoreUrl {
             }
             return Ok(DatastoreUrl::File(PathBuf::from(path)));
         }
+        if let Some(rest) = s.strip_prefix("etcd://") {
+            return parse_etcd(rest);
+        }
         Err(UrlError::Unsupported(s.to_string()))
     }
+}
+
+fn parse_etcd(rest: &str) -> Result<DatastoreUrl, UrlError> {
+    let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let endpoints: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(UrlError::MissingEndpoints);
+    }
+    for e in &endpoints {
+        let valid = e
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(UrlError::BadEndpoint(e.clone()));
+        }
+    }
+    let mut prefix = "/calico".to_string();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("prefix", value)) => {
+                if !value.starts_with('/') {
+                    return Err(UrlError::BadPrefix(value.to_string()));
+                }
+                prefix = value.trim_end_matches('/').to_string();
+            }
+            _ => return Err(UrlError::UnknownOption(pair.to_string())),
+        }
+    }
+    Ok(DatastoreUrl::Etcd { endpoints, prefix })
 }
 
 #[cfg(test)]
@@ -59,5 +113,35 @@ mod tests {
             "etcd2://x".parse::<DatastoreUrl>(),
             Err(UrlError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn parses_etcd_urls() {
+        assert_eq!(
+            "etcd://127.0.0.1:2379".parse(),
+            Ok(DatastoreUrl::Etcd {
+                endpoints: vec!["127.0.0.1:2379".into()],
+                prefix: "/calico".into()
+            })
+        );
+        assert_eq!(
+            "etcd://a:1,b:2?prefix=/x/".parse(),
+            Ok(DatastoreUrl::Etcd {
+                endpoints: vec!["a:1".into(), "b:2".into()],
+                prefix: "/x".into()
+            })
+        );
+        assert_eq!(
+            "etcd://".parse::<DatastoreUrl>(),
+            Err(UrlError::MissingEndpoints)
+        );
+        assert_eq!(
+            "etcd://nohost".parse::<DatastoreUrl>(),
+            Err(UrlError::BadEndpoint("nohost".into()))
+        );
+        assert_eq!(
+            "etcd://a:1?foo=bar".parse::<DatastoreUrl>(),
+            Err(UrlError::UnknownOption("foo=bar".into()))
+        );
     }
 }

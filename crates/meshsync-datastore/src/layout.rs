@@ -1,0 +1,228 @@
+//! Calico's etcdv3 key layout (calico-model.md §2) and meshsync's layout for Kubernetes objects
+//! in etcd mode.
+//!
+//! - Calico v3 resources: `<prefix>/resources/v3/projectcalico.org/<plural>/<name>` for global
+//!   kinds, `…/<plural>/<namespace>/<name>` for namespaced ones.
+//! - Kubernetes core objects (meshsync's own layout, documented in the README):
+//!   `<prefix>/resources/v3/k8s/<lowercase plural>/<namespace>/<name>`, values as Kubernetes JSON.
+//! - IPAM blocks: `<prefix>/ipam/v2/assignment/ipv4/block/10.65.0.0-26` (and `ipv6`), kind
+//!   `IPAMBlock`, named as Calico names block CRDs (`10-65-0-0-26`).
+//!
+//! Name segments are escaped (`%`→`%25`, `/`→`%2f`) so cluster-qualified names stay one segment.
+
+/// Calico v3 kinds: (plural, Kind, namespaced).
+pub const CALICO_KINDS: &[(&str, &str, bool)] = &[
+    ("bgppeers", "BGPPeer", false),
+    ("bgpconfigurations", "BGPConfiguration", false),
+    ("bgpfilters", "BGPFilter", false),
+    ("blockaffinities", "BlockAffinity", false),
+    ("caliconodestatuses", "CalicoNodeStatus", false),
+    ("clusterinformations", "ClusterInformation", false),
+    ("felixconfigurations", "FelixConfiguration", false),
+    ("globalnetworkpolicies", "GlobalNetworkPolicy", false),
+    (
+        "stagedglobalnetworkpolicies",
+        "StagedGlobalNetworkPolicy",
+        false,
+    ),
+    ("globalnetworksets", "GlobalNetworkSet", false),
+    ("hostendpoints", "HostEndpoint", false),
+    ("ippools", "IPPool", false),
+    ("ipreservations", "IPReservation", false),
+    ("ipamconfigs", "IPAMConfig", false),
+    ("ipamconfigurations", "IPAMConfiguration", false),
+    (
+        "kubecontrollersconfigurations",
+        "KubeControllersConfiguration",
+        false,
+    ),
+    ("nodes", "Node", false),
+    ("profiles", "Profile", false),
+    (
+        "remoteclusterconfigurations",
+        "RemoteClusterConfiguration",
+        false,
+    ),
+    ("tiers", "Tier", false),
+    ("ipamblocks", "IPAMBlock", false),
+    ("networkpolicies", "NetworkPolicy", true),
+    ("stagednetworkpolicies", "StagedNetworkPolicy", true),
+    (
+        "stagedkubernetesnetworkpolicies",
+        "StagedKubernetesNetworkPolicy",
+        true,
+    ),
+    ("networksets", "NetworkSet", true),
+    ("workloadendpoints", "WorkloadEndpoint", true),
+    ("livemigrations", "LiveMigration", true),
+    ("kubernetesnetworkpolicies", "KubernetesNetworkPolicy", true),
+    ("kubernetesendpointslices", "KubernetesEndpointSlice", true),
+    ("kubernetesservice", "KubernetesService", true),
+];
+
+/// Kubernetes kinds kept under `<prefix>/resources/v3/k8s/`: (plural, Kind). All namespaced.
+pub const K8S_KINDS: &[(&str, &str)] = &[
+    ("secrets", "Secret"),
+    ("services", "Service"),
+    ("endpoints", "Endpoints"),
+    ("endpointslices", "EndpointSlice"),
+];
+
+/// `(kind, namespace, name)` of an etcd key, or `None` for keys meshsync does not serve (v1
+/// Felix keys, IPAM handles and affinities, unknown plurals, malformed paths).
+pub fn parse_key(prefix: &str, key: &str) -> Option<(&'static str, String, String)> {
+    let rest = key.strip_prefix(prefix)?;
+    if let Some(rest) = rest.strip_prefix("/resources/v3/projectcalico.org/") {
+        let segments: Vec<&str> = rest.split('/').collect();
+        let (plural, tail) = segments.split_first()?;
+        let &(_, kind, namespaced) = CALICO_KINDS.iter().find(|(p, _, _)| p == plural)?;
+        return match (namespaced, tail) {
+            (false, [name]) if !name.is_empty() => Some((kind, String::new(), unescape(name))),
+            (true, [ns, name]) if !ns.is_empty() && !name.is_empty() => {
+                Some((kind, unescape(ns), unescape(name)))
+            }
+            _ => None,
+        };
+    }
+    if let Some(rest) = rest.strip_prefix("/resources/v3/k8s/") {
+        let segments: Vec<&str> = rest.split('/').collect();
+        return match segments.as_slice() {
+            [plural, ns, name] if !ns.is_empty() && !name.is_empty() => {
+                let &(_, kind) = K8S_KINDS.iter().find(|(p, _)| p == plural)?;
+                Some((kind, unescape(ns), unescape(name)))
+            }
+            _ => None,
+        };
+    }
+    for family in ["ipv4", "ipv6"] {
+        let block_prefix = format!("/ipam/v2/assignment/{family}/block/");
+        if let Some(cidr) = rest.strip_prefix(block_prefix.as_str()) {
+            if cidr.is_empty() || cidr.contains('/') {
+                return None;
+            }
+            return Some(("IPAMBlock", String::new(), block_name(cidr)));
+        }
+    }
+    None
+}
+
+/// The etcd key of a resource (the inverse of [`parse_key`] for Calico and Kubernetes kinds).
+pub fn key_path(prefix: &str, kind: &str, namespace: &str, name: &str) -> Option<String> {
+    if let Some(&(plural, _, namespaced)) = CALICO_KINDS.iter().find(|(_, k, _)| *k == kind) {
+        return Some(if namespaced {
+            format!(
+                "{prefix}/resources/v3/projectcalico.org/{plural}/{}/{}",
+                escape(namespace),
+                escape(name)
+            )
+        } else {
+            format!(
+                "{prefix}/resources/v3/projectcalico.org/{plural}/{}",
+                escape(name)
+            )
+        });
+    }
+    let &(plural, _) = K8S_KINDS.iter().find(|(_, k)| *k == kind)?;
+    Some(format!(
+        "{prefix}/resources/v3/k8s/{plural}/{}/{}",
+        escape(namespace),
+        escape(name)
+    ))
+}
+
+/// A block key's CIDR segment (`10.65.0.0-26`, `fd00::-122`) as Calico's CIDRToName.
+fn block_name(cidr_segment: &str) -> String {
+    cidr_segment.replace(['.', ':', '/'], "-")
+}
+
+/// `%`→`%25` first, then `/`→`%2f`.
+pub fn escape(segment: &str) -> String {
+    segment.replace('%', "%25").replace('/', "%2f")
+}
+
+/// `%2f`→`/` first, then `%25`→`%`.
+pub fn unescape(segment: &str) -> String {
+    segment
+        .replace("%2f", "/")
+        .replace("%2F", "/")
+        .replace("%25", "%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_calico_k8s_and_ipam_keys() {
+        let p = "/calico";
+        assert_eq!(
+            parse_key(
+                p,
+                "/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool"
+            ),
+            Some(("IPPool", String::new(), "default-ipv4-ippool".into()))
+        );
+        assert_eq!(
+            parse_key(
+                p,
+                "/calico/resources/v3/projectcalico.org/workloadendpoints/default/node1-k8s-nginx-eth0"
+            ),
+            Some((
+                "WorkloadEndpoint",
+                "default".into(),
+                "node1-k8s-nginx-eth0".into()
+            ))
+        );
+        assert_eq!(
+            parse_key(
+                p,
+                "/calico/resources/v3/projectcalico.org/profiles/c%2fkns.ns1"
+            ),
+            Some(("Profile", String::new(), "c/kns.ns1".into()))
+        );
+        assert_eq!(
+            parse_key(p, "/calico/resources/v3/k8s/secrets/kube-system/remote-b"),
+            Some(("Secret", "kube-system".into(), "remote-b".into()))
+        );
+        assert_eq!(
+            parse_key(p, "/calico/ipam/v2/assignment/ipv4/block/10.65.0.0-26"),
+            Some(("IPAMBlock", String::new(), "10-65-0-0-26".into()))
+        );
+        // Wrong arity, unknown plurals, other prefixes and v1 keys are not served.
+        assert_eq!(
+            parse_key(p, "/calico/resources/v3/projectcalico.org/ippools/a/b"),
+            None
+        );
+        assert_eq!(
+            parse_key(
+                p,
+                "/calico/resources/v3/projectcalico.org/workloadendpoints/x"
+            ),
+            None
+        );
+        assert_eq!(
+            parse_key(p, "/calico/resources/v3/projectcalico.org/gadgets/x"),
+            None
+        );
+        assert_eq!(
+            parse_key(p, "/other/resources/v3/projectcalico.org/ippools/x"),
+            None
+        );
+        assert_eq!(parse_key(p, "/calico/v1/host/node1/config/Foo"), None);
+        assert_eq!(parse_key(p, "/calico/ipam/v2/handle/abc"), None);
+    }
+
+    #[test]
+    fn key_paths_round_trip() {
+        for (kind, ns, name) in [
+            ("WorkloadEndpoint", "default", "n-k8s-p-eth0"),
+            ("Node", "", "cluster-b/node1"),
+            ("Secret", "kube-system", "s%1"),
+        ] {
+            let path = key_path("/calico", kind, ns, name).unwrap();
+            let (k, n, m) = parse_key("/calico", &path).unwrap();
+            assert_eq!((k, n.as_str(), m.as_str()), (kind, ns, name), "{path}");
+        }
+        assert_eq!(key_path("/calico", "Gadget", "", "x"), None);
+    }
+}

@@ -1,0 +1,545 @@
+//! RemoteClusterConfiguration: parsing, validation (calico-model.md §4.1) and the remote
+//! datastore configuration it resolves to.
+//!
+//! Validation problems, a missing Secret or an unsupported datastore type are not errors of the
+//! server: they become the cluster's `ConfigIncomplete` status with the reason, and nothing else
+//! is disturbed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::SecretData;
+
+/// Annotation selecting what happens to a lost cluster's data: `keep` (default) or `withdraw`.
+pub const LOST_CLUSTER_POLICY_ANNOTATION: &str = "meshsync.io/lost-cluster-policy";
+/// Annotation with the grace period before `withdraw` deletes a lost cluster's data (`30s`, `2m`,
+/// or plain seconds). Default 30 s.
+pub const LOST_CLUSTER_GRACE_ANNOTATION: &str = "meshsync.io/lost-cluster-grace-period";
+
+/// The kinds synced from every remote cluster.
+pub const REMOTE_KINDS: &[&str] = &["WorkloadEndpoint", "HostEndpoint", "Profile"];
+/// The kinds added with `overlayRoutingMode: Enabled`.
+pub const OVERLAY_KINDS: &[&str] = &["Node", "IPPool", "IPAMBlock"];
+
+/// What to do with a remote cluster's data while it cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostClusterPolicy {
+    /// Keep serving the last known data (Calico's behaviour).
+    Keep,
+    /// Delete it after the grace period; it comes back when the cluster does.
+    Withdraw { grace: Duration },
+}
+
+/// How to reach a remote cluster's datastore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteDatastore {
+    Etcd {
+        endpoints: Vec<String>,
+        username: Option<String>,
+        password: Option<String>,
+        /// Inline PEM.
+        ca: Option<String>,
+        cert: Option<String>,
+        key: Option<String>,
+        /// PEM files, read at every connection attempt.
+        ca_file: Option<PathBuf>,
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+    },
+    /// meshsync's extension: a directory of manifests (`spec.filePath`).
+    File { dir: PathBuf },
+}
+
+/// Everything that decides how a remote source runs; a change restarts that one source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteConfig {
+    pub datastore: RemoteDatastore,
+    pub overlay: bool,
+    pub policy: LostClusterPolicy,
+}
+
+impl RemoteConfig {
+    /// The kinds synced from this cluster.
+    pub fn kinds(&self) -> HashSet<String> {
+        let mut kinds: HashSet<String> = REMOTE_KINDS.iter().map(|k| k.to_string()).collect();
+        if self.overlay {
+            kinds.extend(OVERLAY_KINDS.iter().map(|k| k.to_string()));
+        }
+        kinds
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct SyncOptions {
+    #[serde(default)]
+    overlay_routing_mode: Option<String>,
+}
+
+/// `spec` of a RemoteClusterConfiguration (plus `filePath`, our extension).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct RccSpec {
+    datastore_type: Option<String>,
+    cluster_access_secret: Option<ObjectRef>,
+    etcd_endpoints: Option<String>,
+    etcd_username: Option<String>,
+    etcd_password: Option<String>,
+    etcd_key_file: Option<String>,
+    etcd_cert_file: Option<String>,
+    #[serde(rename = "etcdCACertFile")]
+    etcd_ca_cert_file: Option<String>,
+    etcd_key: Option<String>,
+    etcd_cert: Option<String>,
+    #[serde(rename = "etcdCACert")]
+    etcd_ca_cert: Option<String>,
+    kubeconfig: Option<String>,
+    #[serde(rename = "k8sAPIEndpoint")]
+    k8s_api_endpoint: Option<String>,
+    k8s_key_file: Option<String>,
+    k8s_cert_file: Option<String>,
+    #[serde(rename = "k8sCAFile")]
+    k8s_ca_file: Option<String>,
+    #[serde(rename = "k8sAPIToken")]
+    k8s_api_token: Option<String>,
+    #[serde(rename = "k8sInsecureSkipTLSVerify")]
+    k8s_insecure_skip_tls_verify: Option<bool>,
+    kubeconfig_inline: Option<String>,
+    file_path: Option<String>,
+    sync_options: Option<SyncOptions>,
+}
+
+fn set(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+impl RccSpec {
+    /// True if any connection field other than the secret reference (and syncOptions) is set.
+    fn has_connection_fields(&self) -> bool {
+        [
+            &self.datastore_type,
+            &self.etcd_endpoints,
+            &self.etcd_username,
+            &self.etcd_password,
+            &self.etcd_key_file,
+            &self.etcd_cert_file,
+            &self.etcd_ca_cert_file,
+            &self.etcd_key,
+            &self.etcd_cert,
+            &self.etcd_ca_cert,
+            &self.kubeconfig,
+            &self.k8s_api_endpoint,
+            &self.k8s_key_file,
+            &self.k8s_cert_file,
+            &self.k8s_ca_file,
+            &self.k8s_api_token,
+            &self.kubeconfig_inline,
+            &self.file_path,
+        ]
+        .into_iter()
+        .any(set)
+            || self.k8s_insecure_skip_tls_verify.unwrap_or(false)
+    }
+
+    /// The spec a Secret's data describes (calico-model.md §4.1: `kubeconfig` maps to
+    /// `kubeconfigInline`; file paths cannot come from a Secret, except our `filePath`).
+    fn from_secret(secret: &SecretData) -> Result<RccSpec, String> {
+        Ok(RccSpec {
+            datastore_type: secret.text("datastoreType")?,
+            etcd_endpoints: secret.text("etcdEndpoints")?,
+            etcd_username: secret.text("etcdUsername")?,
+            etcd_password: secret.text("etcdPassword")?,
+            etcd_key: secret.text("etcdKey")?,
+            etcd_cert: secret.text("etcdCert")?,
+            etcd_ca_cert: secret.text("etcdCACert")?,
+            kubeconfig_inline: secret.text("kubeconfig")?,
+            file_path: secret.text("filePath")?,
+            ..RccSpec::default()
+        })
+    }
+}
+
+/// A parsed RemoteClusterConfiguration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rcc {
+    /// `metadata.name`: the cluster's name in every key.
+    pub name: String,
+    spec: Result<RccSpec, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+/// Where a Secret lives.
+pub type SecretRef = (String, String);
+
+impl Rcc {
+    /// Parses an RCC object. A malformed spec is kept as an error, reported as `ConfigIncomplete`.
+    pub fn parse(name: &str, value: &[u8]) -> Rcc {
+        let object: Result<serde_json::Value, String> =
+            serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"));
+        let annotations = object
+            .as_ref()
+            .ok()
+            .and_then(|o| o.pointer("/metadata/annotations"))
+            .and_then(|a| a.as_object())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let spec = object.and_then(|o| {
+            let spec = o.get("spec").cloned().unwrap_or(serde_json::Value::Null);
+            if spec.is_null() {
+                return Ok(RccSpec::default());
+            }
+            serde_json::from_value::<RccSpec>(spec)
+                .map_err(|e| format!("invalid RemoteClusterConfiguration spec: {e}"))
+        });
+        Rcc {
+            name: name.to_string(),
+            spec,
+            annotations,
+        }
+    }
+
+    /// The Secret this RCC reads its access details from, if any.
+    pub fn secret_ref(&self) -> Option<SecretRef> {
+        let r = self.spec.as_ref().ok()?.cluster_access_secret.as_ref()?;
+        Some((r.namespace.clone(), r.name.clone()))
+    }
+
+    /// Resolves the RCC (and its Secret) into a remote configuration, or the reason it is
+    /// incomplete. `base_dir` anchors relative `filePath`s (the local file datastore's directory).
+    pub fn resolve(
+        &self,
+        secrets: &BTreeMap<SecretRef, SecretData>,
+        base_dir: Option<&Path>,
+    ) -> Result<RemoteConfig, String> {
+        let spec = self.spec.as_ref().map_err(Clone::clone)?;
+        let overlay = match spec
+            .sync_options
+            .as_ref()
+            .and_then(|o| o.overlay_routing_mode.as_deref())
+        {
+            None | Some("") | Some("Disabled") => false,
+            Some("Enabled") => true,
+            Some(other) => {
+                return Err(format!(
+                    "failed to validate Field: OverlayRoutingMode: {other:?} is not Enabled or Disabled"
+                ));
+            }
+        };
+        let policy = self.policy()?;
+        let effective = match &spec.cluster_access_secret {
+            Some(reference) => {
+                if spec.has_connection_fields() {
+                    return Err("When ClusterAccessSecret is set all other datastore connection fields should not be set.".into());
+                }
+                if !reference.kind.is_empty() && reference.kind != "Secret" {
+                    return Err(format!(
+                        "clusterAccessSecret must refer to a Secret, not {:?}",
+                        reference.kind
+                    ));
+                }
+                if reference.name.is_empty() || reference.namespace.is_empty() {
+                    return Err("clusterAccessSecret needs a namespace and a name".into());
+                }
+                let key = (reference.namespace.clone(), reference.name.clone());
+                let secret = secrets.get(&key).ok_or_else(|| {
+                    format!(
+                        "cluster access secret {}/{} was not found",
+                        reference.namespace, reference.name
+                    )
+                })?;
+                RccSpec::from_secret(secret)
+                    .map_err(|e| format!("cluster access secret {}/{}: {e}", key.0, key.1))?
+            }
+            None => spec.clone(),
+        };
+        let datastore = validate(&effective, base_dir)?;
+        Ok(RemoteConfig {
+            datastore,
+            overlay,
+            policy,
+        })
+    }
+
+    fn policy(&self) -> Result<LostClusterPolicy, String> {
+        let grace = match self.annotations.get(LOST_CLUSTER_GRACE_ANNOTATION) {
+            None => Duration::from_secs(30),
+            Some(text) => parse_duration(text).ok_or_else(|| {
+                format!("annotation {LOST_CLUSTER_GRACE_ANNOTATION}: {text:?} is not a duration such as 30s or 2m")
+            })?,
+        };
+        match self
+            .annotations
+            .get(LOST_CLUSTER_POLICY_ANNOTATION)
+            .map(String::as_str)
+        {
+            None | Some("keep") => Ok(LostClusterPolicy::Keep),
+            Some("withdraw") => Ok(LostClusterPolicy::Withdraw { grace }),
+            Some(other) => Err(format!(
+                "annotation {LOST_CLUSTER_POLICY_ANNOTATION}: {other:?} is not keep or withdraw"
+            )),
+        }
+    }
+}
+
+/// `30s`, `2m`, `1h`, `500ms` or plain seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn endpoint_ok(e: &str) -> bool {
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"));
+    match rest.and_then(|r| r.rsplit_once(':')) {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(':')
+                && !host.contains('/')
+                && !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.clone().filter(|s| !s.is_empty())
+}
+
+fn path_field(v: &Option<String>, field: &str) -> Result<Option<PathBuf>, String> {
+    match non_empty(v) {
+        None => Ok(None),
+        Some(p) if p.contains('\0') => Err(format!(
+            "failed to validate Field: {field}: contains a NUL byte"
+        )),
+        Some(p) => Ok(Some(PathBuf::from(p))),
+    }
+}
+
+fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, String> {
+    match spec.datastore_type.as_deref().unwrap_or("") {
+        "etcdv3" => {
+            let endpoints: Vec<String> = spec
+                .etcd_endpoints
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect();
+            if endpoints.is_empty() {
+                return Err(
+                    "failed to validate Field: EtcdEndpoints: etcdv3 needs etcdEndpoints".into(),
+                );
+            }
+            if let Some(bad) = endpoints.iter().find(|e| !endpoint_ok(e)) {
+                return Err(format!(
+                    "failed to validate Field: EtcdEndpoints: {bad:?} is not http(s)://host:port"
+                ));
+            }
+            Ok(RemoteDatastore::Etcd {
+                endpoints,
+                username: non_empty(&spec.etcd_username),
+                password: non_empty(&spec.etcd_password),
+                ca: non_empty(&spec.etcd_ca_cert),
+                cert: non_empty(&spec.etcd_cert),
+                key: non_empty(&spec.etcd_key),
+                ca_file: path_field(&spec.etcd_ca_cert_file, "EtcdCACertFile")?,
+                cert_file: path_field(&spec.etcd_cert_file, "EtcdCertFile")?,
+                key_file: path_field(&spec.etcd_key_file, "EtcdKeyFile")?,
+            })
+        }
+        "kubernetes" => {
+            if [
+                &spec.etcd_endpoints,
+                &spec.etcd_ca_cert_file,
+                &spec.etcd_cert_file,
+                &spec.etcd_key_file,
+                &spec.etcd_password,
+            ]
+            .into_iter()
+            .any(set)
+            {
+                return Err(
+                    "failed to validate Field: DatastoreType: kubernetes does not take etcd fields"
+                        .into(),
+                );
+            }
+            Err("datastoreType kubernetes is not supported yet by this meshsync".into())
+        }
+        "file" => {
+            let path = non_empty(&spec.file_path)
+                .ok_or("failed to validate Field: FilePath: datastoreType file needs filePath")?;
+            let path = PathBuf::from(path);
+            let dir = match base_dir {
+                Some(base) if path.is_relative() => base.join(path),
+                _ => path,
+            };
+            Ok(RemoteDatastore::File { dir })
+        }
+        "" => {
+            Err("failed to validate Field: DatastoreType: required (etcdv3 or kubernetes)".into())
+        }
+        other => Err(format!(
+            "failed to validate Field: DatastoreType: {other:?} is not etcdv3, kubernetes or file"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rcc(json: &str) -> Rcc {
+        Rcc::parse("cluster-b", json.as_bytes())
+    }
+
+    fn none() -> BTreeMap<SecretRef, SecretData> {
+        BTreeMap::new()
+    }
+
+    #[test]
+    fn inline_etcd_config() {
+        let r = rcc(
+            r#"{"spec":{"datastoreType":"etcdv3","etcdEndpoints":"http://a:2379, https://b:2380","syncOptions":{"overlayRoutingMode":"Enabled"}}}"#,
+        );
+        let c = r.resolve(&none(), None).unwrap();
+        assert!(c.overlay);
+        assert_eq!(c.policy, LostClusterPolicy::Keep);
+        assert!(c.kinds().contains("IPAMBlock"));
+        match c.datastore {
+            RemoteDatastore::Etcd { endpoints, .. } => {
+                assert_eq!(endpoints, ["http://a:2379", "https://b:2380"])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_configs_say_why() {
+        for (json, needle) in [
+            (r#"{"spec":{}}"#, "DatastoreType: required"),
+            (
+                r#"{"spec":{"datastoreType":"this-is-not-valid"}}"#,
+                "DatastoreType",
+            ),
+            (r#"{"spec":{"datastoreType":"etcdv3"}}"#, "EtcdEndpoints"),
+            (
+                r#"{"spec":{"datastoreType":"etcdv3","etcdEndpoints":"foo:1"}}"#,
+                "EtcdEndpoints",
+            ),
+            (
+                r#"{"spec":{"datastoreType":"kubernetes","kubeconfig":"/k"}}"#,
+                "not supported yet",
+            ),
+            (
+                r#"{"spec":{"datastoreType":"kubernetes","etcdEndpoints":"http://a:1"}}"#,
+                "etcd fields",
+            ),
+            (
+                r#"{"spec":{"datastoreType":42}}"#,
+                "invalid RemoteClusterConfiguration spec",
+            ),
+            (r#"{"spec":{"datastoreType":"file"}}"#, "filePath"),
+            (
+                r#"{"spec":{"clusterAccessSecret":{"namespace":"ns","name":"s"},"etcdEndpoints":"http://a:1"}}"#,
+                "should not be set",
+            ),
+            (
+                r#"{"spec":{"clusterAccessSecret":{"namespace":"ns","name":"s"}}}"#,
+                "was not found",
+            ),
+            (
+                r#"{"spec":{"datastoreType":"etcdv3","etcdEndpoints":"http://a:1","syncOptions":{"overlayRoutingMode":"Sometimes"}}}"#,
+                "OverlayRoutingMode",
+            ),
+            (
+                r#"{"metadata":{"annotations":{"meshsync.io/lost-cluster-policy":"panic"}},"spec":{"datastoreType":"etcdv3","etcdEndpoints":"http://a:1"}}"#,
+                "keep or withdraw",
+            ),
+            ("nope", "not JSON"),
+        ] {
+            let err = rcc(json).resolve(&none(), None).unwrap_err();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn secret_config_and_policy() {
+        let r = rcc(
+            r#"{"metadata":{"annotations":{"meshsync.io/lost-cluster-policy":"withdraw","meshsync.io/lost-cluster-grace-period":"2m"}},
+               "spec":{"clusterAccessSecret":{"kind":"Secret","namespace":"ns","name":"s"}}}"#,
+        );
+        assert_eq!(r.secret_ref(), Some(("ns".into(), "s".into())));
+        let mut secrets = none();
+        secrets.insert(
+            ("ns".into(), "s".into()),
+            SecretData::parse(br#"{"stringData":{"datastoreType":"file","filePath":"../b"}}"#)
+                .unwrap(),
+        );
+        let c = r.resolve(&secrets, Some(Path::new("/x/a"))).unwrap();
+        assert_eq!(
+            c.datastore,
+            RemoteDatastore::File {
+                dir: "/x/a/../b".into()
+            }
+        );
+        assert_eq!(
+            c.policy,
+            LostClusterPolicy::Withdraw {
+                grace: Duration::from_secs(120)
+            }
+        );
+        // A secret with an invalid type is reported as such.
+        secrets.insert(
+            ("ns".into(), "s".into()),
+            SecretData::parse(br#"{"stringData":{"datastoreType":"bogus"}}"#).unwrap(),
+        );
+        assert!(
+            r.resolve(&secrets, None)
+                .unwrap_err()
+                .contains("DatastoreType")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("5d"), None);
+    }
+}

@@ -11,6 +11,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The etcd tests start real etcd processes (Debian's etcd-server package).
+if ! command -v etcd >/dev/null 2>&1; then
+  step "installing etcd (Debian package etcd-server)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client >/dev/null
+fi
+etcd --version | head -1
+
 # The file watcher needs inotify instances; hundreds of agents need file descriptors.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

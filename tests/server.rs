@@ -118,6 +118,37 @@ async fn readiness_follows_the_sync_state_and_status_reports_counts() {
     assert_eq!(st.clusters[0].state(), pb::ClusterState::InSync);
     assert_eq!(st.seq, 2);
 
+    // Metrics: key counts, and Calico's gauge for a remote cluster's state.
+    send_all(
+        &tx,
+        [SourceEvent::Status {
+            cluster: "Cluster-B".into(),
+            status: SourceStatus::InSync,
+        }],
+    )
+    .await;
+    within(
+        "remote status",
+        server.cache.wait_for_status(|s| s.clusters.len() == 2),
+    )
+    .await;
+    let (code, metrics) = http_get(server.metrics, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("meshsync_cache_keys{cluster=\"\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "meshsync_remote_cluster_connection_status{remote_cluster_name=\"cluster-b\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshsync_connections_active 1"),
+        "{metrics}"
+    );
+
     // The datastore goes away: readiness drops again.
     tx.send(status(SourceStatus::ConnectionFailed("gone".into())))
         .await
@@ -337,6 +368,7 @@ async fn an_agent_reconnects_and_drops_what_the_new_snapshot_lacks() {
             let config = ServerConfig {
                 listen: addr,
                 health_listen: None,
+                metrics_listen: None,
                 ..ServerConfig::default()
             };
             match meshsync_server::BoundServer::bind(cache.clone(), config).await {

@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// Disable the health endpoints.
     #[arg(long, env = "MESHSYNC_NO_HEALTH")]
     no_health: bool,
+    /// Serve Prometheus `/metrics` on this address (Typha's port is 9093); off when not given.
+    #[arg(long, env = "MESHSYNC_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Refuse subscriptions above this many connected agents.
     #[arg(long, default_value_t = 20_000, env = "MESHSYNC_MAX_CONNECTIONS")]
     max_connections: usize,
@@ -87,12 +90,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ServerConfig {
             listen: args.listen,
             health_listen: (!args.no_health).then_some(args.health_listen),
+            metrics_listen: args.metrics_listen,
             max_connections: args.max_connections,
             ..ServerConfig::default()
         },
     )
     .await?;
-    info!(grpc = %server.grpc_addr()?, health = ?server.health_addr(), version = meshsync_server::SERVER_VERSION,
+    info!(grpc = %server.grpc_addr()?, health = ?server.health_addr(), metrics = ?server.metrics_addr(), version = meshsync_server::SERVER_VERSION,
         "meshsync serving");
     server.serve(super::shutdown_signal()).await?;
     info!("meshsync stopped");

@@ -2,6 +2,8 @@
 //! clients, and condition waits with timeouts (no sleep-and-hope).
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +23,7 @@ pub struct TestServer {
     pub cache: SnapshotCache,
     pub grpc: SocketAddr,
     pub health: SocketAddr,
+    pub metrics: SocketAddr,
     pub connections: std::sync::Arc<Connections>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -43,11 +46,13 @@ impl TestServer {
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             health_listen: Some("127.0.0.1:0".parse().unwrap()),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..server
         };
         let bound = BoundServer::bind(cache.clone(), config).await.unwrap();
         let grpc = bound.grpc_addr().unwrap();
         let health = bound.health_addr().unwrap();
+        let metrics = bound.metrics_addr().unwrap();
         let connections = bound.connections();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -62,6 +67,7 @@ impl TestServer {
             cache,
             grpc,
             health,
+            metrics,
             connections,
             stop: Some(stop),
             task: Some(task),

@@ -4,6 +4,7 @@
 mod client_stream;
 mod connections;
 mod health;
+mod metrics;
 mod service;
 
 use std::future::Future;
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Health listen address (9098 by default); `None` disables the health endpoints.
     pub health_listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` listen address (off by default, as Typha; its port is 9093).
+    pub metrics_listen: Option<SocketAddr>,
     /// Subscriptions above this number are refused with `RESOURCE_EXHAUSTED`.
     pub max_connections: usize,
     /// A client more than this many sequence numbers behind gets a coalesced difference.
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 5473)),
             health_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9098))),
+            metrics_listen: None,
             max_connections: 20_000,
             lag_limit: 100_000,
             keepalive_interval: Duration::from_secs(10),
@@ -68,6 +72,7 @@ pub enum ServerError {
 pub struct BoundServer {
     grpc: TcpListener,
     health: Option<TcpListener>,
+    metrics: Option<TcpListener>,
     config: ServerConfig,
     cache: SnapshotCache,
     connections: Arc<Connections>,
@@ -90,9 +95,18 @@ impl BoundServer {
             ),
             None => None,
         };
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(BoundServer {
             grpc,
             health,
+            metrics,
             config,
             cache,
             connections: Arc::new(Connections::default()),
@@ -109,6 +123,11 @@ impl BoundServer {
         self.health.as_ref().and_then(|h| h.local_addr().ok())
     }
 
+    /// The bound metrics address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|h| h.local_addr().ok())
+    }
+
     /// The connection counter (for tests and metrics).
     pub fn connections(&self) -> Arc<Connections> {
         self.connections.clone()
@@ -117,8 +136,18 @@ impl BoundServer {
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(listener) = self.health {
-            let app = health::router(self.cache.clone());
+        let http = [
+            self.health
+                .map(|l| (l, health::router(self.cache.clone()), "health")),
+            self.metrics.map(|l| {
+                (
+                    l,
+                    metrics::router(self.cache.clone(), self.connections.clone()),
+                    "metrics",
+                )
+            }),
+        ];
+        for (listener, app, what) in http.into_iter().flatten() {
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
                 let stopped = async move {
@@ -128,7 +157,7 @@ impl BoundServer {
                     .with_graceful_shutdown(stopped)
                     .await
                 {
-                    tracing::error!(error = %e, "health server failed");
+                    tracing::error!(error = %e, server = what, "HTTP server failed");
                 }
             });
         }

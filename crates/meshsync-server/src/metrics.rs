@@ -1,0 +1,145 @@
+//! Prometheus metrics (`/metrics`, port 9093 by default as Typha's), rendered in the text
+//! exposition format from the cache's counters and status — no metrics registry on the hot path.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use meshsync_cache::SnapshotCache;
+use meshsync_datastore::SourceStatus;
+
+use crate::connections::Connections;
+
+/// Calico's values for `remote_cluster_connection_status`.
+fn connection_status_value(status: &SourceStatus) -> u8 {
+    match status {
+        SourceStatus::ConnectionFailed(_) => 0,
+        SourceStatus::Connecting => 1,
+        SourceStatus::InSync => 2,
+        SourceStatus::ResyncInProgress => 3,
+        SourceStatus::ConfigIncomplete(_) => 5,
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics text for the current state.
+pub fn render(cache: &SnapshotCache, connections: &Connections) -> String {
+    let head = cache.head();
+    let status = &head.status;
+    let m = cache.metrics();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP meshsync_remote_cluster_connection_status 0-ConnectionFailed, 1-Connecting, 2-InSync, 3-ResyncInProgress, 4-ConfigChangeRestartRequired, 5-ConfigIncomplete."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE meshsync_remote_cluster_connection_status gauge"
+    );
+    for (name, cluster) in status.clusters.iter().filter(|(n, _)| !n.is_empty()) {
+        let _ = writeln!(
+            out,
+            "meshsync_remote_cluster_connection_status{{remote_cluster_name=\"{}\"}} {}",
+            escape_label(&name.to_lowercase()),
+            connection_status_value(&cluster.status)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP meshsync_cache_keys Keys held per cluster (\"\" is the local cluster)."
+    );
+    let _ = writeln!(out, "# TYPE meshsync_cache_keys gauge");
+    for (name, cluster) in &status.clusters {
+        let _ = writeln!(
+            out,
+            "meshsync_cache_keys{{cluster=\"{}\"}} {}",
+            escape_label(name),
+            cluster.keys()
+        );
+    }
+    let gauges: [(&str, &str, u64); 3] = [
+        (
+            "meshsync_in_sync",
+            "1 when the local datastore (and the remotes it waits for) is in sync.",
+            u64::from(status.overall == meshsync_cache::SyncState::InSync),
+        ),
+        (
+            "meshsync_breadcrumb_seq",
+            "Sequence number of the newest breadcrumb.",
+            head.seq,
+        ),
+        (
+            "meshsync_connections_active",
+            "Agents currently streaming.",
+            connections.active() as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    let counters = [
+        (
+            "meshsync_updates_total",
+            "Changes accepted by the cache.",
+            &m.updates,
+        ),
+        (
+            "meshsync_updates_skipped_total",
+            "Upserts dropped because the value was unchanged.",
+            &m.skipped,
+        ),
+        (
+            "meshsync_updates_rejected_total",
+            "Upserts refused (value too large).",
+            &m.rejected,
+        ),
+        (
+            "meshsync_snapshots_generated_total",
+            "Snapshots encoded for new clients.",
+            &m.snapshots_generated,
+        ),
+        (
+            "meshsync_snapshots_reused_total",
+            "New clients served an already encoded snapshot.",
+            &m.snapshots_reused,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    out
+}
+
+/// The metrics router.
+pub fn router(cache: SnapshotCache, connections: Arc<Connections>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve))
+        .with_state((cache, connections))
+}
+
+async fn serve(
+    State((cache, connections)): State<(SnapshotCache, Arc<Connections>)>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&cache, &connections),
+    )
+}

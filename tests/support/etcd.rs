@@ -1,0 +1,134 @@
+//! Real etcd processes for tests: one per simulated cluster, on free loopback ports, in a
+//! temporary directory, stopped (killed) when dropped. Needs the `etcd` binary (Debian's
+//! `etcd-server`; `scripts/test.sh` installs it).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshsync_etcd::{EtcdClient, EtcdConfig};
+
+/// A running etcd.
+pub struct Etcd {
+    pub name: String,
+    pub client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Etcd {
+    /// Starts a fresh single-member etcd and waits until it answers.
+    pub async fn start(name: &str) -> Etcd {
+        let mut etcd = Etcd {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        etcd.spawn().await;
+        etcd
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `127.0.0.1:PORT`, for `etcd://` datastore URLs.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    async fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log file");
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("{}={peer}", self.name))
+            .arg("--logger=zap")
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd must be installed (Debian package etcd-server); run scripts/test.sh");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut config = EtcdConfig::new(vec![self.url()]);
+            config.connect_timeout = Duration::from_millis(500);
+            config.request_timeout = Duration::from_secs(2);
+            if let Ok(client) = EtcdClient::connect(&config).await
+                && client.list_prefix(b"/health-probe/", 0, 1).await.is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd {} did not become ready; log: {}",
+                self.name,
+                std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client for writing test data.
+    pub async fn client(&self) -> EtcdClient {
+        EtcdClient::connect(&EtcdConfig::new(vec![self.url()]))
+            .await
+            .expect("connect to test etcd")
+    }
+
+    /// Kills the process (data stays on disk).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same ports with the same data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -149,15 +149,14 @@ async fn main() {
                 }
             }
             AgentEvent::Update(u) if u.cluster == "cluster-b" => b_keys += 1,
-            AgentEvent::Status { status, .. } => {
+            AgentEvent::Status { status, .. }
                 if b_in_sync.is_none()
                     && status.clusters.iter().any(|c| {
                         c.cluster == "cluster-b"
                             && c.state() == meshsync_proto::ClusterState::InSync
-                    })
-                {
-                    b_in_sync = Some(added.elapsed());
-                }
+                    }) =>
+            {
+                b_in_sync = Some(added.elapsed());
             }
             _ => {}
         }

@@ -120,9 +120,11 @@ impl EtcdSource {
                 Ok(client) => {
                     info!(cluster = %self.config.cluster, endpoint = client.endpoint(),
                         "connected to etcd");
-                    match self.list_and_watch(&client, &mut attempt).await? {
-                        WatchEnd::Compacted => continue,
-                        WatchEnd::Failed(e) => e,
+                    loop {
+                        match self.list_and_watch(&client, &mut attempt).await? {
+                            WatchEnd::Compacted => continue,
+                            WatchEnd::Failed(e) => break e,
+                        }
                     }
                 }
             };
@@ -184,6 +186,10 @@ impl EtcdSource {
             .await
         {
             Ok(listing) => listing,
+            Err(e) if e.is_compacted() => {
+                info!(cluster = %self.config.cluster, error = %e, "history compacted while listing; relisting");
+                return Ok(WatchEnd::Compacted);
+            }
             Err(e) => return Ok(WatchEnd::Failed(e.to_string())),
         };
         let cluster = self.config.cluster.clone();
@@ -203,9 +209,6 @@ impl EtcdSource {
         })
         .await?;
         info!(cluster = %cluster, revision, resources = count, "etcd listing complete");
-        self.set_status(SourceStatus::InSync).await?;
-        *attempt = 0;
-
         let mut watch = match client.watch_prefix(prefix.as_bytes(), revision + 1).await {
             Ok(w) => w,
             Err(e) if e.is_compacted() => {
@@ -214,6 +217,9 @@ impl EtcdSource {
             }
             Err(e) => return Ok(WatchEnd::Failed(e.to_string())),
         };
+        // In sync only once the watch runs: nothing after the listing can be missed from here on.
+        self.set_status(SourceStatus::InSync).await?;
+        *attempt = 0;
         loop {
             let response = tokio::select! {
                 r = watch.next() => r,

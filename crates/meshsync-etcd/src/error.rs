@@ -17,7 +17,9 @@ pub enum EtcdError {
     Rpc(#[from] tonic::Status),
     #[error("etcd request timed out after {0:?}")]
     Timeout(std::time::Duration),
-    #[error("revision {requested} was compacted (compacted up to {compact_revision})")]
+    #[error(
+        "etcd history was compacted (up to revision {compact_revision}; requested {requested})"
+    )]
     Compacted {
         requested: i64,
         compact_revision: i64,

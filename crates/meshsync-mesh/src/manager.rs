@@ -218,10 +218,19 @@ where
         }
     }
 
-    fn on_remote(&mut self, cluster: &str, event: SourceEvent) {
+    fn on_remote(&mut self, cluster: &str, mut event: SourceEvent) {
         let Some(remote) = self.remotes.get_mut(cluster) else {
             return;
         };
+        // While its data is withdrawn, every failure says so (not only the first one).
+        if remote.withdrawn
+            && let SourceEvent::Status {
+                status: SourceStatus::ConnectionFailed(reason),
+                ..
+            } = &mut event
+        {
+            *reason = withdrawn_reason(reason);
+        }
         if let SourceEvent::Status { status, .. } = &event {
             remote.status = Some(status.clone());
             let policy = remote.config.as_ref().map(|c| c.policy).ok();
@@ -278,9 +287,7 @@ where
             });
             self.out.push_back(SourceEvent::Status {
                 cluster,
-                status: SourceStatus::ConnectionFailed(format!(
-                    "{reason}; data withdrawn (lost-cluster policy withdraw)"
-                )),
+                status: SourceStatus::ConnectionFailed(withdrawn_reason(&reason)),
             });
         }
     }
@@ -420,6 +427,16 @@ where
         for name in users {
             self.reconfigure(&name, "Secret update");
         }
+    }
+}
+
+/// A lost cluster's failure reason, announcing that its data was withdrawn.
+fn withdrawn_reason(reason: &str) -> String {
+    const SUFFIX: &str = "; data withdrawn (lost-cluster policy withdraw)";
+    if reason.ends_with(SUFFIX) {
+        reason.to_string()
+    } else {
+        format!("{reason}{SUFFIX}")
     }
 }
 

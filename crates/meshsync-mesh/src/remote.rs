@@ -63,7 +63,10 @@ pub fn start(cluster: &str, config: &RemoteConfig, limits: &RemoteLimits) -> Sou
                     key_pem: key.as_ref().map(|s| s.as_bytes().to_vec()),
                 });
             }
+            // A remote that accepts connections but never answers must fail within seconds, so it
+            // cannot hold the local in-sync for long (Calico's tests expect ~15 s at most).
             etcd.connect_timeout = Duration::from_secs(3);
+            etcd.request_timeout = Duration::from_secs(5);
             let mut source = EtcdSourceConfig::new(etcd, name.clone());
             source.tls_files = TlsFiles {
                 ca: ca_file.clone(),

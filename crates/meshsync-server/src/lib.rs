@@ -15,7 +15,7 @@ use std::time::Duration;
 use meshsync_cache::SnapshotCache;
 use meshsync_proto::server::sync_server::SyncServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 pub use connections::Connections;
@@ -177,12 +177,17 @@ impl BoundServer {
         };
         info!(addr = %self.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "gRPC server listening");
+        // With our own listener tonic does not apply `tcp_nodelay`; set it per accepted socket, or
+        // Nagle's algorithm holds small frames back for up to a delayed-ACK timeout (~40 ms).
+        let incoming = TcpIncoming::from(self.grpc)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(self.config.keepalive_interval));
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.config.keepalive_interval))
             .http2_keepalive_timeout(Some(self.config.keepalive_timeout))
             .add_service(SyncServer::new(service).max_decoding_message_size(1 << 20))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         result.map_err(ServerError::from)
     }

@@ -124,7 +124,6 @@ fn wep(i: usize, generation: u64) -> (ResourceKey, Bytes) {
             "labels": {
                 "app": app,
                 "app.kubernetes.io/name": app,
-                "app.kubernetes.io/part-of": team,
                 "pod-template-hash": rs_hash,
                 "team": team,
                 "projectcalico.org/namespace": namespace,
@@ -240,9 +239,9 @@ impl LoadedCache {
     async fn apply_timed(&self, events: Vec<SourceEvent>, target: u64, trickle: bool) -> Duration {
         let start = Instant::now();
         if trickle {
-            let mut seq = target - events.len() as u64;
-            for event in events {
-                seq += 1;
+            // One event at a time: each is applied as its own batch (its own breadcrumb).
+            let first = target + 1 - events.len() as u64;
+            for (seq, event) in (first..=target).zip(events) {
                 self.tx.unbounded_send(event).unwrap();
                 self.cache.wait_for_status(|s| s.seq >= seq).await;
             }

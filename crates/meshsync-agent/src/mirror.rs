@@ -44,6 +44,8 @@ pub struct MirrorEntry {
     pub value: Bytes,
     pub revision: String,
     pub seq: u64,
+    /// `entry_hash` of key and value, kept so replacing or deleting needs no rehash.
+    pub hash: u64,
 }
 
 /// A cluster's state as the server last reported it.
@@ -134,17 +136,21 @@ impl Mirror {
             self.remove(&key);
         } else {
             let hash = key.hash(&u.value);
+            let local = match self.local.get_mut(&key.cluster) {
+                Some(local) => local,
+                None => self.local.entry(key.cluster.clone()).or_default(),
+            };
             let old = self.resources.insert(
-                key.clone(),
+                key,
                 MirrorEntry {
                     value: u.value.clone(),
                     revision: u.revision.clone(),
                     seq: u.seq,
+                    hash,
                 },
             );
-            let local = self.local.entry(key.cluster.clone()).or_default();
             match old {
-                Some(old) => local.1 = local.1.wrapping_sub(key.hash(&old.value)),
+                Some(old) => local.1 = local.1.wrapping_sub(old.hash),
                 None => local.0 += 1,
             }
             local.1 = local.1.wrapping_add(hash);
@@ -155,7 +161,7 @@ impl Mirror {
         let old = self.resources.remove(key)?;
         if let Some(local) = self.local.get_mut(&key.cluster) {
             local.0 = local.0.saturating_sub(1);
-            local.1 = local.1.wrapping_sub(key.hash(&old.value));
+            local.1 = local.1.wrapping_sub(old.hash);
         }
         Some(old)
     }

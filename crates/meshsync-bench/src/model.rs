@@ -1,0 +1,143 @@
+//! The harness's vocabulary: systems, scenarios, and the results written as JSON, Markdown and
+//! charts.
+
+use serde::{Deserialize, Serialize};
+
+/// A system under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    /// etcd ← meshsync (etcd datastore) ← N agents.
+    Meshsync,
+    /// etcd ← `etcd grpc-proxy start` ← N watchers.
+    GrpcProxy,
+    /// N watchers straight on etcd.
+    Etcd,
+    /// A trivial server writing the same encoded frames to N plain TCP sockets.
+    Floor,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Meshsync => "meshsync",
+            System::GrpcProxy => "grpc-proxy",
+            System::Etcd => "etcd",
+            System::Floor => "floor",
+        }
+    }
+}
+
+/// Latency figures over every (agent, update) pair, in microseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// Points of the CDF: (latency µs, fraction ≤ it), increasing, for charts.
+    pub cdf: Vec<(u64, f64)>,
+}
+
+/// CPU and memory of one process over a phase.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProcessUsage {
+    /// `etcd`, `grpc-proxy`, `meshsync`, `floor`, `agents`.
+    pub role: String,
+    pub cpu_seconds: f64,
+    /// Resident set at the end of the phase, bytes.
+    pub rss_bytes: u64,
+    /// Peak resident set (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+    /// Bytes written by the process during the phase (`wchar`), sockets included.
+    pub bytes_written: u64,
+}
+
+/// The `snapshot` scenario: N agents connect at once to K preloaded keys.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SnapshotResult {
+    pub agents: usize,
+    pub keys: usize,
+    /// Until every agent held every key (seconds).
+    pub total_s: f64,
+    pub agent_min_s: f64,
+    pub agent_median_s: f64,
+    pub agent_max_s: f64,
+    pub failed_agents: usize,
+    /// Server-side processes over the phase.
+    pub server: Vec<ProcessUsage>,
+    pub agents_process: ProcessUsage,
+    /// (RSS of the fan-out process with N agents − with none) / N, bytes.
+    pub server_bytes_per_agent: f64,
+}
+
+/// One step of `churn` or `saturate`: a writer at `rate` updates/s for `duration_s`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChurnResult {
+    /// Requested write rate.
+    pub rate: f64,
+    /// Writes actually made per second.
+    pub achieved_rate: f64,
+    pub duration_s: f64,
+    pub writes: u64,
+    /// writes × agents.
+    pub expected_deliveries: u64,
+    pub deliveries: u64,
+    pub lost: u64,
+    pub deliveries_per_s: f64,
+    pub latency: Latency,
+    pub server: Vec<ProcessUsage>,
+    pub agents_process: ProcessUsage,
+    /// Server CPU (every server-side process) per delivered update, microseconds.
+    pub server_cpu_us_per_delivery: f64,
+}
+
+/// Everything measured for one system.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SystemResult {
+    pub system: String,
+    pub snapshot: Option<SnapshotResult>,
+    pub churn: Option<ChurnResult>,
+    pub saturate: Vec<ChurnResult>,
+    /// Highest deliveries/s of a `saturate` step with p99 ≤ 1 s and nothing lost.
+    pub capacity_deliveries_per_s: Option<f64>,
+    /// Set when the system could not be measured (e.g. a process failed to start).
+    pub error: Option<String>,
+}
+
+/// One invocation of the harness.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunResult {
+    pub started_at: String,
+    pub command: String,
+    pub machine: String,
+    pub agents: usize,
+    pub keys: usize,
+    pub value_bytes: usize,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub systems: Vec<SystemResult>,
+}
+
+/// Messages the agents process prints on stdout, one JSON object per line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentsMessage {
+    /// Periodic: how many agents hold the full snapshot, and updates received in this generation.
+    Progress {
+        synced: usize,
+        failed: usize,
+        received: u64,
+    },
+    /// Every agent holds the snapshot (or failed): seconds from the start of connecting, per agent.
+    Synced {
+        per_agent_s: Vec<f64>,
+        failed: usize,
+    },
+    /// Answer to `report`: updates of the current generation received by all agents together.
+    Report { received: u64, latency: Latency },
+    /// A fatal problem.
+    Error { message: String },
+}

@@ -18,6 +18,7 @@
 //! benchmark once as a smoke test.
 
 use std::hint::black_box;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -382,15 +383,35 @@ fn bench_frames(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1))
         .throughput(Throughput::Elements(LARGE_KEYS as u64));
-    let mut snapshot: Option<Snapshot> = None;
     group.bench_function("snapshot_frames_100k", |b| {
-        let snapshot = snapshot.get_or_insert_with(|| {
-            let loaded = LoadedCache::new(LARGE_KEYS);
-            loaded.cache.head().snapshot.clone()
-        });
+        let (snapshot, _) = large_snapshots();
         b.iter(|| black_box(snapshot_frames(black_box(snapshot), felix).len()));
     });
     group.finish();
+}
+
+/// A 100k-key snapshot, and the snapshot after 1% of its keys (spread at random over the key
+/// space) got a new value; loaded once, only if a benchmark that needs them runs.
+fn large_snapshots() -> &'static (Snapshot, Snapshot) {
+    static LARGE: OnceLock<(Snapshot, Snapshot)> = OnceLock::new();
+    LARGE.get_or_init(|| {
+        let loaded = LoadedCache::new(LARGE_KEYS);
+        let from = loaded.cache.head().snapshot.clone();
+        let mut rng = StdRng::seed_from_u64(7);
+        let picked = rand::seq::index::sample(&mut rng, LARGE_KEYS, LARGE_KEYS / 100);
+        let target = loaded.seq() + picked.len() as u64;
+        for i in picked.iter() {
+            let (_, value) = wep(i, 1);
+            loaded
+                .tx
+                .unbounded_send(upsert(&loaded.keys[i], &value, 0))
+                .unwrap();
+        }
+        loaded.wait_seq(target);
+        let to = loaded.cache.head().snapshot.clone();
+        assert_eq!(to.len(), LARGE_KEYS);
+        (from, to)
+    })
 }
 
 fn bench_diff(c: &mut Criterion) {
@@ -401,27 +422,8 @@ fn bench_diff(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
         .throughput(Throughput::Elements(BATCH as u64));
-    let mut snapshots: Option<(Snapshot, Snapshot)> = None;
     group.bench_function("diff_frames_100k_1pct", |b| {
-        let (from, to) = snapshots.get_or_insert_with(|| {
-            let loaded = LoadedCache::new(LARGE_KEYS);
-            let from = loaded.cache.head().snapshot.clone();
-            // 1% of the keys, spread at random over the key space, get a new value.
-            let mut rng = StdRng::seed_from_u64(7);
-            let picked = rand::seq::index::sample(&mut rng, LARGE_KEYS, LARGE_KEYS / 100);
-            let target = loaded.seq() + picked.len() as u64;
-            for i in picked.iter() {
-                let (_, value) = wep(i, 1);
-                loaded
-                    .tx
-                    .unbounded_send(upsert(&loaded.keys[i], &value, 0))
-                    .unwrap();
-            }
-            loaded.wait_seq(target);
-            let to = loaded.cache.head().snapshot.clone();
-            assert_eq!(to.len(), LARGE_KEYS);
-            (from, to)
-        });
+        let (from, to) = large_snapshots();
         b.iter(|| black_box(diff_frames(black_box(from), black_box(to), felix).len()));
     });
     group.finish();

@@ -19,7 +19,7 @@ if ! command -v etcd >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
-etcd --version | head -1
+echo "using $(etcd --version | sed -n 1p)"
 
 # The file watcher needs inotify instances; hundreds of agents need file descriptors.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

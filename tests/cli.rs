@@ -363,11 +363,13 @@ fn yaml_doc_id(lines: &[&str], file: &Path) -> Option<Id> {
     Some((kind, namespace.unwrap_or_default(), name))
 }
 
-/// `serve` over a copy of `examples/mesh/cluster-a` on OS-chosen ports.
+/// `serve` over a copy of `examples/mesh/cluster-a` on OS-chosen ports, without its
+/// RemoteClusterConfiguration (a single-cluster view; the mesh has its own test below).
 fn serve_example(extra: &[&str]) -> (tempfile::TempDir, Serve) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cluster-a");
     copy_dir(&example_dir(), &data);
+    std::fs::remove_file(data.join("remote-clusters.yaml")).unwrap();
     let datastore = format!("file:{}", data.display());
     let mut args: Vec<&str> = extra.to_vec();
     args.extend([
@@ -745,4 +747,118 @@ fn serve_rejects_bad_datastores() {
     let out = serve("nope://x");
     assert!(!out.status.success(), "{}", out.describe());
     assert!(out.stderr.contains("nope://x"), "{}", out.describe());
+}
+
+/// The README's quick start: `serve` on `examples/mesh/cluster-a`, whose RemoteClusterConfiguration
+/// brings in `examples/mesh/cluster-b`. One in-sync line per cluster, the remote first; the agent's
+/// dump holds cluster-a's objects (the RCC consumed) and cluster-b's synced kinds.
+#[test]
+fn quick_start_two_cluster_example() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh"),
+        dir.path(),
+    );
+    let a = dir.path().join("cluster-a");
+    let b = dir.path().join("cluster-b");
+    let datastore = format!("file:{}", a.display());
+    let mut serve = Serve::start(&[
+        "serve",
+        "--datastore",
+        &datastore,
+        "--listen",
+        "127.0.0.1:0",
+        "--health-listen",
+        "127.0.0.1:0",
+    ]);
+    let serving = serve.wait_line("the serving line", |l| {
+        text_message_is(l, "meshsync serving")
+    });
+    let (grpc, _) = serving_addrs_text(&serving);
+    let remote_line = "Sending in-sync update for RemoteClusterConfiguration(cluster-b)";
+    serve.wait_line("the remote in-sync line", |l| l.contains(remote_line));
+    serve.wait_line("the local in-sync line", |l| {
+        text_message_is(l, IN_SYNC_LINE)
+    });
+
+    let dump_path = dir.path().join("dump.json");
+    let agent = run(
+        meshsync().args([
+            "agent",
+            "--server",
+            &format!("http://{grpc}"),
+            "--syncer",
+            "all",
+            "--until-in-sync",
+            "--timeout",
+            "20",
+            "--dump",
+            dump_path.to_str().unwrap(),
+            "--output",
+            "quiet",
+        ]),
+        DEADLINE,
+    );
+    assert!(agent.status.success(), "agent failed: {}", agent.describe());
+    let dump: Value = serde_json::from_str(&std::fs::read_to_string(&dump_path).unwrap()).unwrap();
+    let clusters: Vec<(String, String)> = dump["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["cluster"].as_str().unwrap().to_string(),
+                c["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        clusters,
+        [
+            ("".to_string(), "InSync".to_string()),
+            ("cluster-b".to_string(), "InSync".to_string())
+        ]
+    );
+    let by_cluster = |cluster: &str| -> BTreeSet<Id> {
+        dump["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["cluster"] == cluster)
+            .map(|r| {
+                (
+                    r["kind"].as_str().unwrap().to_string(),
+                    r["namespace"].as_str().unwrap().to_string(),
+                    r["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let local_expected: BTreeSet<Id> = expected_resources(&a)
+        .into_iter()
+        .filter(|(kind, _, _)| kind != "RemoteClusterConfiguration")
+        .collect();
+    assert_eq!(by_cluster(""), local_expected);
+    // cluster-b's RCC enables overlay routing: Nodes and IPPools come too; policy never does.
+    let synced = [
+        "WorkloadEndpoint",
+        "HostEndpoint",
+        "Profile",
+        "Node",
+        "IPPool",
+    ];
+    let remote_expected: BTreeSet<Id> = expected_resources(&b)
+        .into_iter()
+        .filter(|(kind, _, _)| synced.contains(&kind.as_str()))
+        .collect();
+    assert!(remote_expected.len() >= 4, "{remote_expected:?}");
+    assert_eq!(by_cluster("cluster-b"), remote_expected);
+    for r in dump["resources"].as_array().unwrap() {
+        if r["cluster"] == "cluster-b" && r["kind"] == "Profile" {
+            assert!(r["value"]["spec"].get("ingress").is_none(), "{r}");
+            assert!(r["value"]["spec"].get("egress").is_none(), "{r}");
+        }
+    }
+    assert_eq!(serve.count(|l| l.contains(remote_line)), 1);
+    assert_eq!(serve.count(|l| text_message_is(l, IN_SYNC_LINE)), 1);
 }

@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// Objects larger than this many bytes are refused (logged, previous value kept).
     #[arg(long, default_value_t = 1 << 20, env = "MESHSYNC_MAX_VALUE_BYTES")]
     max_value_bytes: usize,
+    /// HTTP/2 keepalive ping interval towards agents, seconds.
+    #[arg(long, default_value_t = 10.0, env = "MESHSYNC_KEEPALIVE_INTERVAL")]
+    keepalive_interval: f64,
+    /// Close an agent's connection when a ping is unanswered this long, seconds.
+    #[arg(long, default_value_t = 60.0, env = "MESHSYNC_KEEPALIVE_TIMEOUT")]
+    keepalive_timeout: f64,
     /// Most source events applied as one batch.
     #[arg(long, default_value_t = 1000, env = "MESHSYNC_MAX_BATCH")]
     max_batch: usize,
@@ -66,6 +72,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "--max-connections must be at least 1"
     );
     anyhow::ensure!(args.max_batch > 0, "--max-batch must be at least 1");
+    for (name, v) in [
+        ("--keepalive-interval", args.keepalive_interval),
+        ("--keepalive-timeout", args.keepalive_timeout),
+    ] {
+        anyhow::ensure!(
+            v.is_finite() && v > 0.0,
+            "{name} must be a positive number of seconds"
+        );
+    }
     let (local, base_dir) = local_source(&args)?;
     let source = meshsync_mesh::mesh(
         local,
@@ -92,6 +107,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             health_listen: (!args.no_health).then_some(args.health_listen),
             metrics_listen: args.metrics_listen,
             max_connections: args.max_connections,
+            keepalive_interval: std::time::Duration::from_secs_f64(args.keepalive_interval),
+            keepalive_timeout: std::time::Duration::from_secs_f64(args.keepalive_timeout),
             ..ServerConfig::default()
         },
     )

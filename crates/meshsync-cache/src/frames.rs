@@ -12,8 +12,10 @@ use crate::breadcrumb::Change;
 
 /// Most updates in one frame.
 pub const MAX_UPDATES_PER_FRAME: usize = 1000;
-/// A frame is closed once its values add up to this many bytes.
-pub const TARGET_FRAME_BYTES: usize = 1 << 20;
+/// A frame is closed once its values add up to this many bytes. Small enough that each stream's
+/// transient buffers (tonic's encode buffer, h2's send queue) stay small during a snapshot, large
+/// enough that per-frame overhead is noise.
+pub const TARGET_FRAME_BYTES: usize = 64 << 10;
 
 impl Change {
     fn to_proto(self) -> pb::UpdateType {
@@ -58,7 +60,12 @@ impl FrameBuilder {
         value: &Bytes,
         revision: &Revision,
     ) {
-        self.bytes += value.len() + key.name().len() + key.namespace().len() + 32;
+        let value_len = if change == Change::Deleted {
+            0
+        } else {
+            value.len()
+        };
+        self.bytes += value_len + key.name().len() + key.namespace().len() + 32;
         self.batch.push(pb::Update {
             seq,
             cluster: key.cluster().to_string(),

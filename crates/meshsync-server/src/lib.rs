@@ -49,7 +49,9 @@ impl Default for ServerConfig {
             max_connections: 20_000,
             lag_limit: 100_000,
             keepalive_interval: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(20),
+            // Generous: the ping's answer queues behind whatever the peer has not read yet, and a
+            // slow reader in the middle of a large snapshot is alive, not dead (Typha: 60 s).
+            keepalive_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -68,6 +70,22 @@ pub enum ServerError {
     Health(std::io::Error),
 }
 
+/// Thousands of agents may connect at once (after a restart); the default backlog of 128 would
+/// overflow and leave them waiting for SYN retransmits.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the gRPC listener with a deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A server whose sockets are bound (so callers know the real ports) but not yet serving.
 pub struct BoundServer {
     grpc: TcpListener,
@@ -81,12 +99,10 @@ pub struct BoundServer {
 impl BoundServer {
     /// Binds the gRPC and health sockets.
     pub async fn bind(cache: SnapshotCache, config: ServerConfig) -> Result<Self, ServerError> {
-        let grpc = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let grpc = listen(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let health = match config.health_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)

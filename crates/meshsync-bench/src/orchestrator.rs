@@ -40,14 +40,15 @@ pub struct RunArgs {
     /// Simulated agents (each its own connection).
     #[arg(long, default_value_t = 1000)]
     agents: usize,
-    /// Keys preloaded (~1 KiB WorkloadEndpoints).
-    #[arg(long, default_value_t = 10_000)]
+    /// Keys preloaded (~1 KiB WorkloadEndpoints). Every agent holds them all, so the agents
+    /// process needs about agents × keys × 1.3 KB of memory.
+    #[arg(long, default_value_t = 2_000)]
     keys: usize,
     /// `churn` write rate, updates/s.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 50.0)]
     rate: f64,
     /// `churn` duration, seconds.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 15.0)]
     duration: f64,
     /// Systems to run, in order.
     #[arg(
@@ -57,14 +58,18 @@ pub struct RunArgs {
         default_value = "meshsync,grpc-proxy,etcd,floor"
     )]
     systems: Vec<System>,
-    /// `saturate`: first write rate (doubles each step).
-    #[arg(long, default_value_t = 250.0)]
+    /// `saturate`: first write rate.
+    #[arg(long, default_value_t = 50.0)]
     saturate_start: f64,
+    /// `saturate`: each step multiplies the rate by this (2 = doubling; 1.5 resolves capacity more
+    /// finely, for every system alike).
+    #[arg(long, default_value_t = 1.5)]
+    ramp_factor: f64,
     /// `saturate`: highest write rate tried.
     #[arg(long, default_value_t = 64_000.0)]
     saturate_max: f64,
     /// `saturate`: seconds per step.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 6.0)]
     step_duration: f64,
     /// Seconds to wait for deliveries after the writer stops.
     #[arg(long, default_value_t = 10.0)]
@@ -93,6 +98,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.rate > 0.0 && args.duration > 0.0,
         "--rate and --duration must be positive"
     );
+    anyhow::ensure!(args.ramp_factor > 1.0, "--ramp-factor must be above 1");
     let nofile = procs::raise_nofile();
     if (nofile as usize) < args.agents * 2 + 1000 {
         eprintln!(
@@ -569,7 +575,7 @@ async fn run_system(
                 eprintln!("  the writer could not reach {rate}/s; stopping the ramp");
                 break;
             }
-            rate *= 2.0;
+            rate *= args.ramp_factor;
         }
     }
     let _ = bench.agents.command("quit").await;

@@ -140,7 +140,7 @@ mod tests {
         b.push(10000, &key, Change::Deleted, &big, &rev);
         let frames = b.finish();
         assert_eq!(frames.len(), 3);
-        let last = pb::SyncEvent::decode(frames[2].0.clone()).unwrap();
+        let last = pb::SyncEvent::decode(frames[2].message()).unwrap();
         let Some(sync_event::Event::Updates(batch)) = last.event else {
             panic!("not updates")
         };

@@ -8,7 +8,7 @@
 pub mod digest;
 mod frame;
 
-pub use frame::Frame;
+pub use frame::{Frame, GRPC_HEADER_LEN};
 
 #[allow(clippy::all, missing_docs)]
 mod generated {

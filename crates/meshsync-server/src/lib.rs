@@ -5,6 +5,7 @@ mod client_stream;
 mod connections;
 mod health;
 mod metrics;
+mod routes;
 mod service;
 
 use std::future::Future;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshsync_cache::SnapshotCache;
-use meshsync_proto::server::sync_server::SyncServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
@@ -202,7 +202,7 @@ impl BoundServer {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.config.keepalive_interval))
             .http2_keepalive_timeout(Some(self.config.keepalive_timeout))
-            .add_service(SyncServer::new(service).max_decoding_message_size(1 << 20))
+            .add_service(routes::SyncRoutes::new(Arc::new(service)))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         result.map_err(ServerError::from)

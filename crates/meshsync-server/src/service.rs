@@ -24,21 +24,16 @@ pub struct SyncService {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
+/// One agent's frames.
+pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl sync_server::Sync for SyncService {
-    type SubscribeStream = FrameStream;
-
-    async fn subscribe(
+impl SyncService {
+    /// Validates a subscription and opens its stream (hello, snapshot, status, live frames).
+    pub(crate) fn open_stream(
         &self,
-        request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let req = request.into_inner();
+        peer: &str,
+        req: pb::SubscribeRequest,
+    ) -> Result<FrameStream, Status> {
         let sub = Subscription::by_name(&req.subscription).map_err(|e| {
             warn!(peer = %peer, node = %req.node_name, error = %e, "subscription refused");
             Status::invalid_argument(e.to_string())
@@ -69,7 +64,24 @@ impl sync_server::Sync for SyncService {
             shutdown: self.shutdown.clone(),
             _guard: guard,
         };
-        Ok(Response::new(Box::pin(stream.into_stream())))
+        Ok(Box::pin(stream.into_stream()))
+    }
+}
+
+#[tonic::async_trait]
+impl sync_server::Sync for SyncService {
+    type SubscribeStream = FrameStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        self.open_stream(&peer, request.into_inner())
+            .map(Response::new)
     }
 
     async fn status(

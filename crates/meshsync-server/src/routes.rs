@@ -1,0 +1,178 @@
+//! The `meshsync.v1.Sync` routes, with `Subscribe` served without tonic's per-stream encoder.
+//!
+//! tonic encodes each response item into a per-stream buffer; with pre-encoded frames that is a
+//! copy per agent, and the buffer keeps the size of the largest frame for the life of the
+//! connection (tens of KiB per agent). `Subscribe` is therefore served here directly: the request is
+//! decoded from its gRPC framing, and the response body hands HTTP/2 the shared, already
+//! gRPC-framed [`Frame`] bytes (a reference-count bump per agent), ending with `grpc-status`
+//! trailers. `Status` and anything else go to the generated tonic service.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use meshsync_proto::{self as pb, server::sync_server::SyncServer};
+use prost::Message;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpConnectInfo;
+use tower::Service;
+
+use crate::service::{FrameStream, SyncService};
+
+const SUBSCRIBE_PATH: &str = "/meshsync.v1.Sync/Subscribe";
+/// Largest accepted `SubscribeRequest` (Typha caps inbound messages at 1 MiB too).
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// The service registered with tonic's router.
+#[derive(Clone)]
+pub struct SyncRoutes {
+    service: Arc<SyncService>,
+    generated: SyncServer<SyncService>,
+}
+
+impl SyncRoutes {
+    pub fn new(service: Arc<SyncService>) -> Self {
+        SyncRoutes {
+            generated: SyncServer::from_arc(service.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            service,
+        }
+    }
+}
+
+impl NamedService for SyncRoutes {
+    const NAME: &'static str = "meshsync.v1.Sync";
+}
+
+impl Service<http::Request<Body>> for SyncRoutes {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() == SUBSCRIBE_PATH {
+            let service = self.service.clone();
+            Box::pin(async move { Ok(subscribe(service, req).await) })
+        } else {
+            let mut generated = self.generated.clone();
+            Box::pin(async move { generated.call(req).await })
+        }
+    }
+}
+
+async fn subscribe(service: Arc<SyncService>, req: http::Request<Body>) -> http::Response<Body> {
+    let peer = req
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let request = match read_request(req.into_body()).await {
+        Ok(r) => r,
+        Err(status) => return status.into_http(),
+    };
+    match service.open_stream(&peer, request) {
+        Ok(stream) => {
+            let mut response = http::Response::new(Body::new(FrameBody {
+                stream,
+                done: false,
+            }));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            response
+        }
+        Err(status) => status.into_http(),
+    }
+}
+
+/// Reads one gRPC-framed `SubscribeRequest` from the request body.
+async fn read_request(mut body: Body) -> Result<pb::SubscribeRequest, Status> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_REQUEST_BYTES + 5 {
+                return Err(Status::resource_exhausted(format!(
+                    "SubscribeRequest larger than {MAX_REQUEST_BYTES} bytes"
+                )));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    let mut bytes = buf.freeze();
+    if bytes.len() < 5 {
+        return Err(Status::invalid_argument("missing SubscribeRequest"));
+    }
+    let compressed = bytes.get_u8();
+    let len = bytes.get_u32() as usize;
+    if compressed != 0 {
+        return Err(Status::unimplemented(
+            "compressed requests are not supported",
+        ));
+    }
+    if bytes.len() < len {
+        return Err(Status::invalid_argument("truncated SubscribeRequest"));
+    }
+    pb::SubscribeRequest::decode(bytes.slice(..len))
+        .map_err(|e| Status::invalid_argument(format!("malformed SubscribeRequest: {e}")))
+}
+
+/// The response body: shared frames as DATA, then `grpc-status` trailers.
+struct FrameBody {
+    stream: FrameStream,
+    done: bool,
+}
+
+impl http_body::Body for FrameBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.stream.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                Poll::Ready(Some(Ok(http_body::Frame::data(frame.grpc_bytes()))))
+            }
+            Poll::Ready(Some(Err(status))) => {
+                self.done = true;
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&status)))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(
+                    &Status::ok(""),
+                )))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.insert("grpc-status", http::HeaderValue::from_static("13"));
+    }
+    map
+}

@@ -167,13 +167,12 @@ fn meshsync_binary(args: &RunArgs) -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     let sibling = exe.with_file_name("meshsync");
-    if !sibling.exists()
-        && let Ok(cargo) = std::env::var("CARGO")
-    {
+    // Under `cargo run`, (re)build the server first so the comparison never runs a stale binary.
+    if let Ok(cargo) = std::env::var("CARGO") {
         let release = exe.parent().is_some_and(|p| p.ends_with("release"));
         eprintln!("building the meshsync binary…");
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--bin", "meshsync", "-p", "meshsync"]);
+        cmd.args(["build", "--quiet", "--bin", "meshsync", "-p", "meshsync"]);
         if release {
             cmd.arg("--release");
         }

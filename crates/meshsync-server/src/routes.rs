@@ -157,9 +157,9 @@ impl http_body::Body for FrameBody {
             }
             Poll::Ready(None) => {
                 self.done = true;
-                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(
-                    &Status::ok(""),
-                )))))
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&Status::ok(
+                    "",
+                ))))))
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `meshsync`: a Typha-style datastore fan-out cache for multi-cluster Kubernetes networking.
 //!
 //! Subcommands: `serve` (the cache and gRPC server), `agent` (a reference node agent), `status`
-//! (ask a server how it is doing).
+//! (ask a server how it is doing), `selector` (Calico selector canonical form, ID and evaluation).
 
 mod cli;
 mod logging;
@@ -36,6 +36,8 @@ enum Command {
     Agent(cli::agent::AgentArgs),
     /// Print a server's overall and per-cluster status.
     Status(cli::status::StatusArgs),
+    /// Parse a Calico selector: canonical form, unique ID, and its value for --labels.
+    Selector(cli::selector::SelectorArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => cli::serve::run(args).await,
             Command::Agent(args) => cli::agent::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
+            Command::Selector(args) => cli::selector::run(args),
         }
     });
     match result {

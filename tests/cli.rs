@@ -862,3 +862,41 @@ fn quick_start_two_cluster_example() {
     assert_eq!(serve.count(|l| l.contains(remote_line)), 1);
     assert_eq!(serve.count(|l| text_message_is(l, IN_SYNC_LINE)), 1);
 }
+
+/// `meshsync selector`: canonical form, unique ID (calico-model.md §1.4 vectors), evaluation, and
+/// exit code 2 with the error on bad input.
+#[test]
+fn selector_command() {
+    let ok = run(
+        meshsync().args(["selector", "a == 'b'", "--labels", r#"{"a":"b"}"#]),
+        DEADLINE,
+    );
+    assert!(ok.status.success(), "{}", ok.describe());
+    let lines: Vec<&str> = ok.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "a == \"b\"",
+            "s:flMh0m0X_BowkAK_W3j3MgH8oQOsj3WxGDoXCQ",
+            "true"
+        ]
+    );
+    let all = run(meshsync().args(["selector", "  "]), DEADLINE);
+    assert_eq!(
+        all.stdout.lines().collect::<Vec<_>>(),
+        ["all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"]
+    );
+    let bad = run(meshsync().args(["selector", "a b"]), DEADLINE);
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.describe());
+    assert!(bad.stderr.contains("byte"), "{}", bad.describe());
+    let bad_labels = run(
+        meshsync().args(["selector", "has(a)", "--labels", "[1]"]),
+        DEADLINE,
+    );
+    assert_eq!(
+        bad_labels.status.code(),
+        Some(2),
+        "{}",
+        bad_labels.describe()
+    );
+}

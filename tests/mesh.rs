@@ -30,11 +30,19 @@ use tokio::sync::{mpsc, oneshot};
 const RCC: &str = "RemoteClusterConfiguration";
 const SECRET: &str = "Secret";
 /// Synced from every remote cluster (DESIGN.md §2).
-const REMOTE_KINDS: [&str; 3] = ["WorkloadEndpoint", "HostEndpoint", "Profile"];
+const REMOTE_KINDS: [&str; 6] = [
+    "WorkloadEndpoint",
+    "HostEndpoint",
+    "Profile",
+    // For the `federation` subscription (federated services).
+    "Service",
+    "Endpoints",
+    "EndpointSlice",
+];
 /// Synced in addition with `overlayRoutingMode: Enabled`.
 const OVERLAY_KINDS: [&str; 3] = ["Node", "IPPool", "IPAMBlock"];
 /// Kinds of this file's data that the `felix` subscription does not carry (BGP only).
-const NOT_FELIX: [&str; 1] = ["BGPFilter"];
+const NOT_FELIX: [&str; 4] = ["BGPFilter", "Service", "Endpoints", "EndpointSlice"];
 /// For waits that include meshsync's remote reconnect backoff (0.5 s growing to 10 s).
 const LONG: Duration = Duration::from_secs(30);
 
@@ -381,6 +389,21 @@ async fn fill_remote(c: &mut Cluster, octet: u8) {
         "ns1",
         "remote-np",
         plain("NetworkPolicy", "ns1", "remote-np"),
+    )
+    .await;
+    // Kubernetes objects of federated services, in meshsync's k8s layout.
+    c.put(
+        "Service",
+        "ns1",
+        "backing",
+        plain("Service", "ns1", "backing"),
+    )
+    .await;
+    c.put(
+        "EndpointSlice",
+        "ns1",
+        "backing-x1",
+        plain("EndpointSlice", "ns1", "backing-x1"),
     )
     .await;
     // A value that is not JSON is logged and skipped; nothing else is affected.
@@ -866,10 +889,14 @@ async fn local_and_two_remotes_are_merged_with_per_cluster_status() {
     }
     assert_eq!(
         counts(&want)["cluster-b"],
-        7,
-        "B: 2 WEPs, HEP, Profile, Node, IPPool, block"
+        9,
+        "B: 2 WEPs, HEP, Profile, Service, EndpointSlice, Node, IPPool, block"
     );
-    assert_eq!(counts(&want)["cluster-c"], 4, "C: 2 WEPs, HEP, Profile");
+    assert_eq!(
+        counts(&want)["cluster-c"],
+        6,
+        "C: 2 WEPs, HEP, Profile, Service, EndpointSlice"
+    );
     assert!(m.verify().is_empty(), "{:?}", m.verify());
     assert!(felix.mirror().verify().is_empty());
 

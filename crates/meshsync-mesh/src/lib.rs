@@ -3,7 +3,8 @@
 //! It owns the local source. RemoteClusterConfigurations and Secrets arriving from it are consumed
 //! (never forwarded): each valid RCC gets one remote source, named by the RCC, synced for the kinds
 //! the mesh needs (WorkloadEndpoints, HostEndpoints, Profiles with their rules stripped; with
-//! `overlayRoutingMode: Enabled` also Nodes, IPPools and IPAM blocks). Every remote's state
+//! `overlayRoutingMode: Enabled` also Nodes, IPPools and IPAM blocks; for the `federation`
+//! subscription also Services, Endpoints and EndpointSlices). Every remote's state
 //! (`Connecting`, `ConnectionFailed`, `ResyncInProgress`, `InSync`, `ConfigIncomplete`) flows to the
 //! cache as a status. The local in-sync is held until every RCC known at that moment is in sync or
 //! has failed. A changed RCC or Secret restarts only that cluster's source (its relist becomes the
@@ -19,8 +20,8 @@ use meshsync_datastore::SourceEvent;
 
 pub use manager::{MeshConfig, RCC_KIND, RemoteClusterManager, SECRET_KIND};
 pub use rcc::{
-    LOST_CLUSTER_GRACE_ANNOTATION, LOST_CLUSTER_POLICY_ANNOTATION, LostClusterPolicy,
-    OVERLAY_KINDS, REMOTE_KINDS, Rcc, RemoteConfig, RemoteDatastore,
+    FEDERATION_KINDS, LOST_CLUSTER_GRACE_ANNOTATION, LOST_CLUSTER_POLICY_ANNOTATION,
+    LostClusterPolicy, OVERLAY_KINDS, REMOTE_KINDS, Rcc, RemoteConfig, RemoteDatastore,
 };
 pub use remote::RemoteLimits;
 pub use secret::SecretData;

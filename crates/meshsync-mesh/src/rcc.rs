@@ -23,6 +23,9 @@ pub const LOST_CLUSTER_GRACE_ANNOTATION: &str = "meshsync.io/lost-cluster-grace-
 pub const REMOTE_KINDS: &[&str] = &["WorkloadEndpoint", "HostEndpoint", "Profile"];
 /// The kinds added with `overlayRoutingMode: Enabled`.
 pub const OVERLAY_KINDS: &[&str] = &["Node", "IPPool", "IPAMBlock"];
+/// Kubernetes kinds synced from every remote for the `federation` subscription (federated
+/// services); `felix` agents never receive them.
+pub const FEDERATION_KINDS: &[&str] = &["Service", "Endpoints", "EndpointSlice"];
 
 /// What to do with a remote cluster's data while it cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +67,11 @@ pub struct RemoteConfig {
 impl RemoteConfig {
     /// The kinds synced from this cluster.
     pub fn kinds(&self) -> HashSet<String> {
-        let mut kinds: HashSet<String> = REMOTE_KINDS.iter().map(|k| k.to_string()).collect();
+        let mut kinds: HashSet<String> = REMOTE_KINDS
+            .iter()
+            .chain(FEDERATION_KINDS)
+            .map(|k| k.to_string())
+            .collect();
         if self.overlay {
             kinds.extend(OVERLAY_KINDS.iter().map(|k| k.to_string()));
         }
@@ -439,6 +446,8 @@ mod tests {
         assert!(c.overlay);
         assert_eq!(c.policy, LostClusterPolicy::Keep);
         assert!(c.kinds().contains("IPAMBlock"));
+        assert!(c.kinds().contains("Service") && c.kinds().contains("EndpointSlice"));
+        assert!(!c.kinds().contains("GlobalNetworkPolicy"));
         match c.datastore {
             RemoteDatastore::Etcd { endpoints, .. } => {
                 assert_eq!(endpoints, ["http://a:2379", "https://b:2380"])

@@ -38,6 +38,8 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// Parse a Calico selector: canonical form, unique ID, and its value for --labels.
     Selector(cli::selector::SelectorArgs),
+    /// List every WorkloadEndpoint and HostEndpoint in the mesh a selector matches (as calicoq eval).
+    Eval(cli::eval::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(args) => cli::agent::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
             Command::Selector(args) => cli::selector::run(args),
+            Command::Eval(args) => cli::eval::run(args).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! The subcommands, one file each.
 
 pub mod agent;
+pub mod eval;
 pub mod selector;
 pub mod serve;
 pub mod status;

@@ -1,0 +1,40 @@
+//! The pure core of the federated services controller (spec: `calico-model.md` §6).
+//!
+//! A *federated* Service is a local Kubernetes Service carrying the annotation
+//! [`SERVICE_SELECTOR_ANNOTATION`] and no `spec.selector`. Its endpoints are not chosen from pods
+//! but from other Services — local or in remote clusters of the mesh — that the annotation's
+//! selector matches. This crate computes, from a snapshot of Services and Endpoints, what the
+//! federated Endpoints (and EndpointSlices) *should* be. It does no I/O: a controller feeds it
+//! the current snapshot, diffs the result against the datastore and writes only what changed.
+//!
+//! * [`ServiceInfo`] / [`EndpointsInfo`]: the parts of a Service / Endpoints object the rules use,
+//!   parsed from Kubernetes JSON and tagged with their cluster ([`LOCAL_CLUSTER`] = `""`).
+//! * [`desired_endpoints`]: the selection rules and endpoints computation of §6, ending in
+//!   [`repack_subsets`], a port of Kubernetes' `RepackSubsets` with a documented total order.
+//! * [`DesiredEndpoints::to_endpoints_json`] / [`DesiredEndpoints::to_endpoint_slices_json`]: the
+//!   objects to write. [`is_managed`] tells whether an existing object is ours to update or delete.
+
+mod compute;
+mod repack;
+mod slices;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use compute::{DesiredEndpoints, desired_endpoints, effective_selector};
+pub use repack::repack_subsets;
+pub use slices::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_NAME_LABEL, is_managed};
+pub use types::{
+    EndpointAddress, EndpointPort, EndpointSubset, EndpointsInfo, ObjectReference, ServiceInfo,
+    ServicePort,
+};
+
+/// The annotation that makes a Service federated; its value is the service selector.
+pub const SERVICE_SELECTOR_ANNOTATION: &str = "federation.tigera.io/serviceSelector";
+/// Implicit label carrying a candidate service's namespace.
+pub const NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
+/// Implicit label carrying a remote candidate service's cluster name.
+pub const REMOTE_CLUSTER_LABEL: &str = "federation.tigera.io/remoteClusterName";
+/// The cluster name used for objects of the local cluster.
+pub const LOCAL_CLUSTER: &str = "";

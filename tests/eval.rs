@@ -9,105 +9,19 @@
 //! are on conditions (a log line, a process exit) with deadlines, never on fixed sleeps.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use serde_json::{Value, json};
+use support::binary::{ChildGuard, DEADLINE, Serve, meshsync};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshsync");
 const IN_SYNC_LINE: &str = "Sending in-sync update for local datastore";
-/// Longest wait for a server log line or a short-lived command.
-const DEADLINE: Duration = Duration::from_secs(30);
 const REMOTE_CLUSTER: &str = "cluster-b";
-
-/// A `meshsync` command with no `MESHSYNC_*` settings inherited from the environment.
-fn meshsync() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("MESHSYNC_") {
-            cmd.env_remove(&name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// Kills and reaps its child when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A long-running `meshsync serve`: its stderr is read line by line on a thread.
-struct Serve {
-    child: ChildGuard,
-    lines: Vec<String>,
-    rx: Receiver<String>,
-}
-
-impl Serve {
-    fn start(args: &[&str]) -> Serve {
-        let mut child = meshsync()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshsync serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Serve {
-            child: ChildGuard(child),
-            lines: Vec::new(),
-            rx,
-        }
-    }
-
-    /// Returns the first line (seen so far or arriving within the deadline) satisfying `pred`.
-    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        if let Some(line) = self.lines.iter().find(|l| pred(l)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.lines.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "timed out after {DEADLINE:?} waiting for {what}; server stderr so far:\n{}",
-                    self.lines.join("\n")
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.0.try_wait();
-                    panic!(
-                        "server stderr closed ({status:?}) before {what}; stderr:\n{}",
-                        self.lines.join("\n")
-                    )
-                }
-            }
-        }
-    }
-}
 
 /// The message of a text-format log line (`<time>  INFO <target>: <message> <fields>`) is
 /// exactly `message` (followed by nothing or by fields).

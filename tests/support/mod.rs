@@ -2,6 +2,7 @@
 //! clients, and condition waits with timeouts (no sleep-and-hope).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod etcd;
 
 use std::future::Future;

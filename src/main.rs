@@ -40,6 +40,8 @@ enum Command {
     Selector(cli::selector::SelectorArgs),
     /// List every WorkloadEndpoint and HostEndpoint in the mesh a selector matches (as calicoq eval).
     Eval(cli::eval::EvalArgs),
+    /// Run the federated services controller against a server and a local datastore.
+    Federate(cli::federate::FederateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(args) => cli::status::run(args).await,
             Command::Selector(args) => cli::selector::run(args),
             Command::Eval(args) => cli::eval::run(args).await,
+            Command::Federate(args) => cli::federate::run(args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod eval;
+pub mod federate;
 pub mod selector;
 pub mod serve;
 pub mod status;

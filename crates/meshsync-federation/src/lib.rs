@@ -15,6 +15,7 @@
 //!   objects to write. [`is_managed`] tells whether an existing object is ours to update or delete.
 
 mod compute;
+pub mod controller;
 mod repack;
 mod slices;
 mod types;

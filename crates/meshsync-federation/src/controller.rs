@@ -1,0 +1,570 @@
+//! The federated services controller: subscribes to a meshsync server with the `federation`
+//! subscription, computes the desired federated Endpoints/EndpointSlices with
+//! [`crate::desired_endpoints`] and reconciles them into the **local** etcd datastore.
+//!
+//! * Recalculation waits until the mirror is in sync, then runs after every batch of updates
+//!   (debounced by [`ControllerConfig::debounce`]).
+//! * The mirror tells what the datastore holds; an object is only written (or deleted) when the
+//!   mirror's copy differs from what it should be. Every write re-reads the key from etcd and is a
+//!   compare-and-swap (`version == 0` to create, `mod_revision` to update or delete), retried on
+//!   conflict up to [`ControllerConfig::max_attempts`] times.
+//! * Only objects that [`crate::is_managed`] says are ours are updated or deleted. An unmanaged
+//!   object in the way is left alone (logged).
+//! * An update keeps the existing object's other metadata (labels, annotations, uid, …): it
+//!   replaces the data fields (`subsets`; `addressType`/`endpoints`/`ports`) and merges our
+//!   annotations and labels.
+//! * A failed reconciliation (etcd unreachable) is retried after [`ControllerConfig::retry_delay`]
+//!   even without new updates.
+//!
+//! Only etcd datastores are supported so far (file datastores: `generated/` files, still to do).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use meshsync_agent::{Agent, AgentConfig, AgentError, AgentEvent, Mirror};
+use meshsync_datastore::layout::key_path;
+use meshsync_etcd::{EtcdClient, EtcdConfig, EtcdError, pb};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::{
+    EndpointsInfo, LOCAL_CLUSTER, SERVICE_NAME_LABEL, ServiceInfo, desired_endpoints, is_managed,
+};
+
+const SERVICE: &str = "Service";
+const ENDPOINTS: &str = "Endpoints";
+const ENDPOINT_SLICE: &str = "EndpointSlice";
+
+/// The subscription type the controller uses.
+pub const SUBSCRIPTION: &str = "federation";
+
+/// How to run the controller.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The meshsync server(s) to subscribe to; the subscription is forced to `federation`.
+    pub agent: AgentConfig,
+    /// The local etcd datastore the objects are written to.
+    pub etcd: EtcdConfig,
+    /// Key prefix of the local datastore (`/calico` by default).
+    pub prefix: String,
+    /// Wait this long after the first update of a batch before recalculating.
+    pub debounce: Duration,
+    /// Compare-and-swap attempts per object.
+    pub max_attempts: u32,
+    /// Retry a reconciliation that failed (etcd errors) after this long.
+    pub retry_delay: Duration,
+}
+
+impl ControllerConfig {
+    pub fn new(agent: AgentConfig, etcd: EtcdConfig) -> Self {
+        ControllerConfig {
+            agent,
+            etcd,
+            prefix: "/calico".into(),
+            debounce: Duration::from_millis(50),
+            max_attempts: 5,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Errors that stop the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// What one reconciliation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileStats {
+    pub written: usize,
+    pub deleted: usize,
+    /// Objects in the way that the controller does not manage.
+    pub skipped_unmanaged: usize,
+    pub failed: usize,
+}
+
+/// One object to bring to its desired state (`None`: delete it if managed).
+#[derive(Clone, Debug)]
+struct Action {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    desired: Option<Value>,
+}
+
+/// Runs the controller until `shutdown` completes (`Ok`) or a fatal subscription error.
+pub async fn run(
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ControllerError> {
+    let mut agent_config = config.agent.clone();
+    agent_config.subscription = SUBSCRIPTION.into();
+    let mut agent = Agent::new(agent_config)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut etcd: Option<EtcdClient> = None;
+    let mut log_state = LogState::default();
+    // When to recalculate next (None: nothing pending).
+    let mut deadline: Option<Instant> = None;
+    let mut was_in_sync = false;
+
+    loop {
+        let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut shutdown => {
+                info!("federation controller shutting down");
+                return Ok(());
+            }
+            event = agent.next() => {
+                match event? {
+                    AgentEvent::Connected { server, .. } => {
+                        info!(%server, "federation controller subscribed");
+                    }
+                    AgentEvent::Disconnected { server, error, retry_in } => {
+                        warn!(%server, %error, ?retry_in, "federation subscription lost; retrying");
+                    }
+                    AgentEvent::DigestMismatch(m) => {
+                        warn!(clusters = m.len(), "mirror digest mismatch; resubscribing");
+                    }
+                    AgentEvent::Update(_) | AgentEvent::Removed(_) | AgentEvent::Status { .. } => {}
+                }
+                let in_sync = agent.mirror().in_sync();
+                if in_sync && !was_in_sync {
+                    info!("federation mirror in sync; reconciling federated endpoints");
+                }
+                was_in_sync = in_sync;
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + config.debounce);
+                }
+            }
+            _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                deadline = None;
+                if !agent.mirror().in_sync() {
+                    continue;
+                }
+                let client = match &etcd {
+                    Some(c) => c.clone(),
+                    None => match EtcdClient::connect(&config.etcd).await {
+                        Ok(c) => {
+                            etcd = Some(c.clone());
+                            c
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot connect to the local etcd; will retry");
+                            deadline = Some(Instant::now() + config.retry_delay);
+                            continue;
+                        }
+                    },
+                };
+                let actions = plan(agent.mirror(), &mut log_state);
+                let stats = apply(&client, &config, &actions).await;
+                if stats.written + stats.deleted + stats.failed > 0 {
+                    info!(written = stats.written, deleted = stats.deleted,
+                        failed = stats.failed, unmanaged = stats.skipped_unmanaged,
+                        "reconciled federated endpoints");
+                }
+                if stats.failed > 0 {
+                    deadline = Some(Instant::now() + config.retry_delay);
+                }
+            }
+        }
+    }
+}
+
+/// The actions that bring the local datastore to the desired state, as far as the mirror shows.
+/// Logs a warning for each misconfigured federated service (once per reason).
+fn plan(mirror: &Mirror, state: &mut LogState) -> Vec<Action> {
+    let warned = &mut state.invalid;
+    let mut services = Vec::new();
+    let mut endpoints = Vec::new();
+    // Local Endpoints / EndpointSlices as the mirror holds them.
+    let mut local: BTreeMap<(&'static str, String, String), Value> = BTreeMap::new();
+    for (key, entry) in mirror.resources() {
+        match key.kind.as_str() {
+            SERVICE => match ServiceInfo::from_json(&key.cluster, &entry.value) {
+                Ok(svc) => services.push(svc),
+                Err(e) => debug!(cluster = %key.cluster, name = %key.name, error = %e,
+                    "ignoring unparseable Service"),
+            },
+            ENDPOINTS => {
+                match EndpointsInfo::from_json(&key.cluster, &entry.value) {
+                    Ok(eps) => endpoints.push(eps),
+                    Err(e) => debug!(cluster = %key.cluster, name = %key.name, error = %e,
+                        "ignoring unparseable Endpoints"),
+                }
+                if key.cluster == LOCAL_CLUSTER
+                    && let Ok(v) = serde_json::from_slice::<Value>(&entry.value)
+                {
+                    local.insert((ENDPOINTS, key.namespace.clone(), key.name.clone()), v);
+                }
+            }
+            ENDPOINT_SLICE if key.cluster == LOCAL_CLUSTER => {
+                if let Ok(v) = serde_json::from_slice::<Value>(&entry.value) {
+                    local.insert((ENDPOINT_SLICE, key.namespace.clone(), key.name.clone()), v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let desired = desired_endpoints(&services, &endpoints);
+    let mut wanted: BTreeMap<(&'static str, String, String), Value> = BTreeMap::new();
+    let mut still_invalid = BTreeSet::new();
+    for ((ns, name), result) in &desired {
+        match result {
+            Ok(d) => {
+                wanted.insert((ENDPOINTS, ns.clone(), name.clone()), d.to_endpoints_json());
+                for slice in d.to_endpoint_slices_json() {
+                    if let Some(slice_name) = slice["metadata"]["name"].as_str() {
+                        wanted.insert((ENDPOINT_SLICE, ns.clone(), slice_name.to_owned()), slice);
+                    }
+                }
+            }
+            Err(reason) => {
+                let key = (ns.clone(), name.clone());
+                if warned.get(&key) != Some(reason) {
+                    warn!(namespace = %ns, service = %name, %reason,
+                        "federated service will not be included in federation; its managed endpoints are removed");
+                    warned.insert(key.clone(), reason.clone());
+                }
+                still_invalid.insert(key);
+            }
+        }
+    }
+    warned.retain(|k, _| still_invalid.contains(k));
+
+    let mut actions = Vec::new();
+    let mut blocked = BTreeSet::new();
+    for ((kind, ns, name), want) in &wanted {
+        let current = local.get(&(*kind, ns.clone(), name.clone()));
+        let needs_write = match current {
+            None => true,
+            Some(cur) if !is_managed(cur) => {
+                let id = (*kind, ns.clone(), name.clone());
+                if !state.blocked.contains(&id) {
+                    warn!(kind, namespace = %ns, name = %name,
+                        "an object the federation controller does not manage (no selector annotation) is in the way; leaving it alone");
+                }
+                blocked.insert(id);
+                false
+            }
+            Some(cur) => match merge(cur, want) {
+                Some(merged) => strip(cur) != strip(&merged),
+                None => true,
+            },
+        };
+        if needs_write {
+            actions.push(Action {
+                kind,
+                namespace: ns.clone(),
+                name: name.clone(),
+                desired: Some(want.clone()),
+            });
+        }
+    }
+    for ((kind, ns, name), cur) in &local {
+        if wanted.contains_key(&(*kind, ns.clone(), name.clone())) || !is_managed(cur) {
+            continue;
+        }
+        actions.push(Action {
+            kind,
+            namespace: ns.clone(),
+            name: name.clone(),
+            desired: None,
+        });
+    }
+    state.blocked = blocked;
+    actions
+}
+
+/// What was already logged, so that a persisting condition is logged once.
+#[derive(Default)]
+struct LogState {
+    /// Misconfigured federated services and the reason logged.
+    invalid: BTreeMap<(String, String), String>,
+    /// Unmanaged objects in the way of a federated object.
+    blocked: BTreeSet<(&'static str, String, String)>,
+}
+
+/// Applies `actions` to etcd with compare-and-swap.
+async fn apply(
+    client: &EtcdClient,
+    config: &ControllerConfig,
+    actions: &[Action],
+) -> ReconcileStats {
+    let mut stats = ReconcileStats::default();
+    for action in actions {
+        let Some(key) = key_path(&config.prefix, action.kind, &action.namespace, &action.name)
+        else {
+            warn!(kind = action.kind, "no etcd key layout for kind");
+            stats.failed += 1;
+            continue;
+        };
+        match apply_one(client, config.max_attempts, &key, action).await {
+            Ok(Outcome::Written) => {
+                info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                    "wrote federated object");
+                stats.written += 1;
+            }
+            Ok(Outcome::Deleted) => {
+                info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                    "deleted federated object");
+                stats.deleted += 1;
+            }
+            Ok(Outcome::Unchanged) => {}
+            Ok(Outcome::Unmanaged) => stats.skipped_unmanaged += 1,
+            Err(e) => {
+                warn!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                    error = %e, "failed to reconcile federated object");
+                stats.failed += 1;
+            }
+        }
+    }
+    stats
+}
+
+enum Outcome {
+    Written,
+    Deleted,
+    Unchanged,
+    Unmanaged,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("cannot encode the object: {0}")]
+    Encode(String),
+    #[error("still conflicting after {0} compare-and-swap attempts")]
+    Conflict(u32),
+}
+
+async fn apply_one(
+    client: &EtcdClient,
+    max_attempts: u32,
+    key: &str,
+    action: &Action,
+) -> Result<Outcome, ApplyError> {
+    let key = Bytes::copy_from_slice(key.as_bytes());
+    for attempt in 1..=max_attempts.max(1) {
+        let response = client
+            .range(pb::RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let current = response.kvs.into_iter().next();
+        let (compare, op) = match (&current, &action.desired) {
+            (None, None) => return Ok(Outcome::Unchanged),
+            (None, Some(want)) => {
+                let mut want = want.clone();
+                remove_server_fields(&mut want);
+                (compare_version_zero(&key), put_op(&key, &want)?)
+            }
+            (Some(kv), desired) => {
+                let existing: Value = match serde_json::from_slice(&kv.value) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        warn!(key = %String::from_utf8_lossy(&key),
+                            "unparseable object in the way of a federated object; leaving it alone");
+                        return Ok(Outcome::Unmanaged);
+                    }
+                };
+                if !is_managed(&existing) {
+                    info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                        "object not managed by the federation controller (no selector annotation); leaving it alone");
+                    return Ok(Outcome::Unmanaged);
+                }
+                match desired {
+                    None => (compare_mod(&key, kv.mod_revision), delete_op(&key)),
+                    Some(want) => {
+                        let Some(mut merged) = merge(&existing, want) else {
+                            return Ok(Outcome::Unmanaged);
+                        };
+                        if strip(&existing) == strip(&merged) {
+                            return Ok(Outcome::Unchanged);
+                        }
+                        remove_server_fields(&mut merged);
+                        (compare_mod(&key, kv.mod_revision), put_op(&key, &merged)?)
+                    }
+                }
+            }
+        };
+        let txn = client
+            .txn(pb::TxnRequest {
+                compare: vec![compare],
+                success: vec![op],
+                failure: vec![],
+            })
+            .await?;
+        if txn.succeeded {
+            return Ok(if action.desired.is_some() {
+                Outcome::Written
+            } else {
+                Outcome::Deleted
+            });
+        }
+        debug!(key = %String::from_utf8_lossy(&key), attempt, "compare-and-swap conflict; re-reading");
+    }
+    Err(ApplyError::Conflict(max_attempts))
+}
+
+fn compare_version_zero(key: &Bytes) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Version as i32,
+        key: key.clone(),
+        target_union: Some(pb::compare::TargetUnion::Version(0)),
+        ..Default::default()
+    }
+}
+
+fn compare_mod(key: &Bytes, mod_revision: i64) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Mod as i32,
+        key: key.clone(),
+        target_union: Some(pb::compare::TargetUnion::ModRevision(mod_revision)),
+        ..Default::default()
+    }
+}
+
+fn put_op(key: &Bytes, value: &Value) -> Result<pb::RequestOp, ApplyError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| ApplyError::Encode(e.to_string()))?;
+    Ok(pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key: key.clone(),
+            value: Bytes::from(bytes),
+            ..Default::default()
+        })),
+    })
+}
+
+fn delete_op(key: &Bytes) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// Data fields the controller owns, per kind (replaced on update, removed when not desired).
+fn owned_fields(kind: Option<&str>) -> &'static [&'static str] {
+    match kind {
+        Some("EndpointSlice") => &["addressType", "endpoints", "ports"],
+        _ => &["subsets"],
+    }
+}
+
+/// `existing` updated to `desired`: the owned data fields replaced, our annotations and labels
+/// merged into the existing ones, everything else kept. `None` if `existing` is not an object
+/// with object metadata.
+fn merge(existing: &Value, desired: &Value) -> Option<Value> {
+    let mut out = existing.clone();
+    let obj = out.as_object_mut()?;
+    for field in owned_fields(desired["kind"].as_str()) {
+        match desired.get(*field) {
+            Some(v) => {
+                obj.insert((*field).to_owned(), v.clone());
+            }
+            None => {
+                obj.remove(*field);
+            }
+        }
+    }
+    for field in ["apiVersion", "kind"] {
+        if let Some(v) = desired.get(field) {
+            obj.insert(field.to_owned(), v.clone());
+        }
+    }
+    let metadata = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()?;
+    for field in ["annotations", "labels"] {
+        let Some(want) = desired["metadata"][field].as_object() else {
+            continue;
+        };
+        let target = metadata
+            .entry(field)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !target.is_object() {
+            *target = Value::Object(Map::new());
+        }
+        let target = target.as_object_mut()?;
+        for (k, v) in want {
+            target.insert(k.clone(), v.clone());
+        }
+    }
+    Some(out)
+}
+
+/// A copy without the fields the datastore sets, for comparisons.
+fn strip(value: &Value) -> Value {
+    let mut v = value.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in ["resourceVersion", "uid", "creationTimestamp"] {
+            m.remove(f);
+        }
+    }
+    v
+}
+
+/// Removes `metadata.resourceVersion` (etcd's revision is the version) before writing.
+fn remove_server_fields(value: &mut Value) {
+    if let Some(m) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+}
+
+/// The service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn slice_service(slice: &Value) -> Option<&str> {
+    slice["metadata"]["labels"][SERVICE_NAME_LABEL].as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn merge_keeps_foreign_metadata_and_replaces_subsets() {
+        let existing = json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "x", "namespace": "d", "uid": "u1",
+                "annotations": {"other": "keep", "federation.tigera.io/serviceSelector": "old"}},
+            "subsets": [{"addresses": [{"ip": "1.1.1.1"}]}]
+        });
+        let desired = json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "x", "namespace": "d",
+                "annotations": {"federation.tigera.io/serviceSelector": "new"}}
+        });
+        let merged = merge(&existing, &desired).expect("object");
+        assert_eq!(merged["metadata"]["annotations"]["other"], "keep");
+        assert_eq!(
+            merged["metadata"]["annotations"]["federation.tigera.io/serviceSelector"],
+            "new"
+        );
+        assert_eq!(merged["metadata"]["uid"], "u1");
+        assert!(merged.get("subsets").is_none());
+        // Idempotent.
+        assert_eq!(merge(&merged, &desired), Some(merged.clone()));
+    }
+
+    #[test]
+    fn strip_ignores_server_fields() {
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "5", "uid": "u"}});
+        let b = json!({"metadata": {"name": "x"}});
+        assert_eq!(strip(&a), strip(&b));
+    }
+}

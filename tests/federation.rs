@@ -1,0 +1,514 @@
+mod support;
+// The federated services controller (issue 5) over real etcd processes: the local cluster "A"
+// (with an RCC for the remote "B"), the real etcd source and mesh, the cache and server in
+// process, and the controller running in process through `controller::run`. Every wait polls
+// etcd for a condition with a deadline; nothing sleeps and hopes.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use meshsync_datastore::SourceEvent;
+use meshsync_datastore::etcd::EtcdSourceConfig;
+use meshsync_datastore::layout::key_path;
+use meshsync_etcd::{EtcdClient, EtcdConfig, pb};
+use meshsync_federation::controller::{self, ControllerConfig};
+use meshsync_mesh::MeshConfig;
+use serde_json::{Value, json};
+use support::TestServer;
+use support::etcd::Etcd;
+use tokio::sync::oneshot;
+
+const LONG: Duration = Duration::from_secs(30);
+const SELECTOR: &str = "federation.tigera.io/serviceSelector";
+const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+const SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+struct Cluster {
+    etcd: Etcd,
+    client: EtcdClient,
+}
+
+impl Cluster {
+    async fn start(name: &str) -> Cluster {
+        let etcd = Etcd::start(name).await;
+        let client = etcd.client().await;
+        Cluster { etcd, client }
+    }
+
+    fn key(kind: &str, ns: &str, name: &str) -> String {
+        key_path("/calico", kind, ns, name).expect("key layout")
+    }
+
+    async fn put(&self, kind: &str, ns: &str, name: &str, value: &Value) {
+        let key = Self::key(kind, ns, name);
+        self.client
+            .put(key.clone(), serde_json::to_vec(value).expect("JSON"))
+            .await
+            .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
+    }
+
+    async fn delete(&self, kind: &str, ns: &str, name: &str) {
+        let key = Self::key(kind, ns, name);
+        self.client
+            .delete(key.clone())
+            .await
+            .unwrap_or_else(|e| panic!("etcd delete {key}: {e}"));
+    }
+
+    /// The object and its mod_revision.
+    async fn get(&self, kind: &str, ns: &str, name: &str) -> Option<(Value, i64)> {
+        let key = Self::key(kind, ns, name);
+        let response = self
+            .client
+            .range(pb::RangeRequest {
+                key: Bytes::from(key.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("etcd get {key}: {e}"));
+        response.kvs.first().map(|kv| {
+            (
+                serde_json::from_slice(&kv.value).expect("stored JSON"),
+                kv.mod_revision,
+            )
+        })
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `LONG` with `what`.
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + LONG;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {LONG:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+
+fn service(
+    ns: &str,
+    name: &str,
+    labels: Value,
+    annotations: Value,
+    ports: &[(&str, &str, i32)],
+) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p, port)| json!({"name": n, "protocol": p, "port": port}))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
+        "spec": {"ports": ports}
+    })
+}
+
+/// Endpoints with one subset: ready `(ip, pod)` addresses and ports `(name, protocol, port)`.
+fn endpoints(ns: &str, name: &str, addrs: &[(&str, &str)], ports: &[(&str, &str, i32)]) -> Value {
+    let addresses: Vec<Value> = addrs
+        .iter()
+        .map(|(ip, pod)| {
+            json!({"ip": ip, "targetRef": {"kind": "Pod", "namespace": ns, "name": pod, "uid": format!("uid-{pod}")}})
+        })
+        .collect();
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(n, p, port)| json!({"name": n, "protocol": p, "port": port}))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": ns},
+        "subsets": [{"addresses": addresses, "ports": ports}]
+    })
+}
+
+fn federated(selector: &str) -> Value {
+    service(
+        "default",
+        "my-app-federated",
+        json!({}),
+        json!({ SELECTOR: selector }),
+        &[("my-app-ui", "TCP", 8080)],
+    )
+}
+
+fn backing(name: &str) -> Value {
+    service(
+        "default",
+        name,
+        json!({"run": "my-app"}),
+        json!({}),
+        &[("my-app-ui", "TCP", 80)],
+    )
+}
+
+fn rcc(name: &str, url: &str) -> Value {
+    json!({
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "RemoteClusterConfiguration",
+        "metadata": {"name": name},
+        "spec": {"datastoreType": "etcdv3", "etcdEndpoints": url}
+    })
+}
+
+/// `(ip, targetRef.name)` of every address (ready or not) of an Endpoints object.
+fn addresses(eps: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for subset in eps["subsets"].as_array().into_iter().flatten() {
+        for field in ["addresses", "notReadyAddresses"] {
+            for a in subset[field].as_array().into_iter().flatten() {
+                out.insert((
+                    a["ip"].as_str().unwrap_or_default().to_string(),
+                    a["targetRef"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
+
+fn mesh_over(a: &Cluster) -> impl Stream<Item = SourceEvent> + Send + Unpin + 'static {
+    let local: Events = Box::pin(meshsync_datastore::etcd::watch(EtcdSourceConfig::new(
+        EtcdConfig::new(vec![a.etcd.url()]),
+        "".into(),
+    )));
+    meshsync_mesh::mesh(local, MeshConfig::default())
+}
+
+/// Starts the controller in process; dropping (or firing) the sender stops it.
+fn start_controller(
+    server: &TestServer,
+    a: &Cluster,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let mut config = ControllerConfig::new(
+        server.agent_config("federation"),
+        EtcdConfig::new(vec![a.etcd.url()]),
+    );
+    config.debounce = Duration::from_millis(20);
+    config.retry_delay = Duration::from_millis(200);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let result = controller::run(config, async {
+            let _ = stopped.await;
+        })
+        .await;
+        assert!(result.is_ok(), "controller failed: {result:?}");
+    });
+    (stop, task)
+}
+
+async fn wait_endpoints(
+    a: &Cluster,
+    what: &str,
+    expected: &BTreeSet<(String, String)>,
+) -> (Value, i64) {
+    wait_for(what, || async {
+        let (eps, rev) = a.get("Endpoints", "default", "my-app-federated").await?;
+        (addresses(&eps) == *expected).then_some((eps, rev))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The seed document's example across two clusters, then the runtime scenarios: backing
+/// service removed and added back, port mismatch, a hand-edited managed Endpoints restored,
+/// an invalid selector (managed objects deleted) fixed later (recreated), an unmanaged Endpoints
+/// left alone, and idempotence (no rewrite when nothing changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn federated_service_across_two_clusters() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHSYNC_TEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let a = Cluster::start("a").await;
+    let b = Cluster::start("b").await;
+
+    // Local: the federated service, a matching backing service, and a matching service whose
+    // port does not match (its addresses must never appear).
+    a.put(
+        "Service",
+        "default",
+        "my-app-federated",
+        &federated(r#"run == "my-app""#),
+    )
+    .await;
+    a.put("Service", "default", "my-app-a", &backing("my-app-a"))
+        .await;
+    a.put(
+        "Endpoints",
+        "default",
+        "my-app-a",
+        &endpoints(
+            "default",
+            "my-app-a",
+            &[("10.0.1.1", "pod-a1")],
+            &[("my-app-ui", "TCP", 80)],
+        ),
+    )
+    .await;
+    a.put(
+        "Service",
+        "default",
+        "metrics-a",
+        &service(
+            "default",
+            "metrics-a",
+            json!({"run": "my-app"}),
+            json!({}),
+            &[("metrics", "TCP", 9090)],
+        ),
+    )
+    .await;
+    a.put(
+        "Endpoints",
+        "default",
+        "metrics-a",
+        &endpoints(
+            "default",
+            "metrics-a",
+            &[("10.0.3.1", "pod-m1")],
+            &[("metrics", "TCP", 9090)],
+        ),
+    )
+    .await;
+    // Remote B: a matching backing service.
+    b.put("Service", "default", "my-app", &backing("my-app"))
+        .await;
+    let b_eps = endpoints(
+        "default",
+        "my-app",
+        &[("10.0.2.1", "pod-b1")],
+        &[("my-app-ui", "TCP", 80)],
+    );
+    b.put("Endpoints", "default", "my-app", &b_eps).await;
+    a.put(
+        "RemoteClusterConfiguration",
+        "",
+        "cluster-b",
+        &rcc("cluster-b", &b.etcd.url()),
+    )
+    .await;
+
+    let server = TestServer::start(mesh_over(&a)).await;
+    let (stop, task) = start_controller(&server, &a);
+
+    // 1. Both clusters' addresses; remote targetRef rewritten; the port-mismatched service absent.
+    let both = set(&[("10.0.1.1", "pod-a1"), ("10.0.2.1", "cluster-b/pod-b1")]);
+    let (eps, _) = wait_endpoints(&a, "federated Endpoints with both clusters", &both).await;
+    assert_eq!(
+        eps["metadata"]["annotations"][SELECTOR],
+        r#"run == "my-app""#
+    );
+    let subsets = eps["subsets"].as_array().expect("subsets");
+    for subset in subsets {
+        let ports: Vec<&str> = subset["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(ports, vec!["my-app-ui"], "only the federated port: {eps}");
+    }
+    let (slice, _) = wait_for("the federated EndpointSlice", || async {
+        a.get(
+            "EndpointSlice",
+            "default",
+            "my-app-federated-federated-ipv4",
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        slice["metadata"]["labels"][MANAGED_BY],
+        "meshsync-federation"
+    );
+    assert_eq!(
+        slice["metadata"]["labels"][SERVICE_NAME],
+        "my-app-federated"
+    );
+    let slice_ips: BTreeSet<&str> = slice["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["addresses"][0].as_str())
+        .collect();
+    assert_eq!(slice_ips, BTreeSet::from(["10.0.1.1", "10.0.2.1"]));
+
+    // 2. Backing service removed at runtime (remote), then added back.
+    b.delete("Service", "default", "my-app").await;
+    let only_a = set(&[("10.0.1.1", "pod-a1")]);
+    wait_endpoints(&a, "the remote addresses to disappear", &only_a).await;
+    b.put("Service", "default", "my-app", &backing("my-app"))
+        .await;
+    wait_endpoints(&a, "the remote addresses to come back", &both).await;
+
+    // 3. A hand-edited managed Endpoints is restored.
+    let mut edited = federated_endpoints_edit(&a).await;
+    edited["subsets"] = json!([{"addresses": [{"ip": "9.9.9.9"}], "ports": [{"name": "my-app-ui", "protocol": "TCP", "port": 1}]}]);
+    a.put("Endpoints", "default", "my-app-federated", &edited)
+        .await;
+    let (restored, rev_before) =
+        wait_endpoints(&a, "the hand-edited Endpoints to be restored", &both).await;
+    assert_eq!(
+        restored["metadata"]["annotations"][SELECTOR],
+        r#"run == "my-app""#
+    );
+
+    // 4. An unmanaged Endpoints of a federated service's name is left alone; meanwhile the
+    // converged my-app-federated objects are not rewritten (idempotence).
+    let unmanaged = endpoints(
+        "default",
+        "other-federated",
+        &[("1.2.3.4", "mine")],
+        &[("my-app-ui", "TCP", 1)],
+    );
+    a.put("Endpoints", "default", "other-federated", &unmanaged)
+        .await;
+    let (_, unmanaged_rev) = a
+        .get("Endpoints", "default", "other-federated")
+        .await
+        .expect("written");
+    let mut other = federated(r#"run == "my-app""#);
+    other["metadata"]["name"] = json!("other-federated");
+    a.put("Service", "default", "other-federated", &other).await;
+    // The slice is ours (its name is free): once it exists, the controller has processed the
+    // change, and the Endpoints decision (taken in the same pass) was made.
+    wait_for("the other-federated EndpointSlice", || async {
+        a.get("EndpointSlice", "default", "other-federated-federated-ipv4")
+            .await
+    })
+    .await;
+    let (still, rev) = a
+        .get("Endpoints", "default", "other-federated")
+        .await
+        .expect("kept");
+    assert_eq!(
+        rev, unmanaged_rev,
+        "the unmanaged Endpoints was rewritten: {still}"
+    );
+    assert_eq!(still, unmanaged);
+    let (_, rev_after) = a
+        .get("Endpoints", "default", "my-app-federated")
+        .await
+        .expect("present");
+    assert_eq!(
+        rev_after, rev_before,
+        "an unchanged managed Endpoints was rewritten"
+    );
+
+    // 5. An invalid selector deletes the managed objects; fixing it recreates them.
+    a.put(
+        "Service",
+        "default",
+        "my-app-federated",
+        &federated(r#"run == "#),
+    )
+    .await;
+    wait_for(
+        "the managed objects of the invalid service to be deleted",
+        || async {
+            let eps = a.get("Endpoints", "default", "my-app-federated").await;
+            let slice = a
+                .get(
+                    "EndpointSlice",
+                    "default",
+                    "my-app-federated-federated-ipv4",
+                )
+                .await;
+            (eps.is_none() && slice.is_none()).then_some(())
+        },
+    )
+    .await;
+    a.put(
+        "Service",
+        "default",
+        "my-app-federated",
+        &federated(r#"run == "my-app""#),
+    )
+    .await;
+    wait_endpoints(&a, "the fixed service's Endpoints to be recreated", &both).await;
+    wait_for("the fixed service's EndpointSlice", || async {
+        a.get(
+            "EndpointSlice",
+            "default",
+            "my-app-federated-federated-ipv4",
+        )
+        .await
+    })
+    .await;
+
+    // 6. The remote cluster removed (its RCC deleted): only the local contribution remains.
+    a.delete("RemoteClusterConfiguration", "", "cluster-b")
+        .await;
+    wait_endpoints(&a, "the removed cluster's addresses to disappear", &only_a).await;
+
+    // 7. The federated service deleted: its managed objects go; the unmanaged one stays.
+    a.delete("Service", "default", "my-app-federated").await;
+    wait_for(
+        "the managed objects of the deleted service to go",
+        || async {
+            let eps = a.get("Endpoints", "default", "my-app-federated").await;
+            let slice = a
+                .get(
+                    "EndpointSlice",
+                    "default",
+                    "my-app-federated-federated-ipv4",
+                )
+                .await;
+            (eps.is_none() && slice.is_none()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        a.get("Endpoints", "default", "other-federated")
+            .await
+            .is_some()
+    );
+
+    let _ = stop.send(());
+    support::within("the controller to stop", task)
+        .await
+        .expect("controller task");
+    server.stop().await;
+}
+
+/// The managed Endpoints as stored (for a hand edit that keeps the annotation).
+async fn federated_endpoints_edit(a: &Cluster) -> Value {
+    a.get("Endpoints", "default", "my-app-federated")
+        .await
+        .expect("federated Endpoints present")
+        .0
+}

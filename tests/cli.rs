@@ -748,12 +748,16 @@ fn quick_start_two_cluster_example() {
         .collect();
     assert_eq!(by_cluster(""), local_expected);
     // cluster-b's RCC enables overlay routing: Nodes and IPPools come too; policy never does.
+    // Services and Endpoints(Slices) always come (for the federation controller).
     let synced = [
         "WorkloadEndpoint",
         "HostEndpoint",
         "Profile",
         "Node",
         "IPPool",
+        "Service",
+        "Endpoints",
+        "EndpointSlice",
     ];
     let remote_expected: BTreeSet<Id> = expected_resources(&b)
         .into_iter()

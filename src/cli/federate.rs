@@ -1,10 +1,8 @@
-//! `meshsync federate --datastore etcd://… --server URL`: the federated services controller
+//! `meshsync federate --datastore URL --server URL`: the federated services controller
 //! (calico-model.md §6). Subscribes to the server with the `federation` subscription and keeps the
-//! federated Services' `Endpoints` and EndpointSlices in the local datastore. See
-//! `meshsync_federation::controller`.
-//!
-//! Only `etcd://` datastores are supported for now; `file:DIR` (objects written under
-//! `DIR/generated/`) is still to come and is refused with exit code 2.
+//! federated Services' `Endpoints` and EndpointSlices in the local datastore: etcd (compare-and-swap)
+//! or, for `file:DIR`, JSON files under `DIR/generated/`. See `meshsync_federation::controller`.
+//! `meshsync serve --federation` runs the same controller in-process ([`controller_datastore`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,12 +13,13 @@ use clap::Args;
 use meshsync_agent::AgentConfig;
 use meshsync_datastore::DatastoreUrl;
 use meshsync_etcd::{EtcdConfig, EtcdTls};
-use meshsync_federation::controller::{self, ControllerConfig};
+use meshsync_federation::controller::{self, ControllerConfig, LocalDatastore};
 use tracing::info;
 
 #[derive(Args, Debug)]
 pub struct FederateArgs {
-    /// The local cluster's datastore, written to: `etcd://host:port[,host:port…][?prefix=/calico]`.
+    /// The local cluster's datastore, written to: `etcd://host:port[,host:port…][?prefix=/calico]`
+    /// or `file:DIR` (objects written as files under `DIR/generated/`).
     #[arg(long, env = "MESHSYNC_DATASTORE")]
     datastore: DatastoreUrl,
     /// Server URL(s), e.g. http://127.0.0.1:5473; repeat or comma-separate for failover.
@@ -57,25 +56,32 @@ fn read_pem(path: &Option<PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
         .transpose()
 }
 
-pub async fn run(args: FederateArgs) -> anyhow::Result<ExitCode> {
-    let (endpoints, prefix) = match &args.datastore {
-        DatastoreUrl::Etcd { endpoints, prefix } => (endpoints.clone(), prefix.clone()),
-        DatastoreUrl::File(dir) => {
-            eprintln!(
-                "meshsync federate: file datastores ({}) are not supported yet; use etcd://",
-                dir.display()
-            );
-            return Ok(ExitCode::from(2));
-        }
+/// etcd credentials and TLS files, as the `serve` and `federate` flags give them.
+pub struct EtcdCredentials<'a> {
+    pub ca_file: &'a Option<PathBuf>,
+    pub cert_file: &'a Option<PathBuf>,
+    pub key_file: &'a Option<PathBuf>,
+    pub username: &'a Option<String>,
+    pub password: &'a Option<String>,
+}
+
+/// Where the controller writes, for a local datastore URL.
+pub fn controller_datastore(
+    url: &DatastoreUrl,
+    creds: EtcdCredentials<'_>,
+) -> anyhow::Result<LocalDatastore> {
+    let (endpoints, prefix) = match url {
+        DatastoreUrl::Etcd { endpoints, prefix } => (endpoints, prefix),
+        DatastoreUrl::File(dir) => return Ok(LocalDatastore::Files { dir: dir.clone() }),
     };
     anyhow::ensure!(
-        args.etcd_cert_file.is_some() == args.etcd_key_file.is_some(),
+        creds.cert_file.is_some() == creds.key_file.is_some(),
         "--etcd-cert-file and --etcd-key-file go together"
     );
     let tls = EtcdTls {
-        ca_pem: read_pem(&args.etcd_ca_file)?,
-        cert_pem: read_pem(&args.etcd_cert_file)?,
-        key_pem: read_pem(&args.etcd_key_file)?,
+        ca_pem: read_pem(creds.ca_file)?,
+        cert_pem: read_pem(creds.cert_file)?,
+        key_pem: read_pem(creds.key_file)?,
     };
     let uses_tls = tls.ca_pem.is_some() || tls.cert_pem.is_some();
     let scheme = if uses_tls { "https" } else { "http" };
@@ -85,19 +91,34 @@ pub async fn run(args: FederateArgs) -> anyhow::Result<ExitCode> {
             .map(|e| format!("{scheme}://{e}"))
             .collect(),
     );
-    etcd.username = args.etcd_username.clone();
-    etcd.password = args.etcd_password.clone();
+    etcd.username = creds.username.clone();
+    etcd.password = creds.password.clone();
     if uses_tls {
         etcd.tls = Some(tls);
     }
+    Ok(LocalDatastore::Etcd {
+        config: etcd,
+        prefix: prefix.clone(),
+    })
+}
 
+pub async fn run(args: FederateArgs) -> anyhow::Result<ExitCode> {
+    let datastore = controller_datastore(
+        &args.datastore,
+        EtcdCredentials {
+            ca_file: &args.etcd_ca_file,
+            cert_file: &args.etcd_cert_file,
+            key_file: &args.etcd_key_file,
+            username: &args.etcd_username,
+            password: &args.etcd_password,
+        },
+    )?;
     let mut agent = AgentConfig::new(String::new());
     agent.servers = args.server.clone();
     agent.node_name = "meshsync-federation".into();
-    let mut config = ControllerConfig::new(agent, etcd);
-    config.prefix = prefix.clone();
+    let mut config = ControllerConfig::with_datastore(agent, datastore);
     config.debounce = Duration::from_millis(args.debounce_ms);
-    info!(servers = ?args.server, endpoints = ?endpoints, prefix = %prefix,
+    info!(servers = ?args.server, datastore = ?args.datastore,
         "starting the federated services controller");
     match controller::run(config, super::shutdown_signal()).await {
         Ok(()) => Ok(ExitCode::SUCCESS),

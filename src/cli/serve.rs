@@ -1,6 +1,6 @@
 //! `meshsync serve`: one source per datastore → the snapshot cache → the gRPC server.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,13 +8,15 @@ use clap::Args;
 use std::path::PathBuf;
 
 use futures::Stream;
+use meshsync_agent::AgentConfig;
 use meshsync_cache::{CacheConfig, SnapshotCache};
 use meshsync_datastore::etcd::{EtcdSourceConfig, TlsFiles};
 use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, SourceEvent, file};
 use meshsync_etcd::EtcdConfig;
+use meshsync_federation::controller::{self, ControllerConfig};
 use meshsync_mesh::{MeshConfig, RemoteLimits};
 use meshsync_server::{BoundServer, ServerConfig};
-use tracing::info;
+use tracing::{error, info};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -64,6 +66,10 @@ pub struct ServeArgs {
     /// Most source events applied as one batch.
     #[arg(long, default_value_t = 1000, env = "MESHSYNC_MAX_BATCH")]
     max_batch: usize,
+    /// Also run the federated services controller (`meshsync federate`) in-process, subscribed to
+    /// this server and writing into the same local datastore (`file:DIR`: under `DIR/generated/`).
+    #[arg(long, env = "MESHSYNC_FEDERATION")]
+    federation: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -113,9 +119,62 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
-    info!(grpc = %server.grpc_addr()?, health = ?server.health_addr(), metrics = ?server.metrics_addr(), version = meshsync_server::SERVER_VERSION,
+    let grpc_addr = server.grpc_addr()?;
+    // Resolved before serving, so that bad credentials fail the start rather than the controller.
+    let federation = if args.federation {
+        Some(super::federate::controller_datastore(
+            &args.datastore,
+            super::federate::EtcdCredentials {
+                ca_file: &args.etcd_ca_file,
+                cert_file: &args.etcd_cert_file,
+                key_file: &args.etcd_key_file,
+                username: &args.etcd_username,
+                password: &args.etcd_password,
+            },
+        )?)
+    } else {
+        None
+    };
+    info!(grpc = %grpc_addr, health = ?server.health_addr(), metrics = ?server.metrics_addr(), version = meshsync_server::SERVER_VERSION,
         "meshsync serving");
-    server.serve(super::shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = federation.map(|datastore| {
+        let ip = if grpc_addr.ip().is_unspecified() {
+            if grpc_addr.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            }
+        } else {
+            grpc_addr.ip()
+        };
+        let url = format!("http://{}", SocketAddr::new(ip, grpc_addr.port()));
+        let mut agent = AgentConfig::new(url.clone());
+        agent.servers = vec![url.clone()];
+        agent.node_name = "meshsync-federation".into();
+        let config = ControllerConfig::with_datastore(agent, datastore);
+        info!(server = %url, "starting the in-process federated services controller");
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = controller::run(config, shutdown).await {
+                error!(error = %e, "the federated services controller stopped");
+            }
+        })
+    });
+    let result = server
+        .serve(async {
+            super::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = controller {
+        let _ = task.await;
+    }
+    result?;
     info!("meshsync stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,8 @@
 //! The federated services controller: subscribes to a meshsync server with the `federation`
 //! subscription, computes the desired federated Endpoints/EndpointSlices with
-//! [`crate::desired_endpoints`] and reconciles them into the **local** etcd datastore.
+//! [`crate::desired_endpoints`] and reconciles them into the **local** datastore: etcd, or a file
+//! datastore's `generated/` directory ([`LocalDatastore`]). The planning is shared; only the
+//! [`Writer`] differs.
 //!
 //! * Recalculation waits until the mirror is in sync, then runs after every batch of updates
 //!   (debounced by [`ControllerConfig::debounce`]).
@@ -16,10 +18,21 @@
 //! * A failed reconciliation (etcd unreachable) is retried after [`ControllerConfig::retry_delay`]
 //!   even without new updates.
 //!
-//! Only etcd datastores are supported so far (file datastores: `generated/` files, still to do).
+//!
+//! # File datastores
+//!
+//! With [`LocalDatastore::Files`] each managed object is one pretty-printed JSON file in
+//! `DIR/generated/` (created when missing): `endpoints-<ns>-<name>.json` and
+//! `endpointslice-<ns>-<name>.json`. The file datastore watches `DIR` recursively, so the generated
+//! files come back through the subscription and the mirror tells what the datastore holds, exactly
+//! as with etcd. A file is written atomically (a hidden temp file in `generated/`, which the
+//! datastore ignores, then a rename) and only when its content differs; an unneeded object is
+//! deleted by removing its file. Nothing outside `generated/` is ever written, and an unmanaged
+//! object of the same kind, namespace and name defined elsewhere blocks the write (warned once).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,24 +59,49 @@ pub const SUBSCRIPTION: &str = "federation";
 pub struct ControllerConfig {
     /// The meshsync server(s) to subscribe to; the subscription is forced to `federation`.
     pub agent: AgentConfig,
-    /// The local etcd datastore the objects are written to.
-    pub etcd: EtcdConfig,
-    /// Key prefix of the local datastore (`/calico` by default).
-    pub prefix: String,
+    /// The local datastore the objects are written to.
+    pub datastore: LocalDatastore,
     /// Wait this long after the first update of a batch before recalculating.
     pub debounce: Duration,
-    /// Compare-and-swap attempts per object.
+    /// Compare-and-swap attempts per object (etcd).
     pub max_attempts: u32,
-    /// Retry a reconciliation that failed (etcd errors) after this long.
+    /// Retry a reconciliation that failed (etcd or file-system errors) after this long.
     pub retry_delay: Duration,
 }
 
+/// Where the controller writes its objects.
+#[derive(Clone, Debug)]
+pub enum LocalDatastore {
+    /// An etcd datastore; objects are written with compare-and-swap under `prefix`.
+    Etcd { config: EtcdConfig, prefix: String },
+    /// A file datastore's directory; objects are written as files under `dir/generated/`.
+    Files { dir: PathBuf },
+}
+
+/// The subdirectory of a file datastore the controller writes to.
+pub const GENERATED_DIR: &str = "generated";
+
 impl ControllerConfig {
+    /// Writes into etcd under the default prefix `/calico`.
     pub fn new(agent: AgentConfig, etcd: EtcdConfig) -> Self {
+        Self::with_datastore(
+            agent,
+            LocalDatastore::Etcd {
+                config: etcd,
+                prefix: "/calico".into(),
+            },
+        )
+    }
+
+    /// Writes files under `dir/generated/` (a file datastore's directory).
+    pub fn files(agent: AgentConfig, dir: PathBuf) -> Self {
+        Self::with_datastore(agent, LocalDatastore::Files { dir })
+    }
+
+    pub fn with_datastore(agent: AgentConfig, datastore: LocalDatastore) -> Self {
         ControllerConfig {
             agent,
-            etcd,
-            prefix: "/calico".into(),
+            datastore,
             debounce: Duration::from_millis(50),
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
@@ -106,7 +144,7 @@ pub async fn run(
     agent_config.subscription = SUBSCRIPTION.into();
     let mut agent = Agent::new(agent_config)?;
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut etcd: Option<EtcdClient> = None;
+    let mut writer = Writer::new(&config);
     let mut log_state = LogState::default();
     // When to recalculate next (None: nothing pending).
     let mut deadline: Option<Instant> = None;
@@ -146,22 +184,13 @@ pub async fn run(
                 if !agent.mirror().in_sync() {
                     continue;
                 }
-                let client = match &etcd {
-                    Some(c) => c.clone(),
-                    None => match EtcdClient::connect(&config.etcd).await {
-                        Ok(c) => {
-                            etcd = Some(c.clone());
-                            c
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "cannot connect to the local etcd; will retry");
-                            deadline = Some(Instant::now() + config.retry_delay);
-                            continue;
-                        }
-                    },
-                };
+                if let Err(e) = writer.prepare().await {
+                    warn!(error = %e, "the local datastore is not writable; will retry");
+                    deadline = Some(Instant::now() + config.retry_delay);
+                    continue;
+                }
                 let actions = plan(agent.mirror(), &mut log_state);
-                let stats = apply(&client, &config, &actions).await;
+                let stats = apply(&writer, &actions).await;
                 if stats.written + stats.deleted + stats.failed > 0 {
                     info!(written = stats.written, deleted = stats.deleted,
                         failed = stats.failed, unmanaged = stats.skipped_unmanaged,
@@ -290,36 +319,95 @@ struct LogState {
     blocked: BTreeSet<(&'static str, String, String)>,
 }
 
-/// Applies `actions` to etcd with compare-and-swap.
-async fn apply(
-    client: &EtcdClient,
-    config: &ControllerConfig,
-    actions: &[Action],
-) -> ReconcileStats {
+/// Writes the planned objects into the local datastore: etcd (compare-and-swap) or files.
+enum Writer {
+    Etcd {
+        config: EtcdConfig,
+        prefix: String,
+        max_attempts: u32,
+        /// Boxed: a client is large.
+        client: Option<Box<EtcdClient>>,
+    },
+    Files {
+        /// `DIR/generated`.
+        dir: PathBuf,
+    },
+}
+
+impl Writer {
+    fn new(config: &ControllerConfig) -> Writer {
+        match &config.datastore {
+            LocalDatastore::Etcd {
+                config: etcd,
+                prefix,
+            } => Writer::Etcd {
+                config: etcd.clone(),
+                prefix: prefix.clone(),
+                max_attempts: config.max_attempts,
+                client: None,
+            },
+            LocalDatastore::Files { dir } => Writer::Files {
+                dir: dir.join(GENERATED_DIR),
+            },
+        }
+    }
+
+    /// Connects to etcd / creates `generated/` if not done yet.
+    async fn prepare(&mut self) -> Result<(), String> {
+        match self {
+            Writer::Etcd { config, client, .. } => {
+                if client.is_none() {
+                    *client =
+                        Some(Box::new(EtcdClient::connect(config).await.map_err(
+                            |e| format!("cannot connect to the local etcd: {e}"),
+                        )?));
+                }
+                Ok(())
+            }
+            Writer::Files { dir } => tokio::fs::create_dir_all(&*dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+
+    async fn apply_one(&self, action: &Action) -> Result<Outcome, ApplyError> {
+        match self {
+            Writer::Etcd {
+                prefix,
+                max_attempts,
+                client,
+                ..
+            } => {
+                let client = client.as_deref().ok_or(ApplyError::NotConnected)?;
+                let key = key_path(prefix, action.kind, &action.namespace, &action.name)
+                    .ok_or(ApplyError::NoLayout(action.kind))?;
+                apply_one_etcd(client, *max_attempts, &key, action).await
+            }
+            Writer::Files { dir } => apply_one_file(dir, action).await,
+        }
+    }
+}
+
+/// Applies `actions` to the local datastore.
+async fn apply(writer: &Writer, actions: &[Action]) -> ReconcileStats {
     let mut stats = ReconcileStats::default();
     for action in actions {
-        let Some(key) = key_path(&config.prefix, action.kind, &action.namespace, &action.name)
-        else {
-            warn!(kind = action.kind, "no etcd key layout for kind");
-            stats.failed += 1;
-            continue;
-        };
-        match apply_one(client, config.max_attempts, &key, action).await {
+        match writer.apply_one(action).await {
             Ok(Outcome::Written) => {
                 info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
-                    "wrote federated object");
+                "wrote federated object");
                 stats.written += 1;
             }
             Ok(Outcome::Deleted) => {
                 info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
-                    "deleted federated object");
+                "deleted federated object");
                 stats.deleted += 1;
             }
             Ok(Outcome::Unchanged) => {}
             Ok(Outcome::Unmanaged) => stats.skipped_unmanaged += 1,
             Err(e) => {
                 warn!(kind = action.kind, namespace = %action.namespace, name = %action.name,
-                    error = %e, "failed to reconcile federated object");
+                error = %e, "failed to reconcile federated object");
                 stats.failed += 1;
             }
         }
@@ -342,9 +430,17 @@ enum ApplyError {
     Encode(String),
     #[error("still conflicting after {0} compare-and-swap attempts")]
     Conflict(u32),
+    #[error("not connected to etcd")]
+    NotConnected,
+    #[error("no etcd key layout for kind {0}")]
+    NoLayout(&'static str),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0:?} cannot be used in a file name")]
+    BadName(String),
 }
 
-async fn apply_one(
+async fn apply_one_etcd(
     client: &EtcdClient,
     max_attempts: u32,
     key: &str,
@@ -412,6 +508,89 @@ async fn apply_one(
         debug!(key = %String::from_utf8_lossy(&key), attempt, "compare-and-swap conflict; re-reading");
     }
     Err(ApplyError::Conflict(max_attempts))
+}
+
+/// The file of a managed object: `<kind lowercased>-<namespace>-<name>.json` in `generated/`.
+fn generated_file(dir: &Path, action: &Action) -> Result<PathBuf, ApplyError> {
+    for part in [&action.namespace, &action.name] {
+        if part.contains(['/', '\\', '\0']) || part.starts_with('.') {
+            return Err(ApplyError::BadName(part.clone()));
+        }
+    }
+    Ok(dir.join(format!(
+        "{}-{}-{}.json",
+        action.kind.to_ascii_lowercase(),
+        action.namespace,
+        action.name
+    )))
+}
+
+/// Brings one object's file in `generated/` to its desired state.
+async fn apply_one_file(dir: &Path, action: &Action) -> Result<Outcome, ApplyError> {
+    let path = generated_file(dir, action)?;
+    let io =
+        |what: &str, e: std::io::Error| ApplyError::Io(format!("{what} {}: {e}", path.display()));
+    let existing = match tokio::fs::read(&path).await {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io("reading", e)),
+    };
+    let content = match (&existing, &action.desired) {
+        (None, None) => return Ok(Outcome::Unchanged),
+        (None, Some(want)) => {
+            let mut want = want.clone();
+            remove_server_fields(&mut want);
+            want
+        }
+        (Some(bytes), desired) => {
+            let Ok(current) = serde_json::from_slice::<Value>(bytes) else {
+                warn!(path = %path.display(),
+                    "unparseable file in the way of a federated object; leaving it alone");
+                return Ok(Outcome::Unmanaged);
+            };
+            if !is_managed(&current) {
+                info!(path = %path.display(),
+                    "object not managed by the federation controller (no selector annotation); leaving it alone");
+                return Ok(Outcome::Unmanaged);
+            }
+            match desired {
+                None => {
+                    return match tokio::fs::remove_file(&path).await {
+                        Ok(()) => Ok(Outcome::Deleted),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            Ok(Outcome::Unchanged)
+                        }
+                        Err(e) => Err(io("removing", e)),
+                    };
+                }
+                Some(want) => {
+                    let Some(mut merged) = merge(&current, want) else {
+                        return Ok(Outcome::Unmanaged);
+                    };
+                    remove_server_fields(&mut merged);
+                    merged
+                }
+            }
+        }
+    };
+    let mut bytes =
+        serde_json::to_vec_pretty(&content).map_err(|e| ApplyError::Encode(e.to_string()))?;
+    bytes.push(b'\n');
+    if existing.as_deref() == Some(bytes.as_slice()) {
+        return Ok(Outcome::Unchanged);
+    }
+    // Hidden, so the file datastore ignores it until the rename.
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    if let Err(e) = tokio::fs::write(&tmp, &bytes).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(io("writing", e));
+    }
+    if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(io("renaming into", e));
+    }
+    Ok(Outcome::Written)
 }
 
 fn compare_version_zero(key: &Bytes) -> pb::Compare {
@@ -566,5 +745,73 @@ mod tests {
         let a = json!({"metadata": {"name": "x", "resourceVersion": "5", "uid": "u"}});
         let b = json!({"metadata": {"name": "x"}});
         assert_eq!(strip(&a), strip(&b));
+    }
+
+    fn action(desired: Option<Value>) -> Action {
+        Action {
+            kind: ENDPOINTS,
+            namespace: "default".into(),
+            name: "fed".into(),
+            desired,
+        }
+    }
+
+    /// The file writer: creates, leaves identical content alone, rewrites on change, never
+    /// overwrites or removes an unmanaged file, deletes managed files, refuses path-like names.
+    #[tokio::test]
+    async fn file_writer() {
+        let dir = std::env::temp_dir().join(format!(
+            "meshsync-federation-file-writer-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let want = |ip: &str| {
+            json!({"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "fed", "namespace": "default",
+                    "annotations": {"federation.tigera.io/serviceSelector": "run == 'x'"}},
+                "subsets": [{"addresses": [{"ip": ip}]}]})
+        };
+        let path = dir.join("endpoints-default-fed.json");
+        let outcome = apply_one_file(&dir, &action(Some(want("1.1.1.1")))).await;
+        assert!(matches!(outcome, Ok(Outcome::Written)));
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            first.ends_with("}\n") && first.contains("\n  \"subsets\""),
+            "{first}"
+        );
+        let outcome = apply_one_file(&dir, &action(Some(want("1.1.1.1")))).await;
+        assert!(matches!(outcome, Ok(Outcome::Unchanged)));
+        let outcome = apply_one_file(&dir, &action(Some(want("2.2.2.2")))).await;
+        assert!(matches!(outcome, Ok(Outcome::Written)));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["subsets"][0]["addresses"][0]["ip"], "2.2.2.2");
+        let outcome = apply_one_file(&dir, &action(None)).await;
+        assert!(matches!(outcome, Ok(Outcome::Deleted)));
+        assert!(!path.exists());
+        let outcome = apply_one_file(&dir, &action(None)).await;
+        assert!(matches!(outcome, Ok(Outcome::Unchanged)));
+
+        let mine = r#"{"kind": "Endpoints", "metadata": {"name": "fed", "namespace": "default"}}"#;
+        std::fs::write(&path, mine).unwrap();
+        for desired in [Some(want("1.1.1.1")), None] {
+            let outcome = apply_one_file(&dir, &action(desired)).await;
+            assert!(matches!(outcome, Ok(Outcome::Unmanaged)));
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), mine);
+        }
+
+        let mut bad = action(Some(want("1.1.1.1")));
+        bad.name = "../escape".into();
+        assert!(matches!(
+            apply_one_file(&dir, &bad).await,
+            Err(ApplyError::BadName(_))
+        ));
+        // No temp files left behind.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["endpoints-default-fed.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -812,3 +812,47 @@ fn selector_command() {
         bad_labels.describe()
     );
 }
+
+/// The selector CLI agrees with the reference unique-ID vectors (calico-model.md §1.4) and with
+/// canonical forms of the worked examples (§1.5).
+#[test]
+fn selector_command_agrees_with_the_reference_vectors() {
+    for (expr, canonical, uid) in [
+        ("all()", "all()", "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"),
+        (
+            "!(has(b) || !has(a))",
+            "!(has(b) || !has(a))",
+            "s:Iss0uCleLYv1GSv_pNm7hAO58kE9jAx1NKyG3Q",
+        ),
+        (
+            "!(a == \"b\" && !c != \"d\")",
+            "!(a == \"b\" && !c != \"d\")",
+            "s:lh3haoY1ikTRkd4UZu0nWSaIBknYLPJLX16d-w",
+        ),
+        (
+            "a == \"b\"",
+            "a == \"b\"",
+            "s:flMh0m0X_BowkAK_W3j3MgH8oQOsj3WxGDoXCQ",
+        ),
+    ] {
+        let out = run(meshsync().args(["selector", expr]), DEADLINE);
+        assert!(out.status.success(), "{expr}: {}", out.describe());
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines, [canonical, uid], "{expr}");
+    }
+    for (expr, canonical) in [
+        ("app == 'web'", "app == \"web\""),
+        ("app in {\"db\",\"web\",\"db\"}", "app in {\"db\", \"web\"}"),
+        (
+            "app == \"web\" && env == \"prod\" || has(k8s-app)",
+            "((app == \"web\" && env == \"prod\") || has(k8s-app))",
+        ),
+        ("!!has(app)", "has(app)"),
+        ("!!!has(app)", "!has(app)"),
+        ("app in {\"'\", '\"'}", "app in {'\"', \"'\"}"),
+    ] {
+        let out = run(meshsync().args(["selector", expr]), DEADLINE);
+        assert!(out.status.success(), "{expr}: {}", out.describe());
+        assert_eq!(out.stdout.lines().next(), Some(canonical), "{expr}");
+    }
+}

@@ -7,14 +7,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::binary::{ChildGuard, DEADLINE, Serve, meshsync};
+use support::binary::{DEADLINE, Serve, meshsync, run};
 use support::{http_get, within};
 
 const IN_SYNC_LINE: &str = "Sending in-sync update for local datastore";
@@ -74,64 +72,6 @@ fn parse_some_addr(text: &str) -> SocketAddr {
         .and_then(|t| t.strip_suffix(')'))
         .unwrap_or_else(|| panic!("health address is not Some(..): {text:?}"));
     parse_addr(inner)
-}
-
-/// What a finished short-lived command did.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs a command to completion, failing the test if it takes longer than `limit`.
-fn run(cmd: &mut Command, limit: Duration) -> Finished {
-    let start = Instant::now();
-    let mut child = ChildGuard(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshsync"),
-    );
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.0.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            drop(child);
-            panic!(
-                "{cmd:?} did not exit within {limit:?}; stdout: {:?}; stderr: {:?}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    Finished {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        elapsed,
-    }
 }
 
 /// A current-thread runtime for the async HTTP helper.

@@ -9,16 +9,14 @@
 //! are on conditions (a log line, a process exit) with deadlines, never on fixed sleeps.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
 
 use serde_json::{Value, json};
-use support::binary::{ChildGuard, DEADLINE, Serve, meshsync};
+use support::binary::{DEADLINE, Finished, Serve, meshsync, run};
 
 const IN_SYNC_LINE: &str = "Sending in-sync update for local datastore";
 const REMOTE_CLUSTER: &str = "cluster-b";
@@ -45,64 +43,6 @@ fn text_message_is(line: &str, message: &str) -> bool {
 fn text_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
-}
-
-/// What a finished short-lived command did.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "exit {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs a command to completion, failing the test if it takes longer than `limit`.
-fn run(cmd: &mut Command, limit: Duration) -> Finished {
-    let start = Instant::now();
-    let mut child = ChildGuard(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshsync"),
-    );
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.0.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            drop(child);
-            panic!(
-                "{cmd:?} did not exit within {limit:?}; stdout: {:?}; stderr: {:?}",
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = start.elapsed();
-    Finished {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        elapsed,
-    }
 }
 
 type Labels = BTreeMap<String, String>;

@@ -7,23 +7,19 @@ mod support;
 // deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::Stream;
 use meshsync_datastore::SourceEvent;
 use meshsync_datastore::etcd::EtcdSourceConfig;
-use meshsync_datastore::layout::key_path;
-use meshsync_etcd::{EtcdClient, EtcdConfig, pb};
+use meshsync_etcd::EtcdConfig;
 use meshsync_federation::controller::{self, ControllerConfig};
 use meshsync_mesh::MeshConfig;
 use serde_json::{Value, json};
 use support::TestServer;
-use support::etcd::Etcd;
+use support::etcd::{Cluster, LONG, wait_for};
 use tokio::sync::oneshot;
 
-const LONG: Duration = Duration::from_secs(30);
 const SELECTOR: &str = "federation.tigera.io/serviceSelector";
 const NS: &str = "ns-1";
 const FEDERATED: &str = "federated";
@@ -39,77 +35,6 @@ const BACKING_PORTS: &[(&str, &str, i64)] = &[
 const P1: (&str, &str, i64) = ("port1", "UDP", 1234);
 const P2: (&str, &str, i64) = ("port2", "TCP", 1234);
 const P3: (&str, &str, i64) = ("port3", "TCP", 1200);
-
-struct Cluster {
-    etcd: Etcd,
-    client: EtcdClient,
-}
-
-impl Cluster {
-    async fn start(name: &str) -> Cluster {
-        let etcd = Etcd::start(name).await;
-        let client = etcd.client().await;
-        Cluster { etcd, client }
-    }
-
-    fn key(kind: &str, ns: &str, name: &str) -> String {
-        key_path("/calico", kind, ns, name).expect("key layout")
-    }
-
-    async fn put(&self, kind: &str, ns: &str, name: &str, value: &Value) {
-        let key = Self::key(kind, ns, name);
-        self.client
-            .put(key.clone(), serde_json::to_vec(value).expect("JSON"))
-            .await
-            .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
-    }
-
-    async fn delete(&self, kind: &str, ns: &str, name: &str) {
-        let key = Self::key(kind, ns, name);
-        self.client
-            .delete(key.clone())
-            .await
-            .unwrap_or_else(|e| panic!("etcd delete {key}: {e}"));
-    }
-
-    /// The object and its mod_revision.
-    async fn get(&self, kind: &str, ns: &str, name: &str) -> Option<(Value, i64)> {
-        let key = Self::key(kind, ns, name);
-        let response = self
-            .client
-            .range(pb::RangeRequest {
-                key: Bytes::from(key.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_else(|e| panic!("etcd get {key}: {e}"));
-        response.kvs.first().map(|kv| {
-            (
-                serde_json::from_slice(&kv.value).expect("stored JSON"),
-                kv.mod_revision,
-            )
-        })
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing after `LONG` with `what`.
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + LONG;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LONG:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Test data: one description drives both the objects written and the expectations.

@@ -2,8 +2,8 @@
 //! `serve` child process whose stderr log is read line by line, killed when dropped.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -97,5 +97,63 @@ impl Serve {
 
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.lines.iter().filter(|l| pred(l)).count()
+    }
+}
+
+/// What a finished short-lived command did.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Finished {
+    pub fn describe(&self) -> String {
+        format!(
+            "exit {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs a command to completion, failing the test if it takes longer than `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> Finished {
+    let start = Instant::now();
+    let mut child = ChildGuard(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshsync"),
+    );
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.0.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            drop(child);
+            panic!(
+                "{cmd:?} did not exit within {limit:?}; stdout: {:?}; stderr: {:?}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    Finished {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        elapsed,
     }
 }

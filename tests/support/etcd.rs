@@ -8,7 +8,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meshsync_etcd::{EtcdClient, EtcdConfig};
+use std::future::Future;
+
+use bytes::Bytes;
+use meshsync_datastore::layout::key_path;
+use meshsync_etcd::{EtcdClient, EtcdConfig, pb};
+use serde_json::Value;
+
+/// Longest wait of [`wait_for`].
+pub const LONG: Duration = Duration::from_secs(30);
 
 /// A running etcd.
 pub struct Etcd {
@@ -130,5 +138,77 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A simulated cluster for tests that write Kubernetes/Calico objects and read them back.
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub client: EtcdClient,
+}
+
+impl Cluster {
+    pub async fn start(name: &str) -> Cluster {
+        let etcd = Etcd::start(name).await;
+        let client = etcd.client().await;
+        Cluster { etcd, client }
+    }
+
+    pub fn key(kind: &str, ns: &str, name: &str) -> String {
+        key_path("/calico", kind, ns, name).expect("key layout")
+    }
+
+    pub async fn put(&self, kind: &str, ns: &str, name: &str, value: &Value) {
+        let key = Self::key(kind, ns, name);
+        self.client
+            .put(key.clone(), serde_json::to_vec(value).expect("JSON"))
+            .await
+            .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
+    }
+
+    pub async fn delete(&self, kind: &str, ns: &str, name: &str) {
+        let key = Self::key(kind, ns, name);
+        self.client
+            .delete(key.clone())
+            .await
+            .unwrap_or_else(|e| panic!("etcd delete {key}: {e}"));
+    }
+
+    /// The object and its mod_revision.
+    pub async fn get(&self, kind: &str, ns: &str, name: &str) -> Option<(Value, i64)> {
+        let key = Self::key(kind, ns, name);
+        let response = self
+            .client
+            .range(pb::RangeRequest {
+                key: Bytes::from(key.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("etcd get {key}: {e}"));
+        response.kvs.first().map(|kv| {
+            (
+                serde_json::from_slice(&kv.value).expect("stored JSON"),
+                kv.mod_revision,
+            )
+        })
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `LONG` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + LONG;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {LONG:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -149,15 +149,24 @@ impl SnapshotCache {
     pub async fn snapshot(&self, sub: Subscription) -> SharedSnapshot {
         let mut slot = self.inner.snapshots[sub.index()].lock().await;
         let head = self.head();
-        if let Some(shared) = slot.as_ref()
-            && (shared.crumb.seq == head.seq
-                || shared.built.elapsed() < self.inner.config.snapshot_reuse)
-        {
-            self.inner
-                .metrics
-                .snapshots_reused
-                .fetch_add(1, Ordering::Relaxed);
-            return shared.clone();
+        if let Some(shared) = slot.as_mut() {
+            // The status a new client is sent right after the snapshot must be the state as of
+            // now: a status-only breadcrumb keeps the seq, so frames of the head's seq are the
+            // head's data but not necessarily its status.
+            let reuse = if shared.crumb.seq == head.seq {
+                shared.crumb = head.clone();
+                true
+            } else {
+                shared.built.elapsed() < self.inner.config.snapshot_reuse
+                    && shared.crumb.status.same_states(&head.status)
+            };
+            if reuse {
+                self.inner
+                    .metrics
+                    .snapshots_reused
+                    .fetch_add(1, Ordering::Relaxed);
+                return shared.clone();
+            }
         }
         let crumb = head.clone();
         let frames: Arc<[Frame]> = match tokio::task::spawn_blocking(move || {

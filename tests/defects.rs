@@ -89,3 +89,120 @@ async fn a_new_agent_gets_the_status_as_of_now_not_the_shared_snapshots() {
     assert_eq!(second.seq, first.seq, "no data changed");
     server.stop().await;
 }
+
+fn rcc(name: &str, annotations: &str, spec: &str) -> SourceEvent {
+    SourceEvent::Upsert {
+        key: ResourceKey::new("", "RemoteClusterConfiguration", "", name),
+        value: Bytes::from(format!(
+            r#"{{"kind":"RemoteClusterConfiguration","metadata":{{"name":"{name}","annotations":{{{annotations}}}}},"spec":{spec}}}"#
+        )),
+        revision: "1".into(),
+    }
+}
+
+/// A local source driven by the test, behind the real mesh stage, served by a real server.
+async fn mesh_server() -> (mpsc::Sender<SourceEvent>, TestServer) {
+    let (tx, rx) = mpsc::channel(64);
+    let mesh = meshsync_mesh::mesh(
+        ReceiverStream::new(rx),
+        meshsync_mesh::MeshConfig::default(),
+    );
+    let server = TestServer::start(mesh).await;
+    for e in [
+        local(SourceStatus::ResyncInProgress),
+        SourceEvent::ResyncStart { cluster: "".into() },
+        SourceEvent::ResyncDone { cluster: "".into() },
+        local(SourceStatus::InSync),
+    ] {
+        tx.send(e).await.unwrap();
+    }
+    (tx, server)
+}
+
+async fn wait_cache(
+    server: &TestServer,
+    what: &str,
+    pred: impl Fn(&meshsync_cache::Breadcrumb) -> bool,
+) {
+    let mut follower = server.cache.follower();
+    within(what, async {
+        let mut crumb = follower.head();
+        while !pred(&crumb) {
+            crumb = follower.next(&crumb).await.expect("cache stopped");
+        }
+    })
+    .await
+}
+
+fn cluster_state(crumb: &meshsync_cache::Breadcrumb, cluster: &str) -> Option<SourceStatus> {
+    crumb
+        .status
+        .clusters
+        .iter()
+        .find(|(name, _)| &***name == cluster)
+        .map(|(_, c)| c.status.clone())
+}
+
+/// Item 1: `lost-cluster-grace-period: "99999999999999999999"` parsed as a number and panicked the
+/// cache writer in `Duration::from_secs_f64`; the server stayed "live" and "in sync" and no update
+/// reached an agent again. Now it is the cluster's `ConfigIncomplete`, and everything else flows.
+#[tokio::test]
+async fn an_absurd_grace_period_is_config_incomplete_and_updates_keep_flowing() {
+    let (tx, server) = mesh_server().await;
+    tx.send(rcc(
+        "bad-grace",
+        r#""meshsync.io/lost-cluster-policy":"withdraw","meshsync.io/lost-cluster-grace-period":"99999999999999999999""#,
+        r#"{"datastoreType":"etcdv3","etcdEndpoints":"http://127.0.0.1:1"}"#,
+    ))
+    .await
+    .unwrap();
+    wait_cache(&server, "bad-grace ConfigIncomplete", |c| {
+        matches!(cluster_state(c, "bad-grace"),
+            Some(SourceStatus::ConfigIncomplete(reason)) if reason.contains("lost-cluster-grace-period"))
+    })
+    .await;
+    tx.send(wep("after")).await.unwrap();
+    let key = ResourceKey::new("", "WorkloadEndpoint", "default", "after");
+    wait_cache(&server, "a later update", |c| c.snapshot.contains_key(&key)).await;
+    assert_eq!(http_get(server.health, "/liveness").await.0, 200);
+    assert!(server.cache.supervisor().failure().is_none());
+    server.stop().await;
+}
+
+/// Item 1, second half: a writer task that dies (here: its input panics) must never leave a
+/// healthy-looking server. Liveness and readiness fail with the reason.
+#[tokio::test]
+async fn a_dead_writer_takes_liveness_down() {
+    use futures::StreamExt;
+    let events = futures::stream::iter([
+        local(SourceStatus::ResyncInProgress),
+        SourceEvent::ResyncStart { cluster: "".into() },
+        wep("a"),
+        SourceEvent::ResyncDone { cluster: "".into() },
+        local(SourceStatus::InSync),
+    ])
+    .chain(futures::stream::poll_fn(
+        |_| -> std::task::Poll<Option<SourceEvent>> { panic!("injected failure in a source") },
+    ));
+    let server = TestServer::start(Box::pin(events)).await;
+    let reason = within("the writer failure", server.cache.supervisor().failed()).await;
+    assert!(reason.contains("panicked: injected failure"), "{reason}");
+    let (code, body) = http_get(server.health, "/liveness").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("injected failure"), "{body}");
+    assert_eq!(http_get(server.health, "/readiness").await.0, 503);
+    server.stop().await;
+}
+
+/// A source whose stream simply ends (the local datastore's task died) is a failure too.
+#[tokio::test]
+async fn an_ended_input_takes_liveness_down() {
+    let (tx, rx) = mpsc::channel(4);
+    let server = TestServer::start(ReceiverStream::new(rx)).await;
+    assert_eq!(http_get(server.health, "/liveness").await.0, 200);
+    drop(tx);
+    let reason = within("the writer failure", server.cache.supervisor().failed()).await;
+    assert!(reason.contains("input ended"), "{reason}");
+    assert_eq!(http_get(server.health, "/liveness").await.0, 503);
+    server.stop().await;
+}

@@ -106,6 +106,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..CacheConfig::default()
         },
     );
+    let supervised = cache.clone();
     let server = BoundServer::bind(
         cache,
         ServerConfig {
@@ -164,9 +165,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })
     });
+    let mut writer_failed = None;
     let result = server
         .serve(async {
-            super::shutdown_signal().await;
+            tokio::select! {
+                _ = super::shutdown_signal() => {}
+                reason = supervised.supervisor().failed() => writer_failed = Some(reason),
+            }
             let _ = stop_tx.send(true);
         })
         .await;
@@ -175,6 +180,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = task.await;
     }
     result?;
+    if let Some(reason) = writer_failed {
+        error!(error = %reason, "meshsync stopped because the cache writer stopped");
+        return Ok(ExitCode::FAILURE);
+    }
     info!("meshsync stopped");
     Ok(ExitCode::SUCCESS)
 }

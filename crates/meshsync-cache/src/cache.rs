@@ -14,6 +14,7 @@ use tracing::debug;
 use crate::breadcrumb::{Breadcrumb, Snapshot, snapshot_frames};
 use crate::status::SyncStatus;
 use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
+use crate::supervisor::Supervisor;
 use crate::writer::Writer;
 
 /// Tuning knobs of the cache.
@@ -38,7 +39,7 @@ impl Default for CacheConfig {
     }
 }
 
-/// Counters the cache keeps (exported as metrics later).
+/// Counters the cache keeps (rendered by the server's `/metrics`).
 #[derive(Debug, Default)]
 pub struct CacheMetrics {
     /// Changes accepted.
@@ -69,6 +70,7 @@ struct Inner {
     config: CacheConfig,
     metrics: Arc<CacheMetrics>,
     snapshots: [Mutex<Option<SharedSnapshot>>; SUBSCRIPTION_COUNT],
+    supervisor: Arc<Supervisor>,
 }
 
 /// A cheap-to-clone handle on the cache.
@@ -96,7 +98,10 @@ impl SnapshotCache {
         let metrics = Arc::new(CacheMetrics::default());
         let writer = Writer::new(genesis, head_tx, metrics.clone(), config.max_value_bytes);
         let max_batch = config.max_batch.max(1);
-        tokio::spawn(writer.run(events, max_batch));
+        let supervisor = Arc::new(Supervisor::new());
+        let task = tokio::spawn(writer.run(events, max_batch));
+        let watcher = supervisor.clone();
+        tokio::spawn(async move { watcher.watch(task).await });
         let cache = SnapshotCache {
             inner: Arc::new(Inner {
                 head_rx,
@@ -104,6 +109,7 @@ impl SnapshotCache {
                 config,
                 metrics,
                 snapshots: std::array::from_fn(|_| Mutex::new(None)),
+                supervisor,
             }),
         };
         tokio::spawn(expire_snapshots(Arc::downgrade(&cache.inner)));
@@ -123,6 +129,11 @@ impl SnapshotCache {
     /// The newest status.
     pub fn status(&self) -> Arc<SyncStatus> {
         self.head().status.clone()
+    }
+
+    /// The writer's supervisor: whether (and why) the cache can no longer move forward.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.inner.supervisor
     }
 
     pub fn metrics(&self) -> &CacheMetrics {

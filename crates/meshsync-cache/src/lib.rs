@@ -11,6 +11,7 @@ mod cache;
 mod frames;
 mod status;
 mod subscription;
+mod supervisor;
 mod writer;
 
 pub use breadcrumb::{Breadcrumb, Change, Delta, Entry, Snapshot, diff_frames, snapshot_frames};
@@ -18,3 +19,4 @@ pub use cache::{CacheConfig, CacheMetrics, Follower, SharedSnapshot, SnapshotCac
 pub use frames::{FrameBuilder, MAX_UPDATES_PER_FRAME, hello_frame, status_frame};
 pub use status::{ClusterStatus, SyncState, SyncStatus, View, cluster_state_to_proto};
 pub use subscription::{SUBSCRIPTIONS, Subscription, SubscriptionSpec, UnknownSubscription};
+pub use supervisor::Supervisor;

@@ -21,7 +21,8 @@ use meshsync_datastore::SourceEvent;
 pub use manager::{MeshConfig, RCC_KIND, RemoteClusterManager, SECRET_KIND};
 pub use rcc::{
     FEDERATION_KINDS, LOST_CLUSTER_GRACE_ANNOTATION, LOST_CLUSTER_POLICY_ANNOTATION,
-    LostClusterPolicy, OVERLAY_KINDS, REMOTE_KINDS, Rcc, RemoteConfig, RemoteDatastore,
+    LostClusterPolicy, MAX_LOST_CLUSTER_GRACE, OVERLAY_KINDS, REMOTE_KINDS, Rcc, RemoteConfig,
+    RemoteDatastore,
 };
 pub use remote::RemoteLimits;
 pub use secret::SecretData;

@@ -10,10 +10,22 @@ use futures::{Stream, StreamExt};
 use meshsync_datastore::{ClusterName, LOCAL_CLUSTER, SourceEvent, SourceStatus};
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::rcc::{LostClusterPolicy, Rcc, RemoteConfig, SecretRef};
 use crate::remote::{self, RemoteLimits, SourceStream};
+
+/// A remote source as the manager holds it: its events, then one `None` when it ends. A source
+/// never ends on its own (it retries forever), so that `None` means its task died.
+type Supervised = std::pin::Pin<Box<dyn Stream<Item = Option<SourceEvent>> + Send>>;
+
+fn supervised(stream: SourceStream) -> Supervised {
+    Box::pin(
+        stream
+            .map(Some)
+            .chain(futures::stream::once(async { None })),
+    )
+}
 use crate::secret::SecretData;
 
 /// The RCC kind, consumed here and never forwarded.
@@ -53,7 +65,7 @@ pub struct RemoteClusterManager<L> {
     config: MeshConfig,
     remotes: BTreeMap<String, Remote>,
     secrets: BTreeMap<SecretRef, SecretData>,
-    sources: StreamMap<String, SourceStream>,
+    sources: StreamMap<String, Supervised>,
     out: VecDeque<SourceEvent>,
     /// During a local relist: RCC names and Secrets not seen again yet.
     local_unseen: Option<(BTreeSet<String>, BTreeSet<SecretRef>)>,
@@ -114,7 +126,15 @@ where
                     }
                 },
                 Some((cluster, event)) = self.sources.next(), if !self.sources.is_empty() => {
-                    self.on_remote(&cluster, event);
+                    match event {
+                        Some(event) => self.on_remote(&cluster, event),
+                        None => {
+                            // Ending the mesh stops the cache writer, whose supervisor fails
+                            // liveness: a cluster that silently stops updating must not look fine.
+                            error!(cluster = %cluster, "the source of RemoteClusterConfiguration({cluster}) stopped unexpectedly; stopping the mesh");
+                            self.local_ended = true;
+                        }
+                    }
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => self.withdraw_due(),
             }
@@ -351,7 +371,7 @@ where
                 remote.withdraw_at = None;
                 remote.withdrawn = false;
                 // A restarted source relists; the cache turns that into the differences.
-                self.sources.insert(name.to_string(), stream);
+                self.sources.insert(name.to_string(), supervised(stream));
             }
             Err(reason) => {
                 if was_running {

@@ -288,9 +288,8 @@ impl Rcc {
     fn policy(&self) -> Result<LostClusterPolicy, String> {
         let grace = match self.annotations.get(LOST_CLUSTER_GRACE_ANNOTATION) {
             None => Duration::from_secs(30),
-            Some(text) => parse_duration(text).ok_or_else(|| {
-                format!("annotation {LOST_CLUSTER_GRACE_ANNOTATION}: {text:?} is not a duration such as 30s or 2m")
-            })?,
+            Some(text) => parse_duration(text)
+                .map_err(|e| format!("annotation {LOST_CLUSTER_GRACE_ANNOTATION}: {e}"))?,
         };
         match self
             .annotations
@@ -306,22 +305,38 @@ impl Rcc {
     }
 }
 
-/// `30s`, `2m`, `1h`, `500ms` or plain seconds.
-fn parse_duration(text: &str) -> Option<Duration> {
+/// The longest grace period an RCC may ask for. Anything longer is almost certainly a mistake
+/// (and arbitrary numbers must never reach `Duration`/`Instant` arithmetic, which panics on
+/// overflow): use `keep` to keep a lost cluster's data for good.
+pub const MAX_LOST_CLUSTER_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `30s`, `2m`, `1h`, `500ms` or plain seconds, from 0 up to [`MAX_LOST_CLUSTER_GRACE`].
+fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => t.split_at(i),
         None => (t, "s"),
     };
-    let n: f64 = number.parse().ok()?;
+    let invalid = || format!("{text:?} is not a duration such as 30s or 2m");
+    // Digits and at most one dot only: no signs, exponents, `inf` or `NaN`.
+    if number.is_empty() || number.matches('.').count() > 1 || number == "." {
+        return Err(invalid());
+    }
+    let n: f64 = number.parse().map_err(|_| invalid())?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return None,
+        _ => return Err(invalid()),
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_LOST_CLUSTER_GRACE => Ok(d),
+        _ => Err(format!(
+            "{text:?} is longer than the longest grace period, {}h (use {LOST_CLUSTER_POLICY_ANNOTATION}: keep to keep a lost cluster's data)",
+            MAX_LOST_CLUSTER_GRACE.as_secs() / 3600
+        )),
+    }
 }
 
 fn endpoint_ok(e: &str) -> bool {
@@ -545,10 +560,37 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("x"), None);
-        assert_eq!(parse_duration("5d"), None);
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("168h"), Ok(MAX_LOST_CLUSTER_GRACE));
+        for bad in [
+            "x", "5d", "", "s", ".", "1.2.3", "-5", "+5", "1e3", "inf", "NaN",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        // Digits only, so they parse as a number: far too big for a Duration (this panicked the
+        // cache writer through `Duration::from_secs_f64`), or merely longer than allowed.
+        for big in ["99999999999999999999", "169h", "1e400", "604801"] {
+            let err = parse_duration(big).unwrap_err();
+            assert!(
+                err.contains("longest") || err.contains("not a duration"),
+                "{big}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_absurd_grace_period_is_a_config_error_not_a_panic() {
+        let r = rcc(
+            r#"{"metadata":{"annotations":{"meshsync.io/lost-cluster-policy":"withdraw","meshsync.io/lost-cluster-grace-period":"99999999999999999999"}},
+               "spec":{"datastoreType":"etcdv3","etcdEndpoints":"http://a:1"}}"#,
+        );
+        let err = r.resolve(&none(), None).unwrap_err();
+        assert!(
+            err.contains(LOST_CLUSTER_GRACE_ANNOTATION) && err.contains("longest"),
+            "{err}"
+        );
     }
 }

@@ -206,3 +206,43 @@ async fn an_ended_input_takes_liveness_down() {
     assert_eq!(http_get(server.health, "/liveness").await.0, 503);
     server.stop().await;
 }
+
+/// Item 11: a blackholed remote alternated `ConnectionFailed` with `ResyncInProgress` and an
+/// empty error between retries. The last failure now stays visible until the cluster is in sync.
+#[tokio::test]
+async fn a_retrying_cluster_keeps_its_last_error_until_in_sync() {
+    let (tx, rx) = mpsc::channel(16);
+    let server = TestServer::start(ReceiverStream::new(rx)).await;
+    let remote = |status| SourceEvent::Status {
+        cluster: "cluster-b".into(),
+        status,
+    };
+    let error_of = |s: &pb::Status| {
+        s.clusters
+            .iter()
+            .find(|c| c.cluster == "cluster-b")
+            .map(|c| (c.state(), c.error.clone()))
+    };
+    tx.send(remote(SourceStatus::ConnectionFailed(
+        "cannot connect to etcd: timed out".into(),
+    )))
+    .await
+    .unwrap();
+    tx.send(remote(SourceStatus::ResyncInProgress)).await.unwrap();
+    wait_cache(&server, "cluster-b retrying", |c| {
+        cluster_state(c, "cluster-b") == Some(SourceStatus::ResyncInProgress)
+    })
+    .await;
+    let status = server.cache.status().to_proto(meshsync_cache::Subscription::ALL);
+    let (state, error) = error_of(&status).unwrap();
+    assert_eq!(state, pb::ClusterState::ResyncInProgress);
+    assert_eq!(error, "retrying after: cannot connect to etcd: timed out");
+    tx.send(remote(SourceStatus::InSync)).await.unwrap();
+    wait_cache(&server, "cluster-b in sync", |c| {
+        cluster_state(c, "cluster-b") == Some(SourceStatus::InSync)
+    })
+    .await;
+    let status = server.cache.status().to_proto(meshsync_cache::Subscription::ALL);
+    assert_eq!(error_of(&status).unwrap().1, "", "cleared once in sync");
+    server.stop().await;
+}

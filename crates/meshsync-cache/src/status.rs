@@ -38,15 +38,42 @@ pub struct View {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStatus {
     pub status: SourceStatus,
+    /// The last connection failure, kept while the source retries (`Connecting`,
+    /// `ResyncInProgress`) so that an unreachable cluster never shows an empty error between two
+    /// attempts; cleared once it is in sync (or its configuration is the problem).
+    pub last_error: Option<std::sync::Arc<str>>,
     /// Per subscription type (indexed by [`Subscription::index`]).
     pub views: [View; SUBSCRIPTION_COUNT],
 }
 
 impl ClusterStatus {
     pub fn new(status: SourceStatus) -> Self {
-        ClusterStatus {
-            status,
+        let mut c = ClusterStatus {
+            status: SourceStatus::Connecting,
+            last_error: None,
             views: [View::default(); SUBSCRIPTION_COUNT],
+        };
+        c.set(status);
+        c
+    }
+
+    /// Moves to a new state, remembering or forgetting the last failure.
+    pub fn set(&mut self, status: SourceStatus) {
+        match &status {
+            SourceStatus::ConnectionFailed(reason) => self.last_error = Some(reason.as_str().into()),
+            SourceStatus::InSync | SourceStatus::ConfigIncomplete(_) => self.last_error = None,
+            SourceStatus::Connecting | SourceStatus::ResyncInProgress => {}
+        }
+        self.status = status;
+    }
+
+    /// The error agents and `meshsync status` see: the state's own, else the failure the source
+    /// is retrying after.
+    pub fn error(&self) -> String {
+        match (&self.status, &self.last_error) {
+            (SourceStatus::ConnectionFailed(e) | SourceStatus::ConfigIncomplete(e), _) => e.clone(),
+            (_, Some(last)) => format!("retrying after: {last}"),
+            (_, None) => String::new(),
         }
     }
 
@@ -106,7 +133,7 @@ impl SyncStatus {
                 .map(|(name, c)| pb::ClusterStatus {
                     cluster: name.to_string(),
                     state: cluster_state_to_proto(&c.status) as i32,
-                    error: c.status.error().to_string(),
+                    error: c.error(),
                     keys: c.view(sub).keys,
                     digest: c.view(sub).digest,
                 })

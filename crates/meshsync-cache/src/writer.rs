@@ -137,7 +137,7 @@ impl Writer {
                     .clusters
                     .entry(cluster)
                     .or_insert_with(|| ClusterStatus::new(status.clone()));
-                entry.status = status;
+                entry.set(status);
             }
             SourceEvent::ResyncStart { cluster } => {
                 let keys: HashSet<ResourceKey> = self.cluster_keys(&cluster).collect();

@@ -102,11 +102,14 @@ fn rcc(name: &str, annotations: &str, spec: &str) -> SourceEvent {
 
 /// A local source driven by the test, behind the real mesh stage, served by a real server.
 async fn mesh_server() -> (mpsc::Sender<SourceEvent>, TestServer) {
+    mesh_server_with(meshsync_mesh::MeshConfig::default()).await
+}
+
+async fn mesh_server_with(
+    config: meshsync_mesh::MeshConfig,
+) -> (mpsc::Sender<SourceEvent>, TestServer) {
     let (tx, rx) = mpsc::channel(64);
-    let mesh = meshsync_mesh::mesh(
-        ReceiverStream::new(rx),
-        meshsync_mesh::MeshConfig::default(),
-    );
+    let mesh = meshsync_mesh::mesh(ReceiverStream::new(rx), config);
     let server = TestServer::start(mesh).await;
     for e in [
         local(SourceStatus::ResyncInProgress),
@@ -228,12 +231,17 @@ async fn a_retrying_cluster_keeps_its_last_error_until_in_sync() {
     )))
     .await
     .unwrap();
-    tx.send(remote(SourceStatus::ResyncInProgress)).await.unwrap();
+    tx.send(remote(SourceStatus::ResyncInProgress))
+        .await
+        .unwrap();
     wait_cache(&server, "cluster-b retrying", |c| {
         cluster_state(c, "cluster-b") == Some(SourceStatus::ResyncInProgress)
     })
     .await;
-    let status = server.cache.status().to_proto(meshsync_cache::Subscription::ALL);
+    let status = server
+        .cache
+        .status()
+        .to_proto(meshsync_cache::Subscription::ALL);
     let (state, error) = error_of(&status).unwrap();
     assert_eq!(state, pb::ClusterState::ResyncInProgress);
     assert_eq!(error, "retrying after: cannot connect to etcd: timed out");
@@ -242,7 +250,137 @@ async fn a_retrying_cluster_keeps_its_last_error_until_in_sync() {
         cluster_state(c, "cluster-b") == Some(SourceStatus::InSync)
     })
     .await;
-    let status = server.cache.status().to_proto(meshsync_cache::Subscription::ALL);
+    let status = server
+        .cache
+        .status()
+        .to_proto(meshsync_cache::Subscription::ALL);
     assert_eq!(error_of(&status).unwrap().1, "", "cleared once in sync");
+    server.stop().await;
+}
+
+const UNREACHABLE_ETCD: &str = r#"{"datastoreType":"etcdv3","etcdEndpoints":"http://127.0.0.1:1"}"#;
+
+fn cluster_names(crumb: &meshsync_cache::Breadcrumb) -> Vec<String> {
+    crumb
+        .status
+        .clusters
+        .keys()
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// Item 9: RCCs named `(local)`, `a/b` and `" "` became clusters (`meshsync status` showed two
+/// `(local)` rows). Only DNS-1123 subdomains are clusters; the others are ignored with a warning.
+#[tokio::test]
+async fn rccs_with_invalid_names_never_become_clusters() {
+    let (tx, server) = mesh_server().await;
+    for name in ["(local)", "a/b", " ", "UPPER", "-x"] {
+        tx.send(rcc(name, "", UNREACHABLE_ETCD)).await.unwrap();
+    }
+    tx.send(rcc("good-one", "", UNREACHABLE_ETCD))
+        .await
+        .unwrap();
+    wait_cache(&server, "good-one listed", |c| {
+        cluster_state(c, "good-one").is_some()
+    })
+    .await;
+    assert_eq!(cluster_names(&server.cache.head()), ["", "good-one"]);
+    server.stop().await;
+}
+
+/// Item 11: a Secret whose data is not base64 was reported as "not found".
+#[tokio::test]
+async fn a_malformed_secret_is_reported_as_malformed() {
+    let (tx, server) = mesh_server().await;
+    tx.send(SourceEvent::Upsert {
+        key: ResourceKey::new("", "Secret", "ns", "access"),
+        value: Bytes::from_static(br#"{"kind":"Secret","data":{"datastoreType":"%%%"}}"#),
+        revision: "1".into(),
+    })
+    .await
+    .unwrap();
+    tx.send(rcc(
+        "by-secret",
+        "",
+        r#"{"clusterAccessSecret":{"kind":"Secret","namespace":"ns","name":"access"}}"#,
+    ))
+    .await
+    .unwrap();
+    wait_cache(&server, "by-secret ConfigIncomplete", |c| {
+        matches!(
+            cluster_state(c, "by-secret"),
+            Some(SourceStatus::ConfigIncomplete(_))
+        )
+    })
+    .await;
+    let state = cluster_state(&server.cache.head(), "by-secret").unwrap();
+    let reason = state.error();
+    assert!(
+        reason.contains("ns/access is malformed") && reason.contains("not base64"),
+        "{reason}"
+    );
+    server.stop().await;
+}
+
+/// Item 11: an RCC pointing at the local datastore, or two RCCs at one remote, served every
+/// endpoint a second time under another cluster name, silently. The later one is refused with
+/// the reason (status and log) and runs once the one it duplicates is gone.
+#[tokio::test]
+async fn rccs_that_duplicate_a_datastore_are_refused_with_the_reason() {
+    let (tx, server) = mesh_server_with(meshsync_mesh::MeshConfig {
+        local_identities: vec![meshsync_mesh::etcd_identity("127.0.0.1:2379", "/calico")],
+        ..Default::default()
+    })
+    .await;
+    tx.send(rcc(
+        "points-home",
+        "",
+        r#"{"datastoreType":"etcdv3","etcdEndpoints":"http://127.0.0.1:2379"}"#,
+    ))
+    .await
+    .unwrap();
+    wait_cache(&server, "points-home refused", |c| {
+        matches!(cluster_state(c, "points-home"),
+            Some(SourceStatus::ConfigIncomplete(r)) if r.contains("local cluster's own datastore"))
+    })
+    .await;
+
+    tx.send(rcc("first", "", UNREACHABLE_ETCD)).await.unwrap();
+    tx.send(rcc(
+        "second",
+        "",
+        r#"{"datastoreType":"etcdv3","etcdEndpoints":"https://127.0.0.1:1,http://127.0.0.1:3"}"#,
+    ))
+    .await
+    .unwrap();
+    wait_cache(&server, "second refused as a duplicate of first", |c| {
+        matches!(cluster_state(c, "second"),
+            Some(SourceStatus::ConfigIncomplete(r)) if r.contains("same datastore") && r.contains("RemoteClusterConfiguration(first)"))
+    })
+    .await;
+    assert!(!matches!(
+        cluster_state(&server.cache.head(), "first"),
+        Some(SourceStatus::ConfigIncomplete(_))
+    ));
+
+    // Once `first` is deleted, `second` is the only one and runs.
+    tx.send(SourceEvent::Delete {
+        key: ResourceKey::new("", "RemoteClusterConfiguration", "", "first"),
+        revision: "2".into(),
+    })
+    .await
+    .unwrap();
+    wait_cache(&server, "second running", |c| {
+        cluster_state(c, "first").is_none()
+            && matches!(
+                cluster_state(c, "second"),
+                Some(
+                    SourceStatus::Connecting
+                        | SourceStatus::ConnectionFailed(_)
+                        | SourceStatus::ResyncInProgress
+                )
+            )
+    })
+    .await;
     server.stop().await;
 }

@@ -91,6 +91,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let source = meshsync_mesh::mesh(
         local,
         MeshConfig {
+            local_identities: local_identities(&args.datastore),
             base_dir,
             limits: RemoteLimits {
                 max_value_bytes: args.max_value_bytes,
@@ -186,6 +187,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     info!("meshsync stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What identifies the local datastore, so that an RCC pointing back at it is refused.
+fn local_identities(datastore: &DatastoreUrl) -> Vec<String> {
+    match datastore {
+        DatastoreUrl::File(dir) => vec![meshsync_mesh::file_identity(dir)],
+        DatastoreUrl::Etcd { endpoints, prefix } => endpoints
+            .iter()
+            .map(|e| meshsync_mesh::etcd_identity(e, prefix))
+            .collect(),
+    }
 }
 
 type LocalSource = std::pin::Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;

@@ -60,7 +60,9 @@ impl ClusterStatus {
     /// Moves to a new state, remembering or forgetting the last failure.
     pub fn set(&mut self, status: SourceStatus) {
         match &status {
-            SourceStatus::ConnectionFailed(reason) => self.last_error = Some(reason.as_str().into()),
+            SourceStatus::ConnectionFailed(reason) => {
+                self.last_error = Some(reason.as_str().into())
+            }
             SourceStatus::InSync | SourceStatus::ConfigIncomplete(_) => self.last_error = None,
             SourceStatus::Connecting | SourceStatus::ResyncInProgress => {}
         }

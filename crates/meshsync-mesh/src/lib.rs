@@ -20,9 +20,9 @@ use meshsync_datastore::SourceEvent;
 
 pub use manager::{MeshConfig, RCC_KIND, RemoteClusterManager, SECRET_KIND};
 pub use rcc::{
-    FEDERATION_KINDS, LOST_CLUSTER_GRACE_ANNOTATION, LOST_CLUSTER_POLICY_ANNOTATION,
-    LostClusterPolicy, MAX_LOST_CLUSTER_GRACE, OVERLAY_KINDS, REMOTE_KINDS, Rcc, RemoteConfig,
-    RemoteDatastore,
+    CALICO_ETCD_PREFIX, FEDERATION_KINDS, LOST_CLUSTER_GRACE_ANNOTATION,
+    LOST_CLUSTER_POLICY_ANNOTATION, LostClusterPolicy, MAX_LOST_CLUSTER_GRACE, OVERLAY_KINDS,
+    REMOTE_KINDS, Rcc, RemoteConfig, RemoteDatastore, etcd_identity, file_identity,
 };
 pub use remote::RemoteLimits;
 pub use secret::SecretData;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamMap;
 use tracing::{debug, error, info, warn};
 
-use crate::rcc::{LostClusterPolicy, Rcc, RemoteConfig, SecretRef};
+use crate::rcc::{LostClusterPolicy, Rcc, RemoteConfig, SecretRef, Secrets, validate_cluster_name};
 use crate::remote::{self, RemoteLimits, SourceStream};
 
 /// A remote source as the manager holds it: its events, then one `None` when it ends. A source
@@ -33,9 +33,15 @@ pub const RCC_KIND: &str = "RemoteClusterConfiguration";
 /// Secrets are consumed here and never forwarded: node agents have no business with them.
 pub const SECRET_KIND: &str = "Secret";
 
+/// Starts the reason of an RCC refused because its datastore is already in the mesh.
+const DUPLICATE: &str = "duplicate cluster";
+
 /// Settings of the mesh stage.
 #[derive(Clone, Debug, Default)]
 pub struct MeshConfig {
+    /// What identifies the local datastore ([`crate::etcd_identity`], [`crate::file_identity`]):
+    /// an RCC pointing at it is refused instead of serving every local endpoint a second time.
+    pub local_identities: Vec<String>,
     /// Anchors relative `filePath`s of `datastoreType: file` remotes (the local file datastore's
     /// directory).
     pub base_dir: Option<PathBuf>,
@@ -64,7 +70,7 @@ pub struct RemoteClusterManager<L> {
     local_ended: bool,
     config: MeshConfig,
     remotes: BTreeMap<String, Remote>,
-    secrets: BTreeMap<SecretRef, SecretData>,
+    secrets: Secrets,
     sources: StreamMap<String, Supervised>,
     out: VecDeque<SourceEvent>,
     /// During a local relist: RCC names and Secrets not seen again yet.
@@ -313,6 +319,11 @@ where
     }
 
     fn rcc_upserted(&mut self, name: &str, value: &Bytes) {
+        if let Err(reason) = validate_cluster_name(name) {
+            // Not a cluster at all: no source, no status row, no keys.
+            warn!(error = %reason, "ignoring RemoteClusterConfiguration with an invalid name");
+            return;
+        }
         let rcc = Rcc::parse(name, value);
         let is_new = !self.remotes.contains_key(name);
         if is_new {
@@ -348,12 +359,19 @@ where
 
     /// Recomputes a remote's configuration and starts, restarts or stops its source.
     fn reconfigure(&mut self, name: &str, why: &str) {
-        let Some(remote) = self.remotes.get_mut(name) else {
+        let Some(remote) = self.remotes.get(name) else {
             return;
         };
         let config = remote
             .rcc
-            .resolve(&self.secrets, self.config.base_dir.as_deref());
+            .resolve(&self.secrets, self.config.base_dir.as_deref())
+            .and_then(|config| match self.duplicate_of(name, &config) {
+                Some(reason) => Err(reason),
+                None => Ok(config),
+            });
+        let Some(remote) = self.remotes.get_mut(name) else {
+            return;
+        };
         let unchanged = remote.running && remote.config.as_ref().ok() == config.as_ref().ok();
         let was_valid = remote.config.is_ok();
         let was_running = remote.running;
@@ -372,6 +390,9 @@ where
                 remote.withdrawn = false;
                 // A restarted source relists; the cache turns that into the differences.
                 self.sources.insert(name.to_string(), supervised(stream));
+                if was_running {
+                    self.retry_duplicates(name);
+                }
             }
             Err(reason) => {
                 if was_running {
@@ -388,6 +409,7 @@ where
                         cluster: cluster.clone(),
                     });
                     self.out.push_back(SourceEvent::ResyncDone { cluster });
+                    self.retry_duplicates(name);
                 }
                 let reason = if was_valid && was_running {
                     format!("Config is incomplete, stopping watch remote: {reason}")
@@ -401,6 +423,47 @@ where
                 });
                 self.release(name);
             }
+        }
+    }
+
+    /// Why `config` must not run for `name`: it points at the local datastore, or at the datastore
+    /// of a remote that already runs (every endpoint would be served twice, under two names).
+    fn duplicate_of(&self, name: &str, config: &RemoteConfig) -> Option<String> {
+        let ids = config.datastore.identities();
+        if let Some(id) = ids
+            .iter()
+            .find(|id| self.config.local_identities.contains(id))
+        {
+            return Some(format!(
+                "{DUPLICATE}: it points at the local cluster's own datastore ({id}), whose data is already served as the local cluster"
+            ));
+        }
+        self.remotes
+            .iter()
+            .filter(|(other, r)| other.as_str() != name && r.running)
+            .find_map(|(other, r)| {
+                let theirs = r.config.as_ref().ok()?.datastore.identities();
+                let id = ids.iter().find(|id| theirs.contains(id))?;
+                Some(format!(
+                    "{DUPLICATE}: it points at the same datastore ({id}) as RemoteClusterConfiguration({other})"
+                ))
+            })
+    }
+
+    /// After `freed` stopped or changed datastore: RCCs refused as its duplicates may run now.
+    fn retry_duplicates(&mut self, freed: &str) {
+        let waiting: Vec<String> = self
+            .remotes
+            .iter()
+            .filter(|(n, r)| {
+                n.as_str() != freed
+                    && !r.running
+                    && r.config.as_ref().is_err_and(|e| e.contains(DUPLICATE))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in waiting {
+            self.reconfigure(&name, "duplicate freed");
         }
     }
 
@@ -418,19 +481,16 @@ where
         self.out.push_back(SourceEvent::ClusterRemoved {
             cluster: name.into(),
         });
+        self.retry_duplicates(name);
     }
 
     fn secret_changed(&mut self, reference: SecretRef, value: Option<&Bytes>) {
-        let new = match value {
-            None => None,
-            Some(v) => match SecretData::parse(v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(secret = %format!("{}/{}", reference.0, reference.1), error = %e, "ignoring malformed Secret");
-                    None
-                }
-            },
-        };
+        let new = value.map(|v| {
+            SecretData::parse(v).inspect_err(|e| {
+                warn!(secret = %format!("{}/{}", reference.0, reference.1), error = %e,
+                    "malformed Secret; RemoteClusterConfigurations that use it report ConfigIncomplete");
+            })
+        });
         let old = match &new {
             Some(s) => self.secrets.insert(reference.clone(), s.clone()),
             None => self.secrets.remove(&reference),

@@ -36,6 +36,35 @@ pub enum LostClusterPolicy {
     Withdraw { grace: Duration },
 }
 
+/// Checks an RCC's name, which becomes the cluster's name in every key and status: a DNS-1123
+/// subdomain (lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit,
+/// at most 253 characters), as the Kubernetes API would require of the object. Anything else
+/// (`(local)`, `a/b`, `" "`, …) could be confused with the local cluster or break key paths.
+pub fn validate_cluster_name(name: &str) -> Result<(), String> {
+    const MAX: usize = 253;
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX
+        && bytes.iter().all(|&c| alnum(c) || c == b'-' || c == b'.')
+        && name.split('.').all(|label| {
+            let l = label.as_bytes();
+            !l.is_empty() && alnum(l[0]) && alnum(l[l.len() - 1])
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "RemoteClusterConfiguration name {:?} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most {MAX} characters)",
+            name.escape_debug()
+                .to_string()
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ))
+    }
+}
+
 /// How to reach a remote cluster's datastore.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RemoteDatastore {
@@ -54,6 +83,41 @@ pub enum RemoteDatastore {
     },
     /// meshsync's extension: a directory of manifests (`spec.filePath`).
     File { dir: PathBuf },
+}
+
+/// The prefix under which Calico keeps its etcdv3 data; remotes are always read there.
+pub const CALICO_ETCD_PREFIX: &str = "/calico";
+
+/// Identifies an etcd datastore by one endpoint (scheme dropped, host lower-cased) and prefix.
+/// Best effort: two names for one host (`localhost`, `127.0.0.1`) are not recognised as one.
+pub fn etcd_identity(endpoint: &str, prefix: &str) -> String {
+    let host_port = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint)
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    format!("etcd {host_port}{}", prefix.trim_end_matches('/'))
+}
+
+/// Identifies a file datastore by its directory (resolved through symlinks when it exists).
+pub fn file_identity(dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    format!("file {}", dir.display())
+}
+
+impl RemoteDatastore {
+    /// What identifies the datastore, so that two RCCs (or an RCC and the local cluster) that
+    /// name one datastore are recognised: any shared identity means the same data.
+    pub fn identities(&self) -> Vec<String> {
+        match self {
+            RemoteDatastore::Etcd { endpoints, .. } => endpoints
+                .iter()
+                .map(|e| etcd_identity(e, CALICO_ETCD_PREFIX))
+                .collect(),
+            RemoteDatastore::File { dir } => vec![file_identity(dir)],
+        }
+    }
 }
 
 /// Everything that decides how a remote source runs; a change restarts that one source.
@@ -192,6 +256,10 @@ pub struct Rcc {
 /// Where a Secret lives.
 pub type SecretRef = (String, String);
 
+/// The Secrets of the local cluster that RCCs may name: decoded, or why a present Secret could not
+/// be decoded (so that an RCC reports "malformed", never "not found", for a Secret that exists).
+pub type Secrets = BTreeMap<SecretRef, Result<SecretData, String>>;
+
 impl Rcc {
     /// Parses an RCC object. A malformed spec is kept as an error, reported as `ConfigIncomplete`.
     pub fn parse(name: &str, value: &[u8]) -> Rcc {
@@ -233,7 +301,7 @@ impl Rcc {
     /// incomplete. `base_dir` anchors relative `filePath`s (the local file datastore's directory).
     pub fn resolve(
         &self,
-        secrets: &BTreeMap<SecretRef, SecretData>,
+        secrets: &Secrets,
         base_dir: Option<&Path>,
     ) -> Result<RemoteConfig, String> {
         let spec = self.spec.as_ref().map_err(Clone::clone)?;
@@ -266,12 +334,21 @@ impl Rcc {
                     return Err("clusterAccessSecret needs a namespace and a name".into());
                 }
                 let key = (reference.namespace.clone(), reference.name.clone());
-                let secret = secrets.get(&key).ok_or_else(|| {
-                    format!(
-                        "cluster access secret {}/{} was not found",
-                        reference.namespace, reference.name
-                    )
-                })?;
+                let secret = match secrets.get(&key) {
+                    None => {
+                        return Err(format!(
+                            "cluster access secret {}/{} was not found",
+                            reference.namespace, reference.name
+                        ));
+                    }
+                    Some(Err(e)) => {
+                        return Err(format!(
+                            "cluster access secret {}/{} is malformed: {e}",
+                            reference.namespace, reference.name
+                        ));
+                    }
+                    Some(Ok(secret)) => secret,
+                };
                 RccSpec::from_secret(secret)
                     .map_err(|e| format!("cluster access secret {}/{}: {e}", key.0, key.1))?
             }
@@ -448,7 +525,7 @@ mod tests {
         Rcc::parse("cluster-b", json.as_bytes())
     }
 
-    fn none() -> BTreeMap<SecretRef, SecretData> {
+    fn none() -> Secrets {
         BTreeMap::new()
     }
 
@@ -530,8 +607,7 @@ mod tests {
         let mut secrets = none();
         secrets.insert(
             ("ns".into(), "s".into()),
-            SecretData::parse(br#"{"stringData":{"datastoreType":"file","filePath":"../b"}}"#)
-                .unwrap(),
+            SecretData::parse(br#"{"stringData":{"datastoreType":"file","filePath":"../b"}}"#),
         );
         let c = r.resolve(&secrets, Some(Path::new("/x/a"))).unwrap();
         assert_eq!(
@@ -549,13 +625,46 @@ mod tests {
         // A secret with an invalid type is reported as such.
         secrets.insert(
             ("ns".into(), "s".into()),
-            SecretData::parse(br#"{"stringData":{"datastoreType":"bogus"}}"#).unwrap(),
+            SecretData::parse(br#"{"stringData":{"datastoreType":"bogus"}}"#),
         );
         assert!(
             r.resolve(&secrets, None)
                 .unwrap_err()
                 .contains("DatastoreType")
         );
+        // A Secret that exists but does not decode is "malformed", not "not found".
+        secrets.insert(
+            ("ns".into(), "s".into()),
+            SecretData::parse(br#"{"data":{"datastoreType":"!!not base64!!"}}"#),
+        );
+        let err = r.resolve(&secrets, None).unwrap_err();
+        assert!(
+            err.contains("ns/s is malformed") && err.contains("not base64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cluster_names_are_dns_1123_subdomains() {
+        for good in ["cluster-b", "a", "0", "eu-west.prod-1", &"a".repeat(253)] {
+            assert_eq!(validate_cluster_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "(local)",
+            "a/b",
+            " ",
+            "A",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a_b",
+            "a\nb",
+            &"a".repeat(254),
+        ] {
+            assert!(validate_cluster_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn serve_federation_writes_generated_files() {
         "127.0.0.1:0",
     ]);
     let generated = a.join("generated");
-    let endpoints = generated.join("endpoints-default-my-app-federated.json");
+    let endpoints = generated.join("endpoints_default_my-app-federated.json");
     let value = wait_file(&mut serve, &endpoints, "both clusters' addresses", |v| {
         generated_addresses(v) == all
     });
@@ -190,7 +190,7 @@ fn serve_federation_writes_generated_files() {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with("endpointslice-default-")
+                .starts_with("endpointslice_default_")
         })
         .map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap())
         .collect();

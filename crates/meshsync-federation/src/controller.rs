@@ -22,8 +22,10 @@
 //! # File datastores
 //!
 //! With [`LocalDatastore::Files`] each managed object is one pretty-printed JSON file in
-//! `DIR/generated/` (created when missing): `endpoints-<ns>-<name>.json` and
-//! `endpointslice-<ns>-<name>.json`. The file datastore watches `DIR` recursively, so the generated
+//! `DIR/generated/` (created when missing): `endpoints_<ns>_<name>.json` and
+//! `endpointslice_<ns>_<name>.json` (`_` never occurs in a part: anything but `[a-z0-9.-]` is
+//! `%XX`-escaped, so every object has its own file; files named as earlier versions did,
+//! `endpoints-<ns>-<name>.json`, are removed at start when managed, and rewritten). The file datastore watches `DIR` recursively, so the generated
 //! files come back through the subscription and the mirror tells what the datastore holds, exactly
 //! as with etcd. A file is written atomically (a hidden temp file in `generated/`, which the
 //! datastore ignores, then a rename) and only when its content differs; an unneeded object is
@@ -364,9 +366,12 @@ impl Writer {
                 }
                 Ok(())
             }
-            Writer::Files { dir } => tokio::fs::create_dir_all(&*dir)
-                .await
-                .map_err(|e| format!("cannot create {}: {e}", dir.display())),
+            Writer::Files { dir } => {
+                tokio::fs::create_dir_all(&*dir)
+                    .await
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                remove_legacy_files(dir).await.map(|_| ())
+            }
         }
     }
 
@@ -379,6 +384,9 @@ impl Writer {
                 ..
             } => {
                 let client = client.as_deref().ok_or(ApplyError::NotConnected)?;
+                // A `/` in a part would put the object under another namespace's path.
+                check_name(&action.namespace)?;
+                check_name(&action.name)?;
                 let key = key_path(prefix, action.kind, &action.namespace, &action.name)
                     .ok_or(ApplyError::NoLayout(action.kind))?;
                 apply_one_etcd(client, *max_attempts, &key, action).await
@@ -510,19 +518,73 @@ async fn apply_one_etcd(
     Err(ApplyError::Conflict(max_attempts))
 }
 
-/// The file of a managed object: `<kind lowercased>-<namespace>-<name>.json` in `generated/`.
-fn generated_file(dir: &Path, action: &Action) -> Result<PathBuf, ApplyError> {
-    for part in [&action.namespace, &action.name] {
-        if part.contains(['/', '\\', '\0']) || part.starts_with('.') {
-            return Err(ApplyError::BadName(part.clone()));
+/// Refuses names that are not names: empty, path-like, or hidden-file-like. Kubernetes would never
+/// accept them (namespaces are DNS-1123 labels, names DNS-1123 subdomains); a file datastore might
+/// hold them.
+fn check_name(part: &str) -> Result<(), ApplyError> {
+    if part.is_empty() || part.contains(['/', '\\', '\0']) || part.starts_with('.') {
+        return Err(ApplyError::BadName(part.to_string()));
+    }
+    Ok(())
+}
+
+/// One part of a generated file name: `[a-z0-9.-]` as they are (every valid Kubernetes name is
+/// written as itself), anything else `%XX`-escaped, so `_` never occurs inside a part.
+fn file_name_part(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
+    out
+}
+
+/// The file of a managed object in `generated/`: `<kind>_<namespace>_<name>.json` (kind lower-
+/// cased, parts as [`file_name_part`] writes them). `_` cannot occur in a part, so every
+/// (kind, namespace, name) has its own file: `col/x-y` and `col-x/y` no longer share one.
+fn generated_file(dir: &Path, action: &Action) -> Result<PathBuf, ApplyError> {
+    check_name(&action.namespace)?;
+    check_name(&action.name)?;
     Ok(dir.join(format!(
-        "{}-{}-{}.json",
+        "{}_{}_{}.json",
         action.kind.to_ascii_lowercase(),
-        action.namespace,
-        action.name
+        file_name_part(&action.namespace),
+        file_name_part(&action.name)
     )))
+}
+
+/// Files an earlier version wrote (`endpoints-<ns>-<name>.json`, `endpointslice-<ns>-<name>.json`:
+/// ambiguous, since `-` occurs in names). Removed at start when they are ours (managed), so the
+/// objects they hold are written again under their unambiguous names.
+async fn remove_legacy_files(dir: &Path) -> Result<usize, String> {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+    };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let legacy = (name.starts_with("endpoints-") || name.starts_with("endpointslice-"))
+            && name.ends_with(".json");
+        if !legacy {
+            continue;
+        }
+        let path = entry.path();
+        let managed = tokio::fs::read(&path)
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .is_some_and(|v| is_managed(&v));
+        if managed && tokio::fs::remove_file(&path).await.is_ok() {
+            info!(path = %path.display(), "removed a federated object file with an old, ambiguous name; it is written again under its new name");
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Brings one object's file in `generated/` to its desired state.
@@ -756,6 +818,65 @@ mod tests {
         }
     }
 
+    /// Issue 8 item 3: `col/x-y` and `col-x/y` shared `endpoints-col-x-y.json`, so each overwrote
+    /// the other's endpoints. Every (kind, namespace, name) now has its own file.
+    #[tokio::test]
+    async fn file_names_never_collide_across_namespaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let object = |ns: &str, name: &str, ip: &str| Action {
+            kind: ENDPOINTS,
+            namespace: ns.into(),
+            name: name.into(),
+            desired: Some(json!({"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": name, "namespace": ns,
+                    "annotations": {"federation.tigera.io/serviceSelector": "all()"}},
+                "subsets": [{"addresses": [{"ip": ip}]}]})),
+        };
+        let pairs = [
+            ("col", "x-y", "10.0.0.1"),
+            ("col-x", "y", "10.0.0.2"),
+            ("c_o", "l", "10.0.0.3"),
+            ("c", "o_l", "10.0.0.4"),
+        ];
+        for (ns, name, ip) in pairs {
+            let outcome = apply_one_file(dir.path(), &object(ns, name, ip)).await;
+            assert!(matches!(outcome, Ok(Outcome::Written)), "{ns}/{name}");
+        }
+        for (ns, name, ip) in pairs {
+            let path = generated_file(dir.path(), &object(ns, name, ip)).unwrap();
+            let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(v["metadata"]["namespace"], ns);
+            assert_eq!(v["metadata"]["name"], name);
+            assert_eq!(
+                v["subsets"][0]["addresses"][0]["ip"],
+                ip,
+                "{}",
+                path.display()
+            );
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), pairs.len());
+        assert_eq!(file_name_part("my-app.v1"), "my-app.v1");
+        assert_eq!(file_name_part("A_b c"), "%41%5Fb%20c");
+    }
+
+    /// Files named as before (ambiguous) are removed at start when they are ours, and only then.
+    #[tokio::test]
+    async fn legacy_file_names_are_removed_when_managed() {
+        let dir = tempfile::tempdir().unwrap();
+        let managed = r#"{"kind":"Endpoints","metadata":{"name":"a","namespace":"b","annotations":{"federation.tigera.io/serviceSelector":"all()"}}}"#;
+        let unmanaged = r#"{"kind":"Endpoints","metadata":{"name":"c","namespace":"d"}}"#;
+        std::fs::write(dir.path().join("endpoints-b-a.json"), managed).unwrap();
+        std::fs::write(dir.path().join("endpoints-d-c.json"), unmanaged).unwrap();
+        std::fs::write(dir.path().join("endpoints_b_a.json"), managed).unwrap();
+        assert_eq!(remove_legacy_files(dir.path()).await, Ok(1));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["endpoints-d-c.json", "endpoints_b_a.json"]);
+    }
+
     /// The file writer: creates, leaves identical content alone, rewrites on change, never
     /// overwrites or removes an unmanaged file, deletes managed files, refuses path-like names.
     #[tokio::test]
@@ -772,7 +893,7 @@ mod tests {
                     "annotations": {"federation.tigera.io/serviceSelector": "run == 'x'"}},
                 "subsets": [{"addresses": [{"ip": ip}]}]})
         };
-        let path = dir.join("endpoints-default-fed.json");
+        let path = dir.join("endpoints_default_fed.json");
         let outcome = apply_one_file(&dir, &action(Some(want("1.1.1.1")))).await;
         assert!(matches!(outcome, Ok(Outcome::Written)));
         let first = std::fs::read_to_string(&path).unwrap();
@@ -800,18 +921,23 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&path).unwrap(), mine);
         }
 
-        let mut bad = action(Some(want("1.1.1.1")));
-        bad.name = "../escape".into();
-        assert!(matches!(
-            apply_one_file(&dir, &bad).await,
-            Err(ApplyError::BadName(_))
-        ));
+        for name in ["../escape", "", ".hidden", "a\\b", "a\0b"] {
+            let mut bad = action(Some(want("1.1.1.1")));
+            bad.name = name.into();
+            assert!(
+                matches!(
+                    apply_one_file(&dir, &bad).await,
+                    Err(ApplyError::BadName(_))
+                ),
+                "{name:?}"
+            );
+        }
         // No temp files left behind.
         let names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["endpoints-default-fed.json"]);
+        assert_eq!(names, ["endpoints_default_fed.json"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

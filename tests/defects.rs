@@ -384,3 +384,42 @@ async fn rccs_that_duplicate_a_datastore_are_refused_with_the_reason() {
     .await;
     server.stop().await;
 }
+
+/// Nearby: every flag of seconds went through `Duration::from_secs_f64`, which panics on a huge
+/// value. Each is bounded and refused with a message naming the flag.
+#[test]
+fn huge_second_flags_are_refused_not_a_panic() {
+    use support::binary::{meshsync, run};
+    for args in [
+        &[
+            "agent",
+            "--server",
+            "http://127.0.0.1:1",
+            "--timeout",
+            "1e30",
+        ][..],
+        &[
+            "status",
+            "--server",
+            "http://127.0.0.1:1",
+            "--timeout",
+            "1e300",
+        ],
+        &[
+            "eval",
+            "--server",
+            "http://127.0.0.1:1",
+            "--timeout",
+            "1e30",
+            "all()",
+        ],
+    ] {
+        let done = run(meshsync().args(args), Duration::from_secs(20));
+        assert!(!done.status.success(), "{}", done.describe());
+        assert!(
+            done.stderr.contains("--timeout must be") && !done.stderr.contains("panicked"),
+            "{args:?}: {}",
+            done.describe()
+        );
+    }
+}

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -63,10 +62,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     let mut agent = Agent::new(config)?;
     let deadline = match args.timeout {
-        Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            Some(Instant::now() + Duration::from_secs_f64(secs))
-        }
-        Some(secs) => anyhow::bail!("--timeout must be a non-negative number, got {secs}"),
+        Some(secs) => Some(Instant::now() + super::seconds("--timeout", secs, false)?),
         None => None,
     };
     let mut shutdown = std::pin::pin!(super::shutdown_signal());

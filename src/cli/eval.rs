@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use meshsync_agent::{
@@ -81,7 +80,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         Err(err) => return Ok(bad_input(&err.to_string())),
     };
 
-    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
+    let deadline = match super::seconds("--timeout", args.timeout, false) {
+        Ok(timeout) => Instant::now() + timeout,
+        Err(e) => return Ok(bad_input(&e.to_string())),
+    };
     let mut shutdown = std::pin::pin!(super::shutdown_signal());
     let mut last_error: Option<String> = None;
     while !agent.mirror().in_sync() {

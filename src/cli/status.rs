@@ -1,7 +1,6 @@
 //! `meshsync status`: one unary `Status` call, printed as a table for people or JSON for scripts.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -30,11 +29,7 @@ pub struct StatusArgs {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.timeout.is_finite() && args.timeout > 0.0,
-        "--timeout must be a positive number"
-    );
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let timeout = super::seconds("--timeout", args.timeout, true)?;
     let endpoint = Endpoint::from_shared(args.server.clone())
         .with_context(|| format!("invalid server address {:?}", args.server))?
         .connect_timeout(timeout)

@@ -1238,6 +1238,11 @@ async fn rcc_added_changed_and_deleted_at_runtime() {
     fill_remote(&mut b, 66).await;
     fill_remote(&mut c, 67).await;
     fill_overlap(&mut b, &mut c).await;
+    // A second datastore with B's contents: C switches to it below (pointing C at B's own etcd
+    // would be refused as a duplicate of cluster-b).
+    let mut b2 = Cluster::start("b2").await;
+    fill_remote(&mut b2, 66).await;
+    fill_overlap(&mut b2, &mut c).await;
     a.put(RCC, "", "cluster-b", rcc("cluster-b", etcd_spec(&b.url())))
         .await;
     let server = TestServer::start(mesh_over(&a)).await;
@@ -1292,8 +1297,9 @@ async fn rcc_added_changed_and_deleted_at_runtime() {
         describe_statuses(&statuses(&events))
     );
 
-    // Changed: cluster-c now points at B's etcd. Only the differences between the two clusters'
-    // contents are sent (identical objects are not), and only for cluster-c.
+    // Changed: cluster-c now points at a datastore holding what B holds. Only the differences
+    // between the two clusters' contents are sent (identical objects are not), and only for
+    // cluster-c.
     let before = expected(
         &a,
         &[
@@ -1301,16 +1307,16 @@ async fn rcc_added_changed_and_deleted_at_runtime() {
             remote("cluster-c", &c, false),
         ],
     );
-    a.put(RCC, "", "cluster-c", rcc("cluster-c", etcd_spec(&b.url())))
+    a.put(RCC, "", "cluster-c", rcc("cluster-c", etcd_spec(&b2.url())))
         .await;
     let after = expected(
         &a,
         &[
             remote("cluster-b", &b, false),
-            remote("cluster-c", &b, false),
+            remote("cluster-c", &b2, false),
         ],
     );
-    let mut events = pump(&mut agent, "cluster-c switched to B's etcd", LONG, |m| {
+    let mut events = pump(&mut agent, "cluster-c switched to B2's etcd", LONG, |m| {
         is(m, "cluster-c", pb::ClusterState::InSync) && holds(m, &after)
     })
     .await;
@@ -1784,10 +1790,12 @@ async fn a_remote_holding_the_local_in_sync_releases_it_when_invalidated_or_dele
     fill_local(&mut a).await;
     // Both remotes hang (TCP accepted, never answered), so they would hold the local in-sync
     // far longer than this test runs; only stopping them can release it.
+    // (Two endpoints: two RCCs at one datastore would be refused as duplicates.)
     let hung = SlowFailingEndpoint::start(Duration::from_secs(3600)).await;
+    let hung_c = SlowFailingEndpoint::start(Duration::from_secs(3600)).await;
     a.put(RCC, "", "cluster-b", rcc("cluster-b", etcd_spec(&hung.url)))
         .await;
-    a.put(RCC, "", "cluster-c", rcc("cluster-c", etcd_spec(&hung.url)))
+    a.put(RCC, "", "cluster-c", rcc("cluster-c", etcd_spec(&hung_c.url)))
         .await;
     let (go, local) = gated(local_source(&a));
     let server = TestServer::start(meshsync_mesh::mesh(local, MeshConfig::default())).await;

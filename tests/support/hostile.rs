@@ -5,7 +5,36 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::binary::Serve;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::channel;
+
+use super::binary::{BIN, ChildGuard, Serve};
+
+/// Starts `cmd` (which must end up running `meshsync serve`) with its stderr read line by line.
+pub fn start_command(mut cmd: Command) -> Serve {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Serve {
+        child: ChildGuard(child),
+        lines: Vec::new(),
+        rx,
+    }
+}
 
 /// The value of `name=` in a text-format log line.
 pub fn text_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
@@ -23,12 +52,12 @@ pub struct Served {
 }
 
 pub fn serve(extra: &[&str]) -> Served {
-    serve_with(extra, |cmd| cmd)
+    serve_with(extra, None)
 }
 
-/// As [`serve`], with a hook to adjust the command line (for example to wrap it in a shell that
-/// lowers a resource limit). The hook gets the argument list and returns the final one.
-pub fn serve_with(extra: &[&str], wrap: impl FnOnce(Vec<String>) -> Vec<String>) -> Served {
+/// As [`serve`]; with `nofile`, the server runs with that open-file limit (soft and hard), set by
+/// a shell that then `exec`s it, so the process id is the server's.
+pub fn serve_with(extra: &[&str], nofile: Option<u32>) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let datastore = format!("file:{}", dir.path().display());
     let mut args: Vec<String> = [
@@ -44,9 +73,25 @@ pub fn serve_with(extra: &[&str], wrap: impl FnOnce(Vec<String>) -> Vec<String>)
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    let args = wrap(args);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut serve = Serve::start(&refs);
+    let mut serve = match nofile {
+        None => {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            Serve::start(&refs)
+        }
+        Some(n) => {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(BIN)
+                .args(&args);
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("MESHSYNC_") {
+                    cmd.env_remove(&name);
+                }
+            }
+            start_command(cmd)
+        }
+    };
     let line = serve.wait_line("the serving line", |l| l.contains("meshsync serving"));
     let grpc = text_field(&line, "grpc")
         .and_then(|a| a.parse().ok())

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod etcd;
+pub mod h2raw;
 pub mod hostile;
 
 use std::future::Future;

@@ -11,6 +11,8 @@ use tracing::{info, warn};
 
 use crate::client_stream::ClientStream;
 use crate::connections::Connections;
+use crate::incoming::ConnState;
+use crate::streams::{StreamShared, Streams};
 
 /// The server's version string, sent in the hello and the `Status` response.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -22,6 +24,7 @@ pub struct SyncService {
     pub(crate) max_connections: usize,
     pub(crate) lag_limit: u64,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    pub(crate) streams: Arc<Streams>,
 }
 
 /// Longest accepted `node_name`: a DNS name / Kubernetes node name.
@@ -93,6 +96,7 @@ impl SyncService {
     pub(crate) fn open_stream(
         &self,
         peer: &str,
+        conn: Option<Arc<ConnState>>,
         req: pb::SubscribeRequest,
     ) -> Result<FrameStream, Status> {
         if let Err(status) = check_request(&req) {
@@ -123,9 +127,11 @@ impl SyncService {
             resumed: false,
             compression: pb::Compression::None as i32,
         });
+        // The node is kept escaped: every later log line of this stream names it.
+        let shared = Arc::new(StreamShared::new(peer.to_string(), node.to_string(), conn));
+        self.streams.register(&shared);
         let stream = ClientStream {
-            // Kept escaped: every later log line of this stream names the node.
-            node: node.to_string(),
+            shared,
             sub,
             cache: self.cache.clone(),
             hello,
@@ -149,7 +155,7 @@ impl sync_server::Sync for SyncService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        self.open_stream(&peer, request.into_inner())
+        self.open_stream(&peer, None, request.into_inner())
             .map(Response::new)
     }
 

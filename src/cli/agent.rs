@@ -110,7 +110,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             retry_in,
         } = &event
         {
-            warn!(server = %server, error = %error, retry_in = ?retry_in, "connection lost; will retry");
+            warn!(server = %server, error = %meshsync_proto::LogSafe(&error.to_string()), retry_in = ?retry_in, "connection lost; will retry");
         }
         let in_sync = agent.mirror().in_sync();
         if in_sync && !was_in_sync {

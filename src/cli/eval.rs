@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use meshsync_agent::{
     Agent, AgentConfig, AgentEvent, Mirror, MirrorKey, cluster_state_name, sync_state_name,
 };
-use meshsync_proto as pb;
+use meshsync_proto::{self as pb, LogSafe};
 use meshsync_selector::Selector;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -126,7 +126,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     for (cluster, info) in mirror.clusters() {
         if info.state != pb::ClusterState::InSync {
             let name = cluster_label(cluster);
-            warn!(cluster = %name, state = cluster_state_name(info.state), error = %info.error,
+            warn!(cluster = %LogSafe(name), state = cluster_state_name(info.state), error = %LogSafe(&info.error),
                 "cluster is not in sync: its endpoints may be missing or stale");
         }
     }
@@ -253,12 +253,12 @@ fn parse_object(key: &MirrorKey, value: &[u8]) -> Option<Map<String, Value>> {
     match serde_json::from_slice::<Value>(value) {
         Ok(Value::Object(object)) => Some(object),
         Ok(other) => {
-            warn!(resource = %describe_key(key), found = json_type(&other),
+            warn!(resource = %LogSafe(&describe_key(key)), found = json_type(&other),
                 "skipping a value that is not a JSON object");
             None
         }
         Err(err) => {
-            warn!(resource = %describe_key(key), error = %err,
+            warn!(resource = %LogSafe(&describe_key(key)), error = %err,
                 "skipping a value that is not valid JSON");
             None
         }
@@ -288,12 +288,12 @@ fn string_map(key: &MirrorKey, value: Option<&Value>) -> BTreeMap<String, String
                     Value::String(s) => {
                         labels.insert(k.clone(), s.clone());
                     }
-                    other => warn!(resource = %describe_key(key), label = %k,
+                    other => warn!(resource = %LogSafe(&describe_key(key)), label = %LogSafe(k),
                         found = json_type(other), "ignoring a label whose value is not a string"),
                 }
             }
         }
-        Some(other) => warn!(resource = %describe_key(key), found = json_type(other),
+        Some(other) => warn!(resource = %LogSafe(&describe_key(key)), found = json_type(other),
             "ignoring labels that are not a JSON object"),
     }
     labels

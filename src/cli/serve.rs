@@ -63,6 +63,22 @@ pub struct ServeArgs {
     /// Close an agent's connection when a ping is unanswered this long, seconds.
     #[arg(long, default_value_t = 60.0, env = "MESHSYNC_KEEPALIVE_TIMEOUT")]
     keepalive_timeout: f64,
+    /// Close a connection that has not completed a request this long after it was accepted,
+    /// seconds.
+    #[arg(long, default_value_t = 10.0, env = "MESHSYNC_HANDSHAKE_TIMEOUT")]
+    handshake_timeout: f64,
+    /// Most gRPC sockets open at once (further ones are closed at once). Default: derived from
+    /// --max-connections (+10 % and 64 for tools), capped by the open-file limit less a reserve.
+    #[arg(long, env = "MESHSYNC_MAX_SOCKETS")]
+    max_sockets: Option<usize>,
+    /// Close an agent's connection when its stream has data to send but has sent nothing for
+    /// this long (it stopped reading), seconds.
+    #[arg(long, default_value_t = 120.0, env = "MESHSYNC_WRITE_TIMEOUT")]
+    write_timeout: f64,
+    /// A stream that is not keeping up releases the breadcrumbs it holds once it is more than
+    /// this many bytes of changes behind; it later catches up with one coalesced difference.
+    #[arg(long, default_value_t = 4 << 20, env = "MESHSYNC_MAX_BACKLOG_BYTES")]
+    max_backlog_bytes: u64,
     /// Most source events applied as one batch.
     #[arg(long, default_value_t = 1000, env = "MESHSYNC_MAX_BATCH")]
     max_batch: usize,
@@ -78,9 +94,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "--max-connections must be at least 1"
     );
     anyhow::ensure!(args.max_batch > 0, "--max-batch must be at least 1");
+    anyhow::ensure!(
+        args.max_sockets != Some(0),
+        "--max-sockets must be at least 1"
+    );
     for (name, v) in [
         ("--keepalive-interval", args.keepalive_interval),
         ("--keepalive-timeout", args.keepalive_timeout),
+        ("--handshake-timeout", args.handshake_timeout),
+        ("--write-timeout", args.write_timeout),
     ] {
         anyhow::ensure!(
             v.is_finite() && v > 0.0,
@@ -117,6 +139,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections,
             keepalive_interval: std::time::Duration::from_secs_f64(args.keepalive_interval),
             keepalive_timeout: std::time::Duration::from_secs_f64(args.keepalive_timeout),
+            handshake_timeout: std::time::Duration::from_secs_f64(args.handshake_timeout),
+            max_sockets: args.max_sockets,
+            write_timeout: std::time::Duration::from_secs_f64(args.write_timeout),
+            max_backlog_bytes: args.max_backlog_bytes,
             ..ServerConfig::default()
         },
     )

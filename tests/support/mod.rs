@@ -4,6 +4,8 @@
 
 pub mod binary;
 pub mod etcd;
+pub mod h2raw;
+pub mod hostile;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@
 //! end. Frames for the deltas and the status are encoded lazily, once per subscription type, by
 //! whichever follower gets there first; every other follower sends the same bytes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -58,10 +59,31 @@ pub struct Delta {
     pub revision: Revision,
 }
 
+/// Breadcrumbs alive in this process (created and not yet dropped), for metrics and tests: a
+/// follower that pins the chain behind it shows up here.
+static LIVE_BREADCRUMBS: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of breadcrumbs alive in this process.
+pub fn live_breadcrumbs() -> usize {
+    LIVE_BREADCRUMBS.load(Ordering::Relaxed)
+}
+
+/// Approximate bytes a delta holds (key, value, revision and bookkeeping), for backlog accounting.
+fn delta_bytes(d: &Delta) -> u64 {
+    const OVERHEAD: usize = 64;
+    let key =
+        d.key.cluster().len() + d.key.kind().len() + d.key.namespace().len() + d.key.name().len();
+    (key + d.value.len() + d.revision.len() + OVERHEAD) as u64
+}
+
 /// One published batch. See the module documentation.
 pub struct Breadcrumb {
     /// Everything up to and including this sequence number is in `snapshot`.
     pub seq: u64,
+    /// Running total of [`delta_bytes`] over every batch up to and including this one: the
+    /// difference between two crumbs is the size of the changes between them (what a follower at
+    /// the older one still has to be sent, and pins).
+    pub bytes: u64,
     pub snapshot: Snapshot,
     pub deltas: Vec<Delta>,
     pub status: Arc<SyncStatus>,
@@ -76,13 +98,16 @@ pub struct Breadcrumb {
 impl Breadcrumb {
     pub(crate) fn new(
         seq: u64,
+        prev_bytes: u64,
         snapshot: Snapshot,
         deltas: Vec<Delta>,
         status: Arc<SyncStatus>,
         status_changed: bool,
     ) -> Self {
+        LIVE_BREADCRUMBS.fetch_add(1, Ordering::Relaxed);
         Breadcrumb {
             seq,
+            bytes: prev_bytes + deltas.iter().map(delta_bytes).sum::<u64>(),
             snapshot,
             deltas,
             status,
@@ -124,6 +149,7 @@ impl Drop for Breadcrumb {
     /// Unlinks the chain iteratively: dropping the oldest crumb of a long chain that nobody else
     /// references must not recurse once per crumb.
     fn drop(&mut self) {
+        LIVE_BREADCRUMBS.fetch_sub(1, Ordering::Relaxed);
         let mut next = self.next.take();
         while let Some(crumb) = next {
             match Arc::try_unwrap(crumb) {

@@ -89,6 +89,7 @@ impl SnapshotCache {
         let epoch = rand::random::<u64>();
         let genesis = Arc::new(Breadcrumb::new(
             0,
+            0,
             Snapshot::new(),
             Vec::new(),
             Arc::new(SyncStatus::new()),

@@ -14,7 +14,9 @@ mod subscription;
 mod supervisor;
 mod writer;
 
-pub use breadcrumb::{Breadcrumb, Change, Delta, Entry, Snapshot, diff_frames, snapshot_frames};
+pub use breadcrumb::{
+    Breadcrumb, Change, Delta, Entry, Snapshot, diff_frames, live_breadcrumbs, snapshot_frames,
+};
 pub use cache::{CacheConfig, CacheMetrics, Follower, SharedSnapshot, SnapshotCache};
 pub use frames::{FrameBuilder, MAX_UPDATES_PER_FRAME, hello_frame, status_frame};
 pub use status::{ClusterStatus, SyncState, SyncStatus, View, cluster_state_to_proto};

@@ -114,6 +114,7 @@ impl Writer {
             .fetch_add(deltas.len() as u64, Ordering::Relaxed);
         let crumb = Arc::new(Breadcrumb::new(
             self.seq,
+            self.head.bytes,
             self.snapshot.clone(),
             deltas,
             Arc::new(self.status.clone()),

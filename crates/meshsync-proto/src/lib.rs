@@ -7,8 +7,10 @@
 
 pub mod digest;
 mod frame;
+mod logsafe;
 
 pub use frame::{Frame, GRPC_HEADER_LEN};
+pub use logsafe::LogSafe;
 
 #[allow(clippy::all, missing_docs)]
 mod generated {

@@ -1,12 +1,30 @@
 //! Counting connected agents and refusing new ones above the limit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// The number of streaming agents, shared by the service and the `Status` call.
+use crate::incoming::RateLimit;
+
+/// The number of streaming agents, shared by the service and the `Status` call, and the
+/// counters of what the server did to protect itself (exported as metrics).
 #[derive(Debug, Default)]
 pub struct Connections {
     active: AtomicUsize,
+    /// gRPC sockets open (streaming or not).
+    pub(crate) sockets: AtomicUsize,
+    /// Sockets closed at once because `max_sockets` were open.
+    pub(crate) refused_sockets: AtomicU64,
+    /// Connections closed for completing no request within the handshake timeout.
+    pub(crate) closed_handshake: AtomicU64,
+    /// Connections closed because a stream made no write progress within the write timeout.
+    pub(crate) closed_stalled: AtomicU64,
+    /// Times a stalled stream released the breadcrumbs it pinned.
+    pub(crate) released: AtomicU64,
+    /// The largest backlog (bytes of changes) any stream pinned at the last check.
+    pub(crate) backlog_max: AtomicU64,
+    pub(crate) refused_log: RateLimit,
+    pub(crate) handshake_log: RateLimit,
+    pub(crate) release_log: RateLimit,
 }
 
 /// Held by a stream while it is open; dropping it releases the slot.
@@ -30,6 +48,26 @@ impl Connections {
 
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// gRPC sockets currently open.
+    pub fn sockets(&self) -> usize {
+        self.sockets.load(Ordering::Acquire)
+    }
+
+    /// The largest number of bytes of changes a stream held behind the head at the last check.
+    pub fn backlog_max(&self) -> u64 {
+        self.backlog_max.load(Ordering::Relaxed)
+    }
+
+    /// Times a stalled stream released the breadcrumbs it pinned.
+    pub fn released(&self) -> u64 {
+        self.released.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed by the write timeout.
+    pub fn closed_stalled(&self) -> u64 {
+        self.closed_stalled.load(Ordering::Relaxed)
     }
 }
 

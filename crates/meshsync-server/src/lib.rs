@@ -4,9 +4,11 @@
 mod client_stream;
 mod connections;
 mod health;
+mod incoming;
 mod metrics;
 mod routes;
 mod service;
+mod streams;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,11 +17,14 @@ use std::time::Duration;
 
 use meshsync_cache::SnapshotCache;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 pub use connections::Connections;
-pub use service::{SERVER_VERSION, SyncService};
+pub use service::{
+    MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES, MAX_CLUSTER_NAME_BYTES,
+    MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES, SERVER_VERSION,
+    SyncService,
+};
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -38,6 +43,20 @@ pub struct ServerConfig {
     pub keepalive_interval: Duration,
     /// Time to wait for a keepalive ack before closing the connection.
     pub keepalive_timeout: Duration,
+    /// A connection that has not completed a request this long after it was accepted is closed
+    /// (Typha: 10 s), so sockets that send nothing, or only the HTTP/2 preface, do not linger.
+    pub handshake_timeout: Duration,
+    /// Most gRPC sockets open at once; further ones are accepted and closed at once. `None`
+    /// derives it: `max_connections` plus 10 % (and 64) for tools, never more than the open-file
+    /// limit leaves after a reserve for everything else the process needs (health, datastores).
+    pub max_sockets: Option<usize>,
+    /// A connection whose stream has data to send but has sent nothing for this long is closed
+    /// (the peer stopped reading, even if it still answers HTTP/2 pings).
+    pub write_timeout: Duration,
+    /// A stream that is not keeping up and whose unsent backlog (bytes of changes between its
+    /// position and the head) exceeds this releases the breadcrumbs it pins; when it is polled
+    /// again it skips ahead with one coalesced difference.
+    pub max_backlog_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +71,11 @@ impl Default for ServerConfig {
             // Generous: the ping's answer queues behind whatever the peer has not read yet, and a
             // slow reader in the middle of a large snapshot is alive, not dead (Typha: 60 s).
             keepalive_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            max_sockets: None,
+            // Typha's default write timeout.
+            write_timeout: Duration::from_secs(120),
+            max_backlog_bytes: 4 << 20,
         }
     }
 }
@@ -169,7 +193,7 @@ impl BoundServer {
                 let stopped = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                if let Err(e) = axum::serve(listener, app)
+                if let Err(e) = axum::serve(incoming::BackoffListener(listener, what), app)
                     .with_graceful_shutdown(stopped)
                     .await
                 {
@@ -177,12 +201,33 @@ impl BoundServer {
                 }
             });
         }
+        let streams = Arc::new(streams::Streams::default());
+        tokio::spawn(streams::watch(
+            streams.clone(),
+            self.cache.clone(),
+            streams::WatchConfig {
+                max_backlog_bytes: self.config.max_backlog_bytes,
+                write_timeout: self.config.write_timeout,
+            },
+            self.connections.clone(),
+            stop_rx.clone(),
+        ));
+        let accept = incoming::AcceptConfig {
+            max_sockets: incoming::socket_cap(self.config.max_sockets, self.config.max_connections),
+            handshake_timeout: self.config.handshake_timeout,
+            tcp_keepalive: self.config.keepalive_interval,
+        };
+        info!(max_sockets = accept.max_sockets, handshake_timeout = ?accept.handshake_timeout,
+            write_timeout = ?self.config.write_timeout,
+            max_backlog_bytes = self.config.max_backlog_bytes, "connection limits");
+        let counters = self.connections.clone();
         let service = SyncService {
             cache: self.cache,
             connections: self.connections,
             max_connections: self.config.max_connections,
             lag_limit: self.config.lag_limit,
             shutdown: stop_rx,
+            streams,
         };
         // Streams never end by themselves, so tell them to stop first; then tonic's graceful
         // shutdown can complete.
@@ -193,11 +238,9 @@ impl BoundServer {
         };
         info!(addr = %self.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "gRPC server listening");
-        // With our own listener tonic does not apply `tcp_nodelay`; set it per accepted socket, or
-        // Nagle's algorithm holds small frames back for up to a delayed-ACK timeout (~40 ms).
-        let incoming = TcpIncoming::from(self.grpc)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(self.config.keepalive_interval));
+        // Our own accept loop: TCP_NODELAY and keepalive per socket, the socket cap, backoff at
+        // the open-file limit, the handshake timeout and the kill switch of stalled connections.
+        let incoming = incoming::incoming(self.grpc, accept, counters);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.config.keepalive_interval))

@@ -68,7 +68,22 @@ pub fn render(cache: &SnapshotCache, connections: &Connections) -> String {
             cluster.keys()
         );
     }
-    let gauges: [(&str, &str, u64); 3] = [
+    let gauges: [(&str, &str, u64); 6] = [
+        (
+            "meshsync_sockets_open",
+            "gRPC sockets open (streaming or not).",
+            connections.sockets() as u64,
+        ),
+        (
+            "meshsync_stream_backlog_bytes_max",
+            "Largest backlog (bytes of changes behind the head) a stream pinned at the last check.",
+            connections.backlog_max(),
+        ),
+        (
+            "meshsync_breadcrumbs_live",
+            "Breadcrumbs alive in the process (the head and whatever streams still hold).",
+            meshsync_cache::live_breadcrumbs() as u64,
+        ),
         (
             "meshsync_in_sync",
             "1 when the local datastore (and the remotes it waits for) is in sync.",
@@ -118,7 +133,29 @@ pub fn render(cache: &SnapshotCache, connections: &Connections) -> String {
             &m.snapshots_reused,
         ),
     ];
-    for (name, help, counter) in counters {
+    let protection = [
+        (
+            "meshsync_sockets_refused_total",
+            "Sockets closed at once because the socket limit was reached.",
+            &connections.refused_sockets,
+        ),
+        (
+            "meshsync_connections_closed_handshake_total",
+            "Connections closed for completing no request within the handshake timeout.",
+            &connections.closed_handshake,
+        ),
+        (
+            "meshsync_connections_closed_stalled_total",
+            "Connections closed because their stream sent nothing within the write timeout.",
+            &connections.closed_stalled,
+        ),
+        (
+            "meshsync_streams_released_total",
+            "Times a stream that was not keeping up released the breadcrumbs it pinned.",
+            &connections.released,
+        ),
+    ];
+    for (name, help, counter) in counters.into_iter().chain(protection) {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",

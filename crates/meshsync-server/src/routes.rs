@@ -20,9 +20,9 @@ use prost::Message;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
+use crate::incoming::ConnInfo;
 use crate::service::{FrameStream, SyncService};
 
 const SUBSCRIBE_PATH: &str = "/meshsync.v1.Sync/Subscribe";
@@ -64,25 +64,37 @@ impl Service<http::Request<Body>> for SyncRoutes {
             let service = self.service.clone();
             Box::pin(async move { Ok(subscribe(service, req).await) })
         } else {
+            let conn = req.extensions().get::<ConnInfo>().cloned();
             let mut generated = self.generated.clone();
-            Box::pin(async move { generated.call(req).await })
+            Box::pin(async move {
+                let response = generated.call(req).await;
+                // A request completed: the connection is past its handshake.
+                if let Some(ConnInfo(conn)) = conn {
+                    conn.handshake_done();
+                }
+                response
+            })
         }
     }
 }
 
 async fn subscribe(service: Arc<SyncService>, req: http::Request<Body>) -> http::Response<Body> {
-    let peer = req
-        .extensions()
-        .get::<TcpConnectInfo>()
-        .and_then(|info| info.remote_addr())
-        .map(|a| a.to_string())
+    let conn = req.extensions().get::<ConnInfo>().map(|c| c.0.clone());
+    let peer = conn
+        .as_ref()
+        .map(|c| c.peer.to_string())
         .unwrap_or_default();
     let request = match read_request(req.into_body()).await {
         Ok(r) => r,
         Err(status) => return status.into_http(),
     };
-    match service.open_stream(&peer, request) {
+    match service.open_stream(&peer, conn.clone(), request) {
         Ok(stream) => {
+            // Only a subscription that is served ends the handshake: a client refused (unknown
+            // type, limits, bad fields) is closed at the handshake timeout unless it tries again.
+            if let Some(conn) = &conn {
+                conn.handshake_done();
+            }
             let mut response = http::Response::new(Body::new(FrameBody {
                 stream,
                 done: false,

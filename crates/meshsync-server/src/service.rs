@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use futures::Stream;
 use meshsync_cache::{SnapshotCache, Subscription, hello_frame};
-use meshsync_proto::{self as pb, Frame, server::sync_server};
+use meshsync_proto::{self as pb, Frame, LogSafe, server::sync_server};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::client_stream::ClientStream;
 use crate::connections::Connections;
+use crate::incoming::ConnState;
+use crate::streams::{StreamShared, Streams};
 
 /// The server's version string, sent in the hello and the `Status` response.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -22,6 +24,68 @@ pub struct SyncService {
     pub(crate) max_connections: usize,
     pub(crate) lag_limit: u64,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    pub(crate) streams: Arc<Streams>,
+}
+
+/// Longest accepted `node_name`: a DNS name / Kubernetes node name.
+pub const MAX_NODE_NAME_BYTES: usize = 253;
+/// Longest accepted `client_version`.
+pub const MAX_CLIENT_VERSION_BYTES: usize = 128;
+/// Longest accepted `subscription` (the known types are far shorter).
+pub const MAX_SUBSCRIPTION_BYTES: usize = 64;
+/// Most `required_clusters` entries, and the longest one (a Kubernetes object name).
+pub const MAX_REQUIRED_CLUSTERS: usize = 256;
+pub const MAX_CLUSTER_NAME_BYTES: usize = 253;
+/// Most `capabilities` entries, and the longest one.
+pub const MAX_CAPABILITIES: usize = 64;
+pub const MAX_CAPABILITY_BYTES: usize = 64;
+
+/// Refuses a request whose client-supplied strings are absurdly long or many, naming the field and
+/// its limit. Runs before anything of the request is logged.
+fn check_request(req: &pb::SubscribeRequest) -> Result<(), Status> {
+    let too_long = |field: &str, len: usize, limit: usize| {
+        Status::invalid_argument(format!(
+            "{field} is {len} bytes; the limit is {limit} bytes"
+        ))
+    };
+    for (field, value, limit) in [
+        ("node_name", &req.node_name, MAX_NODE_NAME_BYTES),
+        (
+            "client_version",
+            &req.client_version,
+            MAX_CLIENT_VERSION_BYTES,
+        ),
+        ("subscription", &req.subscription, MAX_SUBSCRIPTION_BYTES),
+    ] {
+        if value.len() > limit {
+            return Err(too_long(field, value.len(), limit));
+        }
+    }
+    for (field, values, count, limit) in [
+        (
+            "required_clusters",
+            &req.required_clusters,
+            MAX_REQUIRED_CLUSTERS,
+            MAX_CLUSTER_NAME_BYTES,
+        ),
+        (
+            "capabilities",
+            &req.capabilities,
+            MAX_CAPABILITIES,
+            MAX_CAPABILITY_BYTES,
+        ),
+    ] {
+        if values.len() > count {
+            return Err(Status::invalid_argument(format!(
+                "{field} has {} entries; the limit is {count}",
+                values.len()
+            )));
+        }
+        if let Some(v) = values.iter().find(|v| v.len() > limit) {
+            return Err(too_long(&format!("{field} entry"), v.len(), limit));
+        }
+    }
+    Ok(())
 }
 
 /// One agent's frames.
@@ -32,22 +96,30 @@ impl SyncService {
     pub(crate) fn open_stream(
         &self,
         peer: &str,
+        conn: Option<Arc<ConnState>>,
         req: pb::SubscribeRequest,
     ) -> Result<FrameStream, Status> {
+        if let Err(status) = check_request(&req) {
+            // Only the peer address and the reason: the oversized field itself is not logged.
+            warn!(peer = %peer, error = %LogSafe(status.message()), "subscription refused");
+            return Err(status);
+        }
+        let node = LogSafe(&req.node_name);
         let sub = Subscription::by_name(&req.subscription).map_err(|e| {
-            warn!(peer = %peer, node = %req.node_name, error = %e, "subscription refused");
+            warn!(peer = %peer, node = %node, error = %LogSafe(&e.to_string()),
+                "subscription refused");
             Status::invalid_argument(e.to_string())
         })?;
         let Some(guard) = self.connections.try_acquire(self.max_connections) else {
-            warn!(peer = %peer, node = %req.node_name, limit = self.max_connections,
+            warn!(peer = %peer, node = %node, limit = self.max_connections,
                 "connection limit reached; subscription refused");
             return Err(Status::resource_exhausted(format!(
                 "server is at its connection limit ({}); try another server",
                 self.max_connections
             )));
         };
-        info!(peer = %peer, node = %req.node_name, subscription = %sub,
-            client_version = %req.client_version, "new subscription");
+        info!(peer = %peer, node = %node, subscription = %sub,
+            client_version = %LogSafe(&req.client_version), "new subscription");
         let hello = hello_frame(pb::Hello {
             epoch: self.cache.epoch(),
             server_version: SERVER_VERSION.to_string(),
@@ -55,8 +127,11 @@ impl SyncService {
             resumed: false,
             compression: pb::Compression::None as i32,
         });
+        // The node is kept escaped: every later log line of this stream names it.
+        let shared = Arc::new(StreamShared::new(peer.to_string(), node.to_string(), conn));
+        self.streams.register(&shared);
         let stream = ClientStream {
-            node: req.node_name,
+            shared,
             sub,
             cache: self.cache.clone(),
             hello,
@@ -80,7 +155,7 @@ impl sync_server::Sync for SyncService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        self.open_stream(&peer, request.into_inner())
+        self.open_stream(&peer, None, request.into_inner())
             .map(Response::new)
     }
 

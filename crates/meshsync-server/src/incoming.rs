@@ -1,0 +1,369 @@
+//! Accepting gRPC sockets: a cap on open sockets, backoff when the process is out of file
+//! descriptors, and a per-connection IO wrapper that closes connections which do not complete a
+//! request within the handshake timeout, or that the server decided to drop (a stalled reader).
+//!
+//! tonic's own accept loop retries a failing `accept` immediately and logs at `trace`: at the
+//! open-file limit that is a busy loop on one core. Here every accept error is handled in the
+//! stream itself, which never yields an error to tonic.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use futures::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+use tonic::transport::server::Connected;
+use tracing::{info, warn};
+
+use crate::connections::Connections;
+
+/// Lines about events that can repeat at the peer's rate (refused sockets, handshake timeouts)
+/// are logged at most this often, with a count of what was not logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// First and longest pause after `accept` failed for lack of resources.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// At most one line per [`LOG_EVERY`]; counts the events in between.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimit {
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// `Some(events not logged since the last line)` if a line may be logged now.
+    pub(crate) fn hit(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// What the server knows about one accepted connection, shared by its IO and its streams.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub(crate) peer: SocketAddr,
+    handshake_done: AtomicBool,
+    killed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl ConnState {
+    /// The connection completed a request: the handshake timeout no longer applies.
+    pub(crate) fn handshake_done(&self) {
+        self.handshake_done.store(true, Ordering::Release);
+    }
+
+    /// Closes the connection: its IO fails from the next poll on, so hyper drops it and every
+    /// stream on it.
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+}
+
+/// The request extension tonic attaches for connections we accepted.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnInfo(pub(crate) Arc<ConnState>);
+
+/// Holds one slot of the socket cap while the socket is open.
+#[derive(Debug)]
+struct SocketPermit(Arc<Connections>);
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        self.0.sockets.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An accepted gRPC socket. See the module documentation.
+pub(crate) struct GuardedIo {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+    /// Armed until the connection completes a request.
+    handshake: Option<Pin<Box<Sleep>>>,
+    counters: Arc<Connections>,
+    _permit: SocketPermit,
+}
+
+impl Connected for GuardedIo {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo(self.state.clone())
+    }
+}
+
+impl GuardedIo {
+    /// Fails once the connection is killed or its handshake timed out; registers the task so a
+    /// later kill wakes it.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.state.waker.register(cx.waker());
+        if self.state.is_killed() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection closed by the server",
+            ));
+        }
+        if let Some(timer) = self.handshake.as_mut() {
+            if self.state.handshake_done.load(Ordering::Acquire) {
+                self.handshake = None;
+            } else if timer.as_mut().poll(cx).is_ready() {
+                self.handshake = None;
+                self.counters
+                    .closed_handshake
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(more) = self.counters.handshake_log.hit() {
+                    info!(peer = %self.state.peer, also_closed_since_last_line = more,
+                        "closing a connection that completed no request within the handshake timeout");
+                }
+                self.state.killed.store(true, Ordering::Release);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within the handshake timeout",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Settings of the accept loop.
+#[derive(Clone, Debug)]
+pub(crate) struct AcceptConfig {
+    pub(crate) max_sockets: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) tcp_keepalive: Duration,
+}
+
+/// The soft open-file limit of this process, if known.
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the pointed-to, properly aligned struct.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// The socket cap: the configured one, or `max_connections` + 10 % + 64, and never more than the
+/// open-file limit leaves after a reserve (an eighth, at least 32) for everything else the process
+/// needs — so that the health endpoints still answer when agents take every socket they may.
+pub(crate) fn socket_cap(configured: Option<usize>, max_connections: usize) -> usize {
+    let wanted = configured.unwrap_or_else(|| {
+        max_connections
+            .saturating_add(max_connections / 10)
+            .saturating_add(64)
+    });
+    let Some(nofile) = open_file_limit() else {
+        return wanted;
+    };
+    let usable = usize::try_from(nofile.saturating_sub((nofile / 8).max(32)))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    match configured {
+        Some(n) if n > usable => {
+            warn!(
+                max_sockets = n,
+                open_file_limit = nofile,
+                usable,
+                "--max-sockets is above what the open-file limit leaves; accept will back off at the limit"
+            );
+            n
+        }
+        Some(n) => n,
+        None if wanted > usable => {
+            warn!(
+                wanted,
+                open_file_limit = nofile,
+                max_sockets = usable,
+                "the open-file limit caps the number of gRPC sockets; raise it (ulimit -n) for more agents"
+            );
+            usable
+        }
+        None => wanted,
+    }
+}
+
+/// True for `accept` errors that mean the process or system ran out of a resource (descriptors,
+/// buffers, memory): retrying at once would spin.
+fn is_resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Errors about one connection that is already gone: skip it and accept the next.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Accepts one socket, retrying connection errors and backing off (one log line per episode)
+/// when the process cannot accept. Used by the gRPC and the health/metrics listeners.
+pub(crate) async fn accept_with_backoff(
+    listener: &TcpListener,
+    what: &str,
+) -> (TcpStream, SocketAddr) {
+    let mut failures = 0u64;
+    let mut delay = BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => {
+                if failures > 0 {
+                    info!(listener = what, failures, "accepting connections again");
+                }
+                return accepted;
+            }
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                if failures == 0 {
+                    warn!(listener = what, error = %e, retry_in = ?delay,
+                        "accept failed; backing off until it succeeds (one line per episode)");
+                }
+                failures += 1;
+                // Out of descriptors, buffers or memory, or anything unknown: back off, never spin.
+                if !is_resource_error(&e) {
+                    delay = delay.max(BACKOFF_MAX / 4);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// The gRPC listener as tonic's incoming stream: capped, backed off, wrapped. Never yields an error.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    config: AcceptConfig,
+    counters: Arc<Connections>,
+) -> impl Stream<Item = Result<GuardedIo, io::Error>> + Send {
+    futures::stream::unfold(
+        (listener, config, counters),
+        |(listener, config, counters)| async move {
+            let io = loop {
+                let (socket, peer) = accept_with_backoff(&listener, "grpc").await;
+                let taken =
+                    counters
+                        .sockets
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n < config.max_sockets).then_some(n + 1)
+                        });
+                if taken.is_err() {
+                    counters.refused_sockets.fetch_add(1, Ordering::Relaxed);
+                    if let Some(more) = counters.refused_log.hit() {
+                        warn!(peer = %peer, max_sockets = config.max_sockets,
+                            also_refused_since_last_line = more,
+                            "socket limit reached; closing new connections");
+                    }
+                    drop(socket);
+                    continue;
+                }
+                let permit = SocketPermit(counters.clone());
+                // With our own listener tonic applies neither; Nagle's algorithm would hold small
+                // frames back for up to a delayed-ACK timeout (~40 ms).
+                let _ = socket.set_nodelay(true);
+                let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
+                let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
+                break GuardedIo {
+                    inner: socket,
+                    state: Arc::new(ConnState {
+                        peer,
+                        handshake_done: AtomicBool::new(false),
+                        killed: AtomicBool::new(false),
+                        waker: AtomicWaker::new(),
+                    }),
+                    handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
+                    counters: counters.clone(),
+                    _permit: permit,
+                };
+            };
+            Some((Ok(io), (listener, config, counters)))
+        },
+    )
+}
+
+/// The health and metrics listeners for axum, with the same backoff (axum's own logs every
+/// failure and sleeps a fixed second).
+pub(crate) struct BackoffListener(pub(crate) TcpListener, pub(crate) &'static str);
+
+impl axum::serve::Listener for BackoffListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        accept_with_backoff(&self.0, self.1).await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

@@ -1,0 +1,55 @@
+//! A raw HTTP/2 gRPC client (the `h2` crate) for hostile tests: it subscribes with a tiny flow
+//! control window and never reads the response body, while its connection task keeps answering
+//! pings — the agent that stopped reading but is not dead.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use meshsync_proto as pb;
+use prost::Message;
+use tokio::net::TcpStream;
+
+/// A subscription whose body is never read. Dropping it closes nothing by itself; the connection
+/// ends when the server closes it (`conn` completes).
+pub struct Stalled {
+    pub response: http::Response<h2::RecvStream>,
+    pub conn: tokio::task::JoinHandle<Result<(), h2::Error>>,
+    _send: h2::client::SendRequest<Bytes>,
+}
+
+pub async fn stalled_subscribe(addr: SocketAddr, node: &str, window: u32) -> Stalled {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .initial_connection_window_size(window)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut send = send.ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{addr}/meshsync.v1.Sync/Subscribe"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = send.send_request(request, false).expect("send request");
+    let msg = pb::SubscribeRequest {
+        node_name: node.into(),
+        subscription: "felix".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut framed = Vec::with_capacity(msg.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    body.send_data(Bytes::from(framed), true)
+        .expect("send body");
+    let response = response.await.expect("response headers");
+    Stalled {
+        response,
+        conn,
+        _send: send,
+    }
+}

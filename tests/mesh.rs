@@ -1795,8 +1795,13 @@ async fn a_remote_holding_the_local_in_sync_releases_it_when_invalidated_or_dele
     let hung_c = SlowFailingEndpoint::start(Duration::from_secs(3600)).await;
     a.put(RCC, "", "cluster-b", rcc("cluster-b", etcd_spec(&hung.url)))
         .await;
-    a.put(RCC, "", "cluster-c", rcc("cluster-c", etcd_spec(&hung_c.url)))
-        .await;
+    a.put(
+        RCC,
+        "",
+        "cluster-c",
+        rcc("cluster-c", etcd_spec(&hung_c.url)),
+    )
+    .await;
     let (go, local) = gated(local_source(&a));
     let server = TestServer::start(meshsync_mesh::mesh(local, MeshConfig::default())).await;
     let mut agent = server.agent("all");

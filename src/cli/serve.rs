@@ -98,17 +98,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.max_sockets != Some(0),
         "--max-sockets must be at least 1"
     );
-    for (name, v) in [
-        ("--keepalive-interval", args.keepalive_interval),
-        ("--keepalive-timeout", args.keepalive_timeout),
-        ("--handshake-timeout", args.handshake_timeout),
-        ("--write-timeout", args.write_timeout),
-    ] {
-        anyhow::ensure!(
-            v.is_finite() && v > 0.0,
-            "{name} must be a positive number of seconds"
-        );
-    }
+    let keepalive_interval = super::seconds("--keepalive-interval", args.keepalive_interval, true)?;
+    let keepalive_timeout = super::seconds("--keepalive-timeout", args.keepalive_timeout, true)?;
+    let handshake_timeout = super::seconds("--handshake-timeout", args.handshake_timeout, true)?;
+    let write_timeout = super::seconds("--write-timeout", args.write_timeout, true)?;
     let (local, base_dir) = local_source(&args)?;
     let source = meshsync_mesh::mesh(
         local,
@@ -137,11 +130,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             health_listen: (!args.no_health).then_some(args.health_listen),
             metrics_listen: args.metrics_listen,
             max_connections: args.max_connections,
-            keepalive_interval: std::time::Duration::from_secs_f64(args.keepalive_interval),
-            keepalive_timeout: std::time::Duration::from_secs_f64(args.keepalive_timeout),
-            handshake_timeout: std::time::Duration::from_secs_f64(args.handshake_timeout),
+            keepalive_interval,
+            keepalive_timeout,
+            handshake_timeout,
             max_sockets: args.max_sockets,
-            write_timeout: std::time::Duration::from_secs_f64(args.write_timeout),
+            write_timeout,
             max_backlog_bytes: args.max_backlog_bytes,
             ..ServerConfig::default()
         },

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod etcd;
+pub mod logs;
 
 use std::future::Future;
 use std::net::SocketAddr;

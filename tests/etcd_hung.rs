@@ -7,9 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use meshsync_datastore::SourceEvent;
 use meshsync_datastore::etcd::{EtcdSourceConfig, watch};
 use meshsync_datastore::layout::key_path;
-use meshsync_datastore::SourceEvent;
 use meshsync_etcd::EtcdConfig;
 use support::etcd::Etcd;
 use tokio_stream::wrappers::ReceiverStream;

@@ -344,7 +344,9 @@ async fn paged_listing_is_complete_and_one_consistent_cut() {
     let client = etcd.client().await;
     let name = |i: usize| format!("gns-{i:02}");
     let value = |i: usize, w: usize, n: usize| {
-        format!(r#"{{"kind":"GlobalNetworkSet","i":{i},"writer":{w},"n":{n}}}"#)
+        format!(
+            r#"{{"kind":"GlobalNetworkSet","metadata":{{"name":"gns-{i:02}"}},"i":{i},"writer":{w},"n":{n}}}"#
+        )
     };
     for i in 0..20 {
         client
@@ -531,8 +533,10 @@ async fn live_changes_and_bad_values() {
     assert_eq!(deleted, 1);
     assert_eq!(next(&mut source).await, delete(rk("Node", "", "n2"), r));
 
-    // A value that is not JSON is skipped; the next event is the next real change.
-    client.put(node_path("n1"), "not json").await.unwrap();
+    // A value that is not JSON deletes its key (a fresh source would not list it either); the
+    // next event is the next real change.
+    let bad = client.put(node_path("n1"), "not json").await.unwrap();
+    assert_eq!(next(&mut source).await, delete(rk("Node", "", "n1"), bad));
     let r = client
         .put(node_path("n3"), object("Node", "n3"))
         .await
@@ -541,9 +545,12 @@ async fn live_changes_and_bad_values() {
         next(&mut source).await,
         upsert(rk("Node", "", "n3"), object("Node", "n3"), r)
     );
-    // Oversized values, for a new key and for an existing one, are skipped too.
-    client.put(node_path("big2"), big.clone()).await.unwrap();
-    client.put(node_path("n3"), big.clone()).await.unwrap();
+    // Oversized values, for a new key and for an existing one, are deletes too (of a key the
+    // consumer never had, the delete is nothing to it).
+    let r = client.put(node_path("big2"), big.clone()).await.unwrap();
+    assert_eq!(next(&mut source).await, delete(rk("Node", "", "big2"), r));
+    let r = client.put(node_path("n3"), big.clone()).await.unwrap();
+    assert_eq!(next(&mut source).await, delete(rk("Node", "", "n3"), r));
     let r = client
         .put(node_path("n4"), object("Node", "n4"))
         .await
@@ -669,7 +676,7 @@ async fn custom_prefix() {
     let secret = client
         .put(
             "/other/resources/v3/k8s/secrets/ns/s1",
-            r#"{"kind":"Secret"}"#,
+            r#"{"kind":"Secret","metadata":{"name":"s1","namespace":"ns"}}"#,
         )
         .await
         .unwrap();
@@ -690,7 +697,11 @@ async fn custom_prefix() {
     let mut listing = BTreeMap::from([
         (
             "/other/resources/v3/k8s/secrets/ns/s1".to_string(),
-            upsert(rk("Secret", "ns", "s1"), r#"{"kind":"Secret"}"#, secret),
+            upsert(
+                rk("Secret", "ns", "s1"),
+                r#"{"kind":"Secret","metadata":{"name":"s1","namespace":"ns"}}"#,
+                secret,
+            ),
         ),
         (
             "/other/resources/v3/projectcalico.org/ippools/p1".to_string(),
@@ -875,7 +886,10 @@ async fn compaction_of_a_lagging_watch_relists_and_converges() {
     let name = |i: usize| format!("gns-{i:05}");
     for i in 0..10 {
         client
-            .put(path("GlobalNetworkSet", "", &name(i)), object("x", "seed"))
+            .put(
+                path("GlobalNetworkSet", "", &name(i)),
+                object("GlobalNetworkSet", &name(i)),
+            )
             .await
             .unwrap();
     }
@@ -915,7 +929,10 @@ async fn compaction_of_a_lagging_watch_relists_and_converges() {
             .unwrap();
     }
     let latest = client
-        .put(node_path("last-before-compaction"), object("Node", "x"))
+        .put(
+            node_path("last-before-compaction"),
+            object("Node", "last-before-compaction"),
+        )
         .await
         .unwrap();
     assert!(revisions.iter().all(|r| *r < latest));

@@ -48,7 +48,7 @@ async fn lists_then_watches_a_real_etcd() {
     client
         .put(
             "/calico/resources/v3/projectcalico.org/workloadendpoints/ns/w1",
-            r#"{"kind":"WorkloadEndpoint"}"#,
+            r#"{"kind":"WorkloadEndpoint","metadata":{"name":"w1","namespace":"ns"}}"#,
         )
         .await
         .unwrap();

@@ -120,6 +120,11 @@ impl Etcd {
             .expect("connect to test etcd")
     }
 
+    /// The process id of the running etcd (for signals such as SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the process (data stays on disk).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

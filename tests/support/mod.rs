@@ -6,6 +6,7 @@ pub mod binary;
 pub mod etcd;
 pub mod h2raw;
 pub mod hostile;
+pub mod logs;
 
 use std::future::Future;
 use std::net::SocketAddr;

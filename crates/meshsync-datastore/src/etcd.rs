@@ -9,20 +9,36 @@
 //! connection it reports `ConnectionFailed`, retries with a jittered, growing backoff, and relists
 //! on reconnect. In every case the cache turns the relist into the real differences.
 //!
-//! A value that is not JSON or is larger than the limit is logged with its key and skipped.
+//! Every value goes through [`crate::validate::validate_value`] (UTF-8, a JSON object within the
+//! size and depth limits, `kind`/`metadata.name`/`metadata.namespace` agreeing with the key). An
+//! invalid value is logged (key and reason, never the value) and counted
+//! ([`SourceCounters::invalid_values`]); it is absent from a listing and a watched one is emitted
+//! as a `Delete` of its key, so a running source and a freshly started one always hold the same
+//! keys. Keys of a served layout with the wrong shape (extra segments, empty names) are logged once
+//! per key and counted ([`SourceCounters::malformed_keys`]).
+//!
+//! A hung etcd (a stopped process, a dead link that still looks open) is noticed while watching
+//! by a progress probe: when the watch has been silent for [`EtcdSourceConfig::probe_interval`]
+//! the source asks etcd for a progress notification and fails the connection if nothing at all
+//! arrives within [`EtcdSourceConfig::probe_timeout`] (defaults 2 s + 5 s: `ConnectionFailed`
+//! within 7 s). Unary calls (the listing) have the client's HTTP/2 keepalive (a ping every 10 s,
+//! 5 s to answer) and request timeout.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use meshsync_etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdTls, pb};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
-use crate::layout::parse_key;
-use crate::{ClusterName, ResourceKey, SourceEvent, SourceStatus};
+use crate::layout::{KeyClass, classify_key};
+use crate::validate::{ValueLimits, validate_value};
+use crate::{ClusterName, ResourceKey, SourceCounters, SourceEvent, SourceStatus};
 
 /// TLS material given as files, read at every connection attempt (so rotated or late files are
 /// picked up, and a missing file is a connection failure, not a crash).
@@ -39,6 +55,13 @@ impl TlsFiles {
     }
 }
 
+/// Default for [`EtcdSourceConfig::probe_interval`].
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Default for [`EtcdSourceConfig::probe_timeout`].
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many distinct malformed keys are logged by name; later ones are only counted.
+const MAX_LOGGED_MALFORMED_KEYS: usize = 1000;
+
 /// Configuration of an etcd source.
 #[derive(Clone, Debug)]
 pub struct EtcdSourceConfig {
@@ -51,11 +74,20 @@ pub struct EtcdSourceConfig {
     pub cluster: ClusterName,
     /// Only these kinds are emitted (`None`: every kind the layout knows).
     pub kinds: Option<HashSet<String>>,
+    /// Largest value served (bytes); larger ones are invalid. Default 1 MiB.
     pub max_value_bytes: usize,
+    /// Deepest nesting of a served value. Default [`crate::validate::DEFAULT_MAX_DEPTH`] (64).
+    pub max_value_depth: usize,
     /// Keys per `Range` page while listing.
     pub page_size: i64,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// A watch silent for this long is probed (a progress request). Default 2 s.
+    pub probe_interval: Duration,
+    /// A probed watch that receives nothing for this long fails the connection. Default 5 s.
+    pub probe_timeout: Duration,
+    /// What this source refused (invalid values, malformed keys); shared with readers.
+    pub counters: Arc<SourceCounters>,
 }
 
 impl EtcdSourceConfig {
@@ -66,10 +98,14 @@ impl EtcdSourceConfig {
             prefix: "/calico".into(),
             cluster,
             kinds: None,
-            max_value_bytes: 1 << 20,
+            max_value_bytes: crate::validate::DEFAULT_MAX_VALUE_BYTES,
+            max_value_depth: crate::validate::DEFAULT_MAX_DEPTH,
             page_size: 1000,
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(10),
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            counters: Arc::default(),
         }
     }
 }
@@ -83,6 +119,7 @@ pub fn watch(config: EtcdSourceConfig) -> ReceiverStream<SourceEvent> {
             config,
             tx,
             status: None,
+            logged_malformed: HashSet::new(),
         };
         source.run().await;
     });
@@ -96,6 +133,8 @@ struct EtcdSource {
     config: EtcdSourceConfig,
     tx: mpsc::Sender<SourceEvent>,
     status: Option<SourceStatus>,
+    /// Malformed keys already logged (each is logged once).
+    logged_malformed: HashSet<Vec<u8>>,
 }
 
 enum WatchEnd {
@@ -199,7 +238,7 @@ impl EtcdSource {
         .await?;
         let mut count = 0usize;
         for kv in kvs {
-            if let Some(event) = self.upsert(&kv) {
+            if let Some(event) = self.listed(&kv) {
                 count += 1;
                 self.send(event).await?;
             }
@@ -220,18 +259,39 @@ impl EtcdSource {
         // In sync only once the watch runs: nothing after the listing can be missed from here on.
         self.set_status(SourceStatus::InSync).await?;
         *attempt = 0;
+        let (interval, timeout) = (self.config.probe_interval, self.config.probe_timeout);
+        // When to probe a silent watch, and (once probed) when to give up on it. Both restart
+        // after every response has been handled, so time spent waiting for our own consumer
+        // never counts against etcd.
+        let mut probe_at = Instant::now() + interval;
+        let mut give_up_at: Option<Instant> = None;
         loop {
             let response = tokio::select! {
+                biased;
                 r = watch.next() => r,
                 _ = self.tx.closed() => return Err(Closed),
+                _ = sleep_until(give_up_at.unwrap_or(probe_at)) => {
+                    if give_up_at.is_some() {
+                        return Ok(WatchEnd::Failed(format!(
+                            "etcd did not answer a watch progress request within {timeout:?}"
+                        )));
+                    }
+                    if let Err(e) = watch.request_progress() {
+                        return Ok(WatchEnd::Failed(e.to_string()));
+                    }
+                    give_up_at = Some(Instant::now() + timeout);
+                    continue;
+                }
             };
             match response {
                 Ok(response) => {
                     for event in response.events {
-                        if let Some(e) = self.watch_event(event) {
+                        if let Some(e) = self.watched(event) {
                             self.send(e).await?;
                         }
                     }
+                    probe_at = Instant::now() + interval;
+                    give_up_at = None;
                 }
                 Err(e) if e.is_compacted() => {
                     info!(cluster = %cluster, error = %e, "watch compacted; relisting");
@@ -248,32 +308,89 @@ impl EtcdSource {
         }
     }
 
-    fn key_of(&self, raw: &[u8]) -> Option<ResourceKey> {
-        let key = std::str::from_utf8(raw).ok()?;
-        let (kind, namespace, name) = parse_key(self.config.prefix.trim_end_matches('/'), key)?;
-        if let Some(kinds) = &self.config.kinds
-            && !kinds.contains(kind)
-        {
-            return None;
+    /// The resource key of an etcd key, if it is served (and of a kind this source emits). A
+    /// malformed key is counted (when `count`) and logged once.
+    fn key_of(&mut self, raw: &[u8], count: bool) -> Option<ResourceKey> {
+        let text = String::from_utf8_lossy(raw);
+        let prefix = self.config.prefix.trim_end_matches('/');
+        let class = match classify_key(prefix, &text) {
+            KeyClass::Served(kind, ..) if std::str::from_utf8(raw).is_err() => {
+                KeyClass::Malformed {
+                    kind,
+                    reason: "key is not valid UTF-8",
+                }
+            }
+            class => class,
+        };
+        let wanted = |kind: &str| {
+            self.config
+                .kinds
+                .as_ref()
+                .is_none_or(|kinds| kinds.contains(kind))
+        };
+        match class {
+            KeyClass::Served(kind, namespace, name) => wanted(kind)
+                .then(|| ResourceKey::new(&self.config.cluster, kind, &namespace, &name)),
+            KeyClass::Malformed { kind, reason } => {
+                if count && wanted(kind) {
+                    self.config.counters.count_malformed_key();
+                    self.log_malformed(raw, &text, reason);
+                }
+                None
+            }
+            KeyClass::Ignored => None,
         }
-        Some(ResourceKey::new(
-            &self.config.cluster,
-            kind,
-            &namespace,
-            &name,
-        ))
     }
 
-    fn upsert(&self, kv: &pb::KeyValue) -> Option<SourceEvent> {
-        let key = self.key_of(&kv.key)?;
-        let value = match canonical_value(&kv.value, self.config.max_value_bytes) {
-            Ok(v) => v,
-            Err(reason) => {
-                warn!(cluster = %self.config.cluster, key = %String::from_utf8_lossy(&kv.key),
-                    reason = %reason, "skipping etcd value");
-                return None;
+    fn log_malformed(&mut self, raw: &[u8], text: &str, reason: &str) {
+        if self.logged_malformed.contains(raw) {
+            return;
+        }
+        if self.logged_malformed.len() >= MAX_LOGGED_MALFORMED_KEYS {
+            if self.logged_malformed.len() == MAX_LOGGED_MALFORMED_KEYS {
+                warn!(cluster = %self.config.cluster, limit = MAX_LOGGED_MALFORMED_KEYS,
+                    "more malformed etcd keys; further ones are counted, not logged");
+                // One more entry (the marker's), so this line is written once.
+                self.logged_malformed.insert(Vec::new());
             }
+            return;
+        }
+        self.logged_malformed.insert(raw.to_vec());
+        warn!(cluster = %self.config.cluster, key = %text, reason,
+            "ignoring malformed etcd key (logged once per key)");
+    }
+
+    /// The value as served, or why it is invalid (logged and counted here).
+    fn checked_value(&self, key: &ResourceKey, kv: &pb::KeyValue) -> Option<Bytes> {
+        let limits = ValueLimits {
+            max_bytes: self.config.max_value_bytes,
+            max_depth: self.config.max_value_depth,
         };
+        let result = validate_value(key, &kv.value, &limits)
+            .map_err(|e| e.to_string())
+            .and_then(|info| {
+                if info.has_resource_version {
+                    without_resource_version(&kv.value)
+                } else {
+                    Ok(kv.value.clone())
+                }
+            });
+        match result {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.config.counters.count_invalid_value();
+                warn!(cluster = %self.config.cluster, key = %String::from_utf8_lossy(&kv.key),
+                    revision = kv.mod_revision, reason = %reason,
+                    "invalid etcd value; the key is not served (deleted at the agents)");
+                None
+            }
+        }
+    }
+
+    /// A listed pair: an `Upsert`, or nothing (an invalid value is absent from the listing).
+    fn listed(&mut self, kv: &pb::KeyValue) -> Option<SourceEvent> {
+        let key = self.key_of(&kv.key, true)?;
+        let value = self.checked_value(&key, kv)?;
         Some(SourceEvent::Upsert {
             key,
             value,
@@ -281,17 +398,24 @@ impl EtcdSource {
         })
     }
 
-    fn watch_event(&self, event: pb::Event) -> Option<SourceEvent> {
+    /// A watched event: an `Upsert`, or a `Delete` (a deleted key, or one whose new value is
+    /// invalid: agents must not keep its previous value).
+    fn watched(&mut self, event: pb::Event) -> Option<SourceEvent> {
         let kv = event.kv?;
-        if event.r#type == pb::event::EventType::Delete as i32 {
-            let key = self.key_of(&kv.key)?;
-            Some(SourceEvent::Delete {
-                key,
-                revision: kv.mod_revision.to_string().into(),
-            })
-        } else {
-            self.upsert(&kv)
+        let deleted = event.r#type == pb::event::EventType::Delete as i32;
+        let key = self.key_of(&kv.key, !deleted)?;
+        let revision = kv.mod_revision.to_string().into();
+        if deleted {
+            return Some(SourceEvent::Delete { key, revision });
         }
+        Some(match self.checked_value(&key, &kv) {
+            Some(value) => SourceEvent::Upsert {
+                key,
+                value,
+                revision,
+            },
+            None => SourceEvent::Delete { key, revision },
+        })
     }
 
     async fn send(&self, event: SourceEvent) -> Result<(), Closed> {
@@ -311,20 +435,9 @@ impl EtcdSource {
     }
 }
 
-/// Checks a value is JSON within the size limit; drops `metadata.resourceVersion` if a writer left
-/// it in (Calico clears it before writing), so rewrites of equal content compare equal.
-pub(crate) fn canonical_value(raw: &Bytes, max: usize) -> Result<Bytes, String> {
-    if raw.len() > max {
-        return Err(format!(
-            "value of {} bytes exceeds the {max}-byte limit",
-            raw.len()
-        ));
-    }
-    if !contains(raw, b"\"resourceVersion\"") {
-        serde_json::from_slice::<serde::de::IgnoredAny>(raw)
-            .map_err(|e| format!("value is not valid JSON: {e}"))?;
-        return Ok(raw.clone());
-    }
+/// Drops `metadata.resourceVersion` that a writer left in a (valid) value (Calico clears it before
+/// writing), so rewrites of equal content compare equal.
+fn without_resource_version(raw: &Bytes) -> Result<Bytes, String> {
     let mut value: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| format!("value is not valid JSON: {e}"))?;
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
@@ -333,10 +446,6 @@ pub(crate) fn canonical_value(raw: &Bytes, max: usize) -> Result<Bytes, String> 
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|e| format!("cannot re-encode value: {e}"))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// `min · 2^attempt`, capped at `max`, with jitter between half and all of it.
@@ -366,16 +475,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_are_checked_and_resource_version_dropped() {
-        let ok = Bytes::from_static(br#"{"kind":"Node","metadata":{"name":"a"}}"#);
-        assert_eq!(canonical_value(&ok, 1000).unwrap(), ok);
+    fn resource_version_is_dropped() {
         let rv = Bytes::from_static(br#"{"metadata":{"name":"a","resourceVersion":"7"}}"#);
         assert_eq!(
-            canonical_value(&rv, 1000).unwrap(),
+            without_resource_version(&rv).unwrap(),
             Bytes::from_static(br#"{"metadata":{"name":"a"}}"#)
         );
-        assert!(canonical_value(&Bytes::from_static(b"{nope"), 1000).is_err());
-        assert!(canonical_value(&ok, 3).unwrap_err().contains("limit"));
     }
 
     #[test]

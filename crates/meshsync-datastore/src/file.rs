@@ -41,12 +41,21 @@
 //! the directory, recursively, following symlinks; hidden entries (`.git`, `..data`) and backup
 //! files (`*~`, `*.swp`) are ignored. A `kind: …List` document with an `items` array contributes
 //! its items.
+//!
+//! Limits: a file larger than [`FileSourceConfig::max_file_bytes`] (default 64 MiB) is refused
+//! whole from its metadata, before it is read (and the read itself is bounded, so a file growing
+//! meanwhile cannot slip through); it is logged, counted ([`SourceCounters::refused_files`]) and
+//! serves no objects until it shrinks. A YAML file may hold up to 100,000 documents; serde-saphyr's
+//! other budgets per file stay at their defaults (250,000 nodes, 1,000,000 parser events, 50,000
+//! aliases and anchors, depth 64, 64 MiB of scalars), which is what refuses a YAML bomb. Every
+//! object then passes [`crate::validate::validate_value`] (1 MiB, depth 64 by default).
 
 mod parse;
 mod scan;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -57,10 +66,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, error, info, warn};
 
 use self::scan::{ScanOutcome, Scanner};
-use crate::{ClusterName, SourceEvent, SourceStatus};
+use crate::validate::ValueLimits;
+use crate::{ClusterName, SourceCounters, SourceEvent, SourceStatus};
 
 /// Default for [`FileSourceConfig::max_value_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+/// Default for [`FileSourceConfig::max_file_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 /// Default for [`FileSourceConfig::debounce`].
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 /// Default for [`FileSourceConfig::rescan_interval`].
@@ -83,10 +95,17 @@ pub struct FileSourceConfig {
     pub cluster: ClusterName,
     /// Objects whose canonical JSON is larger are skipped with an error log. Default 1 MiB.
     pub max_value_bytes: usize,
+    /// Objects nested deeper are skipped with an error log. Default
+    /// [`crate::validate::DEFAULT_MAX_DEPTH`] (64).
+    pub max_value_depth: usize,
     /// Quiet time after a file-system event before rescanning. Default 50 ms.
     pub debounce: Duration,
     /// Periodic safety-net rescan (inotify can overflow). Default 30 s.
     pub rescan_interval: Duration,
+    /// Files larger than this are refused whole (checked before reading). Default 64 MiB.
+    pub max_file_bytes: u64,
+    /// What this source refused (invalid objects, oversized files); shared with readers.
+    pub counters: Arc<SourceCounters>,
 }
 
 impl FileSourceConfig {
@@ -96,8 +115,11 @@ impl FileSourceConfig {
             dir: dir.into(),
             cluster,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_value_depth: crate::validate::DEFAULT_MAX_DEPTH,
             debounce: DEFAULT_DEBOUNCE,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            counters: Arc::default(),
         }
     }
 }
@@ -143,7 +165,12 @@ pub fn watch(config: FileSourceConfig) -> Result<ReceiverStream<SourceEvent>, Fi
         scanner: Some(Scanner::new(
             config.dir.clone(),
             config.cluster.clone(),
-            config.max_value_bytes,
+            ValueLimits {
+                max_bytes: config.max_value_bytes,
+                max_depth: config.max_value_depth,
+            },
+            config.max_file_bytes,
+            config.counters.clone(),
         )),
         config,
         tx,
@@ -965,7 +992,8 @@ mod tests {
             Path::new("x.yaml"),
             b"kind: Node\nmetadata: {name: a}\n---\nkind: [\n  - b\n",
             "",
-            DEFAULT_MAX_VALUE_BYTES,
+            &ValueLimits::default(),
+            &SourceCounters::default(),
         )
         .unwrap_err();
         assert!(yaml.contains("line"), "{yaml}");
@@ -973,7 +1001,8 @@ mod tests {
             Path::new("x.json"),
             b"{\"kind\": \"Node\"}\n{\"kind\": }",
             "",
-            DEFAULT_MAX_VALUE_BYTES,
+            &ValueLimits::default(),
+            &SourceCounters::default(),
         )
         .unwrap_err();
         assert!(json.contains("line 2 column"), "{json}");
@@ -986,7 +1015,8 @@ mod tests {
                 Path::new(path),
                 text.as_bytes(),
                 "c",
-                DEFAULT_MAX_VALUE_BYTES,
+                &ValueLimits::default(),
+                &SourceCounters::default(),
             )
             .unwrap()
         };

@@ -68,42 +68,100 @@ pub const K8S_KINDS: &[(&str, &str)] = &[
     ("endpointslices", "EndpointSlice"),
 ];
 
+/// What an etcd key is to meshsync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyClass {
+    /// A served resource: `(kind, namespace, name)`.
+    Served(&'static str, String, String),
+    /// A key of a served layout (a known Calico plural, a known Kubernetes plural, an IPAM block)
+    /// that does not have the layout's shape: extra or missing path segments, an empty name or
+    /// namespace. Not served; worth a log line, because a writer got something wrong.
+    Malformed {
+        kind: &'static str,
+        reason: &'static str,
+    },
+    /// Not served and nothing wrong with it: other prefixes, Calico's v1 keys, IPAM handles and
+    /// host affinities, plurals meshsync does not know (kinds of a newer Calico).
+    Ignored,
+}
+
 /// `(kind, namespace, name)` of an etcd key, or `None` for keys meshsync does not serve (v1
 /// Felix keys, IPAM handles and affinities, unknown plurals, malformed paths).
 pub fn parse_key(prefix: &str, key: &str) -> Option<(&'static str, String, String)> {
-    let rest = key.strip_prefix(prefix)?;
+    match classify_key(prefix, key) {
+        KeyClass::Served(kind, namespace, name) => Some((kind, namespace, name)),
+        KeyClass::Malformed { .. } | KeyClass::Ignored => None,
+    }
+}
+
+/// Classifies an etcd key: served (with its kind, namespace and name), malformed, or ignored.
+pub fn classify_key(prefix: &str, key: &str) -> KeyClass {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return KeyClass::Ignored;
+    };
+    let malformed = |kind, reason| KeyClass::Malformed { kind, reason };
     if let Some(rest) = rest.strip_prefix("/resources/v3/projectcalico.org/") {
         let segments: Vec<&str> = rest.split('/').collect();
-        let (plural, tail) = segments.split_first()?;
-        let &(_, kind, namespaced) = CALICO_KINDS.iter().find(|(p, _, _)| p == plural)?;
+        let Some((plural, tail)) = segments.split_first() else {
+            return KeyClass::Ignored;
+        };
+        let Some(&(_, kind, namespaced)) = CALICO_KINDS.iter().find(|(p, _, _)| p == plural) else {
+            return KeyClass::Ignored;
+        };
         return match (namespaced, tail) {
-            (false, [name]) if !name.is_empty() => Some((kind, String::new(), unescape(name))),
-            (true, [ns, name]) if !ns.is_empty() && !name.is_empty() => {
-                Some((kind, unescape(ns), unescape(name)))
+            (false, [name]) if !name.is_empty() => {
+                KeyClass::Served(kind, String::new(), unescape(name))
             }
-            _ => None,
+            (false, [_]) => malformed(kind, "empty name"),
+            (false, _) => malformed(
+                kind,
+                "a global kind's key has exactly one segment (the name) after the plural",
+            ),
+            (true, [ns, name]) if !ns.is_empty() && !name.is_empty() => {
+                KeyClass::Served(kind, unescape(ns), unescape(name))
+            }
+            (true, [_, _]) => malformed(kind, "empty namespace or name"),
+            (true, _) => malformed(
+                kind,
+                "a namespaced kind's key has exactly two segments (namespace, name) after the plural",
+            ),
         };
     }
     if let Some(rest) = rest.strip_prefix("/resources/v3/k8s/") {
         let segments: Vec<&str> = rest.split('/').collect();
-        return match segments.as_slice() {
-            [plural, ns, name] if !ns.is_empty() && !name.is_empty() => {
-                let &(_, kind) = K8S_KINDS.iter().find(|(p, _)| p == plural)?;
-                Some((kind, unescape(ns), unescape(name)))
+        let Some((plural, tail)) = segments.split_first() else {
+            return KeyClass::Ignored;
+        };
+        let Some(&(_, kind)) = K8S_KINDS.iter().find(|(p, _)| p == plural) else {
+            return KeyClass::Ignored;
+        };
+        return match tail {
+            [ns, name] if !ns.is_empty() && !name.is_empty() => {
+                KeyClass::Served(kind, unescape(ns), unescape(name))
             }
-            _ => None,
+            [_, _] => malformed(kind, "empty namespace or name"),
+            _ => malformed(
+                kind,
+                "a Kubernetes object's key has exactly two segments (namespace, name) after the plural",
+            ),
         };
     }
     for family in ["ipv4", "ipv6"] {
         let block_prefix = format!("/ipam/v2/assignment/{family}/block/");
         if let Some(cidr) = rest.strip_prefix(block_prefix.as_str()) {
-            if cidr.is_empty() || cidr.contains('/') {
-                return None;
+            if cidr.is_empty() {
+                return malformed("IPAMBlock", "empty block name");
             }
-            return Some(("IPAMBlock", String::new(), block_name(cidr)));
+            if cidr.contains('/') {
+                return malformed(
+                    "IPAMBlock",
+                    "a block's key has exactly one segment (the CIDR) after block/",
+                );
+            }
+            return KeyClass::Served("IPAMBlock", String::new(), block_name(cidr));
         }
     }
-    None
+    KeyClass::Ignored
 }
 
 /// The etcd key of a resource (the inverse of [`parse_key`] for Calico and Kubernetes kinds).
@@ -210,6 +268,45 @@ mod tests {
         );
         assert_eq!(parse_key(p, "/calico/v1/host/node1/config/Foo"), None);
         assert_eq!(parse_key(p, "/calico/ipam/v2/handle/abc"), None);
+    }
+
+    #[test]
+    fn malformed_keys_of_served_layouts_are_told_from_ignored_ones() {
+        let p = "/calico";
+        let class = |k: &str| classify_key(p, k);
+        for key in [
+            "/calico/resources/v3/projectcalico.org/ippools/a/b",
+            "/calico/resources/v3/projectcalico.org/ippools/",
+            "/calico/resources/v3/projectcalico.org/ippools",
+            "/calico/resources/v3/projectcalico.org/workloadendpoints/x",
+            "/calico/resources/v3/projectcalico.org/workloadendpoints//x",
+            "/calico/resources/v3/projectcalico.org/workloadendpoints/ns/x/y",
+            "/calico/resources/v3/k8s/secrets/ns/",
+            "/calico/resources/v3/k8s/secrets/ns",
+            "/calico/resources/v3/k8s/services/ns/a/b",
+            "/calico/ipam/v2/assignment/ipv4/block/",
+            "/calico/ipam/v2/assignment/ipv6/block/fd00::/122",
+        ] {
+            assert!(
+                matches!(class(key), KeyClass::Malformed { .. }),
+                "{key}: {:?}",
+                class(key)
+            );
+        }
+        for key in [
+            "/calico/resources/v3/projectcalico.org/gadgets/x",
+            "/calico/resources/v3/k8s/pods/default/p",
+            "/calico/v1/host/node1/config/Foo",
+            "/calico/ipam/v2/handle/abc",
+            "/calico/ipam/v2/host/node1/ipv4/block/10.65.0.0-26",
+            "/other/resources/v3/projectcalico.org/ippools/a/b",
+        ] {
+            assert_eq!(class(key), KeyClass::Ignored, "{key}");
+        }
+        assert_eq!(
+            class("/calico/resources/v3/projectcalico.org/ippools/a"),
+            KeyClass::Served("IPPool", String::new(), "a".into())
+        );
     }
 
     #[test]

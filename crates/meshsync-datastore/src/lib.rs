@@ -5,11 +5,14 @@
 //! keys the relist did not mention, so consumers only ever see real differences. Drivers are chosen
 //! by a datastore URL ([`DatastoreUrl`]); this crate holds the data model every stage shares.
 
+mod counters;
 pub mod etcd;
 pub mod file;
 pub mod layout;
 mod model;
 mod url;
+pub mod validate;
 
+pub use counters::SourceCounters;
 pub use model::{ClusterName, LOCAL_CLUSTER, ResourceKey, Revision, SourceEvent, SourceStatus};
 pub use url::{DatastoreUrl, UrlError};

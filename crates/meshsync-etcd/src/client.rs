@@ -15,6 +15,11 @@ use crate::error::EtcdError;
 use crate::pb::{self, auth_client::AuthClient, kv_client::KvClient, watch_client::WatchClient};
 use crate::watch::WatchStream;
 
+/// HTTP/2 ping interval on the etcd channel.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// An unanswered ping closes the connection after this long.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Adds etcd's auth token to every request once authenticated.
 #[derive(Clone, Default)]
 pub(crate) struct TokenInterceptor {
@@ -284,8 +289,11 @@ fn build_endpoint(url: &str, config: &EtcdConfig, tls: bool) -> Result<Endpoint,
         .map_err(|e| invalid(e.to_string()))?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
+        // etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`), so the
+        // interval stays at 10 s; a hung server is then noticed within 15 s on any call. Watches
+        // also probe with progress requests (the datastore driver), which etcd answers at once.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
     if tls {
         let mut tls_config = ClientTlsConfig::new();

@@ -13,7 +13,7 @@ use crate::pb::{self, watch_client::WatchClient};
 pub struct WatchStream {
     responses: tonic::Streaming<pb::WatchResponse>,
     /// Kept open for the watch's lifetime (etcd ends the watch when the request stream closes).
-    _requests: mpsc::Sender<pb::WatchRequest>,
+    requests: mpsc::Sender<pb::WatchRequest>,
     watch_id: i64,
 }
 
@@ -50,7 +50,7 @@ impl WatchStream {
         }
         Ok(WatchStream {
             responses,
-            _requests: tx,
+            requests: tx,
             watch_id: first.watch_id,
         })
     }
@@ -73,6 +73,22 @@ impl WatchStream {
             return Err(EtcdError::WatchCanceled(response.cancel_reason));
         }
         Ok(response)
+    }
+
+    /// Asks etcd for a progress notification (etcd ≥ 3.4): an event-less response with the
+    /// current revision, which proves the server and the stream are alive. Returns at once; the
+    /// answer arrives through [`WatchStream::next`]. A full request queue (an earlier request not
+    /// yet sent) is not an error: that request serves the same purpose.
+    pub fn request_progress(&self) -> Result<(), EtcdError> {
+        let request = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::ProgressRequest(
+                pb::WatchProgressRequest {},
+            )),
+        };
+        match self.requests.try_send(request) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(EtcdError::WatchEnded),
+        }
     }
 
     pub fn watch_id(&self) -> i64 {

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use tracing::{error, warn};
 
-use crate::{ResourceKey, Revision};
+use crate::validate::{ValueLimits, validate_value};
+use crate::{ResourceKey, Revision, SourceCounters};
 
 /// One object defined by a file: its key, its canonical JSON and the hash of that JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,15 +66,22 @@ pub(super) fn revision_of(value: &[u8]) -> Revision {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(value)).into()
 }
 
+/// Most YAML documents in one file (serde-saphyr's default is 1,024, which real manifests exceed).
+/// The parser's other budgets stay at its defaults (nodes, events, aliases, anchors, depth, scalar
+/// bytes per file): they are what stops a YAML bomb.
+pub(super) const MAX_YAML_DOCUMENTS: usize = 100_000;
+
 /// Parses a whole file. `Err` carries the parser's reason (with line/column when the parser knows
-/// it); the caller then ignores the whole file. Objects that are individually invalid or too large
-/// are logged here and left out, the rest of the file is returned in file order. A key defined
-/// twice in the same file keeps its first definition.
+/// it); the caller then ignores the whole file. Objects that are individually invalid (no kind or
+/// name, or failing [`validate_value`]: too large, too deep) are logged here, counted and left
+/// out; the rest of the file is returned in file order. A key defined twice in the same file keeps
+/// its first definition.
 pub(super) fn parse_file(
     path: &Path,
     bytes: &[u8],
     cluster: &str,
-    max_value_bytes: usize,
+    limits: &ValueLimits,
+    counters: &SourceCounters,
 ) -> Result<Vec<Object>, String> {
     let documents = match Format::of(path) {
         Some(Format::Yaml) => parse_yaml(bytes)?,
@@ -90,17 +98,19 @@ pub(super) fn parse_file(
         let object = match canonical_object(value, cluster) {
             Ok(object) => object,
             Err(reason) => {
+                counters.count_invalid_value();
                 warn!(file = %path.display(), document = %location, reason, "skipping invalid object");
                 continue;
             }
         };
-        if object.value.len() > max_value_bytes {
+        if let Err(reason) = validate_value(&object.key, &object.value, limits) {
+            counters.count_invalid_value();
             error!(
                 file = %path.display(),
+                document = %location,
                 key = %object.key,
-                size = object.value.len(),
-                max_value_bytes,
-                "skipping object larger than the maximum value size"
+                reason = %reason,
+                "skipping invalid object"
             );
             continue;
         }
@@ -125,6 +135,9 @@ fn parse_yaml(bytes: &[u8]) -> Result<Vec<Value>, String> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
+        budget: serde_saphyr::budget! {
+            max_documents: MAX_YAML_DOCUMENTS,
+        },
     };
     let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
         // The plain message (with its line and column) only: a snippet would copy file content,

@@ -6,15 +6,17 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tracing::{debug, error, warn};
 
 use super::parse::{Object, parse_file};
-use crate::{ClusterName, ResourceKey, Revision, SourceEvent};
+use crate::validate::ValueLimits;
+use crate::{ClusterName, ResourceKey, Revision, SourceCounters, SourceEvent};
 
 /// A file whose mtime is this close to "now" may still be written to within the same timestamp
 /// tick (file-system timestamps are coarse), so its stat data is not trusted: it is re-read (and
@@ -112,7 +114,9 @@ pub(super) enum ScanOutcome {
 pub(super) struct Scanner {
     root: PathBuf,
     cluster: ClusterName,
-    max_value_bytes: usize,
+    limits: ValueLimits,
+    max_file_bytes: u64,
+    counters: Arc<SourceCounters>,
     files: BTreeMap<PathBuf, FileEntry>,
     /// Some entry's objects changed since `current` was computed.
     dirty: bool,
@@ -124,11 +128,19 @@ pub(super) struct Scanner {
 }
 
 impl Scanner {
-    pub(super) fn new(root: PathBuf, cluster: ClusterName, max_value_bytes: usize) -> Scanner {
+    pub(super) fn new(
+        root: PathBuf,
+        cluster: ClusterName,
+        limits: ValueLimits,
+        max_file_bytes: u64,
+        counters: Arc<SourceCounters>,
+    ) -> Scanner {
         Scanner {
             root,
             cluster,
-            max_value_bytes,
+            limits,
+            max_file_bytes,
+            counters,
             files: BTreeMap::new(),
             dirty: true,
             current: BTreeMap::new(),
@@ -204,10 +216,34 @@ impl Scanner {
             return true;
         }
         let trusted = stamp.trusted(now).then_some(stamp);
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
-            Err(e) => {
+        // Refused from its metadata, before anything is read; the read is bounded too, so a file
+        // that grows after the stat cannot slip through.
+        let size = metadata.len();
+        let bytes = match (size <= self.max_file_bytes)
+            .then(|| read_bounded(path, self.max_file_bytes, size))
+        {
+            Some(Ok(Some(bytes))) => bytes,
+            None | Some(Ok(None)) => {
+                // Logged once per stamp, like an unreadable file. Its objects go: a fresh source
+                // would not serve them either.
+                self.counters.count_refused_file();
+                error!(
+                    file = %path.display(),
+                    size,
+                    max_file_bytes = self.max_file_bytes,
+                    dropped_objects = entry.objects.len(),
+                    "file larger than the file-size limit; refused whole, its objects are not served"
+                );
+                entry.stamp = trusted;
+                entry.hash = None;
+                if !entry.objects.is_empty() {
+                    entry.objects.clear();
+                    self.dirty = true;
+                }
+                return true;
+            }
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => return false,
+            Some(Err(e)) => {
                 // Logged once per stamp: a chmod or a write changes the stamp and brings a retry.
                 error!(file = %path.display(), error = %e, "cannot read file; keeping its previous objects");
                 entry.stamp = trusted;
@@ -221,7 +257,7 @@ impl Scanner {
             return true;
         }
         entry.hash = Some(hash);
-        match parse_file(path, &bytes, &self.cluster, self.max_value_bytes) {
+        match parse_file(path, &bytes, &self.cluster, &self.limits, &self.counters) {
             Ok(objects) => {
                 debug!(file = %path.display(), objects = objects.len(), "parsed file");
                 if objects != entry.objects {
@@ -395,8 +431,36 @@ impl Walk {
     }
 }
 
+/// Reads at most `max` bytes of `path`: `None` if it holds more (it grew past the limit).
+fn read_bounded(path: &Path, max: u64, size_hint: u64) -> io::Result<Option<Vec<u8>>> {
+    let file = fs::File::open(path)?;
+    let capacity = usize::try_from(size_hint.min(max)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(capacity);
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
 /// Hidden entries (`.git`, `..data` of ConfigMap volumes, editor lock files) and backup files.
 fn ignored_name(name: &OsStr) -> bool {
     let name = name.to_string_lossy();
     name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_reads_refuse_what_grew_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        fs::write(&path, b"0123456789").unwrap();
+        assert_eq!(
+            read_bounded(&path, 10, 10).unwrap().as_deref(),
+            Some(&b"0123456789"[..])
+        );
+        // The stat said 5 bytes, the file holds 10: refused, reading at most 10 + 1.
+        assert_eq!(read_bounded(&path, 9, 5).unwrap(), None);
+        assert!(read_bounded(&dir.path().join("missing"), 9, 0).is_err());
+    }
 }

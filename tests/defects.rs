@@ -423,3 +423,70 @@ fn huge_second_flags_are_refused_not_a_panic() {
         );
     }
 }
+
+/// Item 7/8: what the sources refuse is counted on `/metrics` (with the log line), for the whole
+/// process: here a file object nested deeper than the depth limit, served by the real binary.
+#[test]
+fn refused_values_are_counted_on_metrics() {
+    use std::io::{Read, Write};
+    use support::binary::Serve;
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!(
+        r#"{{"kind":"Node","metadata":{{"name":"deep"}},"spec":{{"a":{}1{}}}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    std::fs::write(dir.path().join("deep.json"), deep).unwrap();
+    std::fs::write(
+        dir.path().join("ok.json"),
+        r#"{"kind":"Node","metadata":{"name":"fine"}}"#,
+    )
+    .unwrap();
+    let datastore = format!("file:{}", dir.path().display());
+    let mut serve = Serve::start(&[
+        "serve",
+        "--datastore",
+        &datastore,
+        "--listen",
+        "127.0.0.1:0",
+        "--health-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let serving = serve.wait_line("the serving line", |l| l.contains("meshsync serving"));
+    let metrics: std::net::SocketAddr = serving
+        .split("metrics=Some(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {serving}"));
+    serve.wait_line("the in-sync line", |l| {
+        l.contains("Sending in-sync update for local datastore")
+    });
+    let get = || {
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let body = get();
+    assert!(
+        body.lines()
+            .any(|l| l == "meshsync_datastore_invalid_values_total 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("meshsync_cache_keys{cluster=\"\"} 1"),
+        "{body}"
+    );
+    assert!(
+        serve.count(|l| l.contains("skipping invalid object") && l.contains("deep")) >= 1,
+        "a log line names the refused object"
+    );
+}

@@ -102,7 +102,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let keepalive_timeout = super::seconds("--keepalive-timeout", args.keepalive_timeout, true)?;
     let handshake_timeout = super::seconds("--handshake-timeout", args.handshake_timeout, true)?;
     let write_timeout = super::seconds("--write-timeout", args.write_timeout, true)?;
-    let (local, base_dir) = local_source(&args)?;
+    if let Some((old, new)) = meshsync_server::raise_open_file_limit() {
+        info!(
+            from = old,
+            to = new,
+            "raised the open-file limit to its hard limit"
+        );
+    }
+    // One set of counters for every source of the process (local and remote), on `/metrics`.
+    let counters = std::sync::Arc::new(meshsync_datastore::SourceCounters::default());
+    let (local, base_dir) = local_source(&args, &counters)?;
     let source = meshsync_mesh::mesh(
         local,
         MeshConfig {
@@ -110,6 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             base_dir,
             limits: RemoteLimits {
                 max_value_bytes: args.max_value_bytes,
+                counters: counters.clone(),
                 ..RemoteLimits::default()
             },
         },
@@ -136,6 +146,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_sockets: args.max_sockets,
             write_timeout,
             max_backlog_bytes: args.max_backlog_bytes,
+            source_counters: counters,
             ..ServerConfig::default()
         },
     )
@@ -222,11 +233,15 @@ fn local_identities(datastore: &DatastoreUrl) -> Vec<String> {
 type LocalSource = std::pin::Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
 
 /// The local datastore's source, and the directory relative remote `filePath`s are resolved from.
-fn local_source(args: &ServeArgs) -> anyhow::Result<(LocalSource, Option<PathBuf>)> {
+fn local_source(
+    args: &ServeArgs,
+    counters: &std::sync::Arc<meshsync_datastore::SourceCounters>,
+) -> anyhow::Result<(LocalSource, Option<PathBuf>)> {
     match &args.datastore {
         DatastoreUrl::File(dir) => {
             let mut config = file::FileSourceConfig::new(dir.clone(), LOCAL_CLUSTER.into());
             config.max_value_bytes = args.max_value_bytes;
+            config.counters = counters.clone();
             info!(datastore = %dir.display(), "starting the file datastore");
             let stream =
                 file::watch(config).with_context(|| format!("file datastore {}", dir.display()))?;
@@ -259,6 +274,7 @@ fn local_source(args: &ServeArgs) -> anyhow::Result<(LocalSource, Option<PathBuf
             config.tls_files = tls_files;
             config.prefix = prefix.clone();
             config.max_value_bytes = args.max_value_bytes;
+            config.counters = counters.clone();
             info!(endpoints = ?endpoints, prefix = %prefix, "starting the etcd datastore");
             Ok((Box::pin(meshsync_datastore::etcd::watch(config)), None))
         }

@@ -24,6 +24,8 @@ pub type SourceStream = Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
 #[derive(Clone, Debug)]
 pub struct RemoteLimits {
     pub max_value_bytes: usize,
+    /// Counts what the remote sources refuse (shared with the local source and `/metrics`).
+    pub counters: std::sync::Arc<meshsync_datastore::SourceCounters>,
     /// Delay between attempts to open a remote file datastore that is missing.
     pub file_retry: Duration,
 }
@@ -32,6 +34,7 @@ impl Default for RemoteLimits {
     fn default() -> Self {
         RemoteLimits {
             max_value_bytes: 1 << 20,
+            counters: Default::default(),
             file_retry: Duration::from_secs(2),
         }
     }
@@ -75,11 +78,13 @@ pub fn start(cluster: &str, config: &RemoteConfig, limits: &RemoteLimits) -> Sou
             };
             source.kinds = Some(kinds.clone());
             source.max_value_bytes = limits.max_value_bytes;
+            source.counters = limits.counters.clone();
             Box::pin(meshsync_datastore::etcd::watch(source))
         }
         RemoteDatastore::File { dir } => {
             let mut source = FileSourceConfig::new(dir.clone(), name.clone());
             source.max_value_bytes = limits.max_value_bytes;
+            source.counters = limits.counters.clone();
             Box::pin(retrying_file_source(source, limits.file_retry))
         }
     };

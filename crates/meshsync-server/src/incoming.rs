@@ -198,6 +198,27 @@ pub(crate) struct AcceptConfig {
 }
 
 /// The soft open-file limit of this process, if known.
+/// Raises the soft open-file limit to the hard one, as Go's runtime does for Typha: thousands of
+/// agents need thousands of descriptors, and the usual soft default (1024) is far below what the
+/// hard limit allows. Returns (old, new) when it changed anything.
+pub fn raise_open_file_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the pointed-to, properly aligned struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return None;
+    }
+    let old = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads one properly initialised rlimit; raising the soft limit up to the
+    // hard one needs no privilege.
+    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0).then_some((old, limit.rlim_cur))
+}
+
 fn open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 pub use connections::Connections;
+pub use incoming::raise_open_file_limit;
 pub use service::{
     MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES, MAX_CLUSTER_NAME_BYTES,
     MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES, SERVER_VERSION,
@@ -57,6 +58,9 @@ pub struct ServerConfig {
     /// position and the head) exceeds this releases the breadcrumbs it pins; when it is polled
     /// again it skips ahead with one coalesced difference.
     pub max_backlog_bytes: u64,
+    /// What the sources refused (invalid values, malformed keys, refused files), shared with
+    /// every source of the process; rendered on `/metrics`.
+    pub source_counters: Arc<meshsync_datastore::SourceCounters>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             // Typha's default write timeout.
             write_timeout: Duration::from_secs(120),
             max_backlog_bytes: 4 << 20,
+            source_counters: Arc::default(),
         }
     }
 }
@@ -182,7 +187,11 @@ impl BoundServer {
             self.metrics.map(|l| {
                 (
                     l,
-                    metrics::router(self.cache.clone(), self.connections.clone()),
+                    metrics::router(
+                        self.cache.clone(),
+                        self.connections.clone(),
+                        self.config.source_counters.clone(),
+                    ),
                     "metrics",
                 )
             }),

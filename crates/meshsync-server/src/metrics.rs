@@ -1,4 +1,4 @@
-//! Prometheus metrics (`/metrics`, port 9093 by default as Typha's), rendered in the text
+//! Prometheus metrics (`/metrics`, off unless a listen address is given; Typha uses 9093), rendered in the text
 //! exposition format from the cache's counters and status — no metrics registry on the hot path.
 
 use std::fmt::Write;
@@ -34,7 +34,11 @@ fn escape_label(value: &str) -> String {
 }
 
 /// The metrics text for the current state.
-pub fn render(cache: &SnapshotCache, connections: &Connections) -> String {
+pub fn render(
+    cache: &SnapshotCache,
+    connections: &Connections,
+    sources: &meshsync_datastore::SourceCounters,
+) -> String {
     let head = cache.head();
     let status = &head.status;
     let m = cache.metrics();
@@ -155,28 +159,57 @@ pub fn render(cache: &SnapshotCache, connections: &Connections) -> String {
             &connections.released,
         ),
     ];
-    for (name, help, counter) in counters.into_iter().chain(protection) {
+    let refused_input = [
+        (
+            "meshsync_datastore_invalid_values_total",
+            "Values a source refused (not a JSON object within the size and depth limits, invalid UTF-8, or kind/name not matching the key); their keys are deleted.",
+            sources.invalid_values(),
+        ),
+        (
+            "meshsync_datastore_malformed_keys_total",
+            "etcd keys of a served layout with extra or missing path segments or empty names.",
+            sources.malformed_keys(),
+        ),
+        (
+            "meshsync_datastore_refused_files_total",
+            "Files of a file datastore refused whole (above the file-size limit).",
+            sources.refused_files(),
+        ),
+    ];
+    let counters = counters
+        .into_iter()
+        .chain(protection)
+        .map(|(name, help, counter)| (name, help, counter.load(Ordering::Relaxed)))
+        .chain(refused_input);
+    for (name, help, value) in counters {
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            counter.load(Ordering::Relaxed)
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
     out
 }
 
 /// The metrics router.
-pub fn router(cache: SnapshotCache, connections: Arc<Connections>) -> Router {
+pub fn router(
+    cache: SnapshotCache,
+    connections: Arc<Connections>,
+    sources: Arc<meshsync_datastore::SourceCounters>,
+) -> Router {
     Router::new()
         .route("/metrics", get(serve))
-        .with_state((cache, connections))
+        .with_state((cache, connections, sources))
 }
 
-async fn serve(
-    State((cache, connections)): State<(SnapshotCache, Arc<Connections>)>,
-) -> impl IntoResponse {
+type MetricsState = (
+    SnapshotCache,
+    Arc<Connections>,
+    Arc<meshsync_datastore::SourceCounters>,
+);
+
+async fn serve(State((cache, connections, sources)): State<MetricsState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&cache, &connections),
+        render(&cache, &connections, &sources),
     )
 }

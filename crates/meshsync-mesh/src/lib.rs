@@ -10,19 +10,24 @@
 //! has failed. A changed RCC or Secret restarts only that cluster's source (its relist becomes the
 //! differences); a deleted RCC removes the cluster's keys, then its status.
 
+mod error;
+mod lifecycle;
+mod lost_cluster;
 mod manager;
 mod rcc;
 mod remote;
 mod secret;
+mod state;
 
 use futures::Stream;
-use meshsync_datastore::SourceEvent;
+use meshsync_model::SourceEvent;
 
+pub use error::{ConfigError, JsonError, SecretError};
 pub use manager::{MeshConfig, RCC_KIND, RemoteClusterManager, SECRET_KIND};
 pub use rcc::{
-    CALICO_ETCD_PREFIX, FEDERATION_KINDS, LOST_CLUSTER_GRACE_ANNOTATION,
-    LOST_CLUSTER_POLICY_ANNOTATION, LostClusterPolicy, MAX_LOST_CLUSTER_GRACE, OVERLAY_KINDS,
-    REMOTE_KINDS, Rcc, RemoteConfig, RemoteDatastore, etcd_identity, file_identity,
+    CALICO_ETCD_PREFIX, InvalidClusterName, LOST_CLUSTER_GRACE_ANNOTATION,
+    LOST_CLUSTER_POLICY_ANNOTATION, LostClusterPolicy, MAX_LOST_CLUSTER_GRACE, Rcc, RemoteConfig,
+    RemoteDatastore, Secrets, etcd_identity, file_identity, validate_cluster_name,
 };
 pub use remote::RemoteLimits;
 pub use secret::SecretData;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::error::{ConfigError, SecretError};
 use crate::secret::SecretData;
 
 /// Annotation selecting what happens to a lost cluster's data: `keep` (default) or `withdraw`.
@@ -18,14 +19,6 @@ pub const LOST_CLUSTER_POLICY_ANNOTATION: &str = "meshsync.io/lost-cluster-polic
 /// Annotation with the grace period before `withdraw` deletes a lost cluster's data (`30s`, `2m`,
 /// or plain seconds). Default 30 s.
 pub const LOST_CLUSTER_GRACE_ANNOTATION: &str = "meshsync.io/lost-cluster-grace-period";
-
-/// The kinds synced from every remote cluster.
-pub const REMOTE_KINDS: &[&str] = &["WorkloadEndpoint", "HostEndpoint", "Profile"];
-/// The kinds added with `overlayRoutingMode: Enabled`.
-pub const OVERLAY_KINDS: &[&str] = &["Node", "IPPool", "IPAMBlock"];
-/// Kubernetes kinds synced from every remote for the `federation` subscription (federated
-/// services); `felix` agents never receive them.
-pub const FEDERATION_KINDS: &[&str] = &["Service", "Endpoints", "EndpointSlice"];
 
 /// What to do with a remote cluster's data while it cannot be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +33,7 @@ pub enum LostClusterPolicy {
 /// subdomain (lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit,
 /// at most 253 characters), as the Kubernetes API would require of the object. Anything else
 /// (`(local)`, `a/b`, `" "`, …) could be confused with the local cluster or break key paths.
-pub fn validate_cluster_name(name: &str) -> Result<(), String> {
+pub fn validate_cluster_name(name: &str) -> Result<(), InvalidClusterName> {
     const MAX: usize = 253;
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     let bytes = name.as_bytes();
@@ -54,16 +47,18 @@ pub fn validate_cluster_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "RemoteClusterConfiguration name {:?} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most {MAX} characters)",
-            name.escape_debug()
-                .to_string()
-                .chars()
-                .take(300)
-                .collect::<String>()
+        Err(InvalidClusterName(
+            name.escape_debug().to_string().chars().take(300).collect(),
         ))
     }
 }
+
+/// An RCC name that is not a DNS-1123 subdomain (escaped, cut at 300 characters).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "RemoteClusterConfiguration name \"{0}\" is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters)"
+)]
+pub struct InvalidClusterName(pub String);
 
 /// How to reach a remote cluster's datastore.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,17 +124,11 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
-    /// The kinds synced from this cluster.
+    /// The kinds synced from this cluster (the kinds registry's remote column).
     pub fn kinds(&self) -> HashSet<String> {
-        let mut kinds: HashSet<String> = REMOTE_KINDS
-            .iter()
-            .chain(FEDERATION_KINDS)
-            .map(|k| k.to_string())
-            .collect();
-        if self.overlay {
-            kinds.extend(OVERLAY_KINDS.iter().map(|k| k.to_string()));
-        }
-        kinds
+        meshsync_model::kinds::remote_kinds(self.overlay)
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -228,7 +217,7 @@ impl RccSpec {
 
     /// The spec a Secret's data describes (calico-model.md §4.1: `kubeconfig` maps to
     /// `kubeconfigInline`; file paths cannot come from a Secret, except our `filePath`).
-    fn from_secret(secret: &SecretData) -> Result<RccSpec, String> {
+    fn from_secret(secret: &SecretData) -> Result<RccSpec, SecretError> {
         Ok(RccSpec {
             datastore_type: secret.text("datastoreType")?,
             etcd_endpoints: secret.text("etcdEndpoints")?,
@@ -245,11 +234,11 @@ impl RccSpec {
 }
 
 /// A parsed RemoteClusterConfiguration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rcc {
     /// `metadata.name`: the cluster's name in every key.
     pub name: String,
-    spec: Result<RccSpec, String>,
+    spec: Result<RccSpec, ConfigError>,
     annotations: BTreeMap<String, String>,
 }
 
@@ -258,13 +247,13 @@ pub type SecretRef = (String, String);
 
 /// The Secrets of the local cluster that RCCs may name: decoded, or why a present Secret could not
 /// be decoded (so that an RCC reports "malformed", never "not found", for a Secret that exists).
-pub type Secrets = BTreeMap<SecretRef, Result<SecretData, String>>;
+pub type Secrets = BTreeMap<SecretRef, Result<SecretData, SecretError>>;
 
 impl Rcc {
     /// Parses an RCC object. A malformed spec is kept as an error, reported as `ConfigIncomplete`.
     pub fn parse(name: &str, value: &[u8]) -> Rcc {
-        let object: Result<serde_json::Value, String> =
-            serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"));
+        let object: Result<serde_json::Value, ConfigError> =
+            serde_json::from_slice(value).map_err(|e| ConfigError::NotJson(e.into()));
         let annotations = object
             .as_ref()
             .ok()
@@ -281,8 +270,7 @@ impl Rcc {
             if spec.is_null() {
                 return Ok(RccSpec::default());
             }
-            serde_json::from_value::<RccSpec>(spec)
-                .map_err(|e| format!("invalid RemoteClusterConfiguration spec: {e}"))
+            serde_json::from_value::<RccSpec>(spec).map_err(|e| ConfigError::InvalidSpec(e.into()))
         });
         Rcc {
             name: name.to_string(),
@@ -303,7 +291,7 @@ impl Rcc {
         &self,
         secrets: &Secrets,
         base_dir: Option<&Path>,
-    ) -> Result<RemoteConfig, String> {
+    ) -> Result<RemoteConfig, ConfigError> {
         let spec = self.spec.as_ref().map_err(Clone::clone)?;
         let overlay = match spec
             .sync_options
@@ -313,8 +301,9 @@ impl Rcc {
             None | Some("") | Some("Disabled") => false,
             Some("Enabled") => true,
             Some(other) => {
-                return Err(format!(
-                    "failed to validate Field: OverlayRoutingMode: {other:?} is not Enabled or Disabled"
+                return Err(ConfigError::field(
+                    "OverlayRoutingMode",
+                    format!("{other:?} is not Enabled or Disabled"),
                 ));
             }
         };
@@ -322,35 +311,32 @@ impl Rcc {
         let effective = match &spec.cluster_access_secret {
             Some(reference) => {
                 if spec.has_connection_fields() {
-                    return Err("When ClusterAccessSecret is set all other datastore connection fields should not be set.".into());
+                    return Err(ConfigError::SecretWithConnectionFields);
                 }
                 if !reference.kind.is_empty() && reference.kind != "Secret" {
-                    return Err(format!(
-                        "clusterAccessSecret must refer to a Secret, not {:?}",
-                        reference.kind
-                    ));
+                    return Err(ConfigError::NotASecret(reference.kind.clone()));
                 }
                 if reference.name.is_empty() || reference.namespace.is_empty() {
-                    return Err("clusterAccessSecret needs a namespace and a name".into());
+                    return Err(ConfigError::SecretRefIncomplete);
                 }
                 let key = (reference.namespace.clone(), reference.name.clone());
+                let (namespace, name) = key.clone();
                 let secret = match secrets.get(&key) {
-                    None => {
-                        return Err(format!(
-                            "cluster access secret {}/{} was not found",
-                            reference.namespace, reference.name
-                        ));
-                    }
-                    Some(Err(e)) => {
-                        return Err(format!(
-                            "cluster access secret {}/{} is malformed: {e}",
-                            reference.namespace, reference.name
-                        ));
+                    None => return Err(ConfigError::SecretNotFound { namespace, name }),
+                    Some(Err(source)) => {
+                        return Err(ConfigError::SecretMalformed {
+                            namespace,
+                            name,
+                            source: source.clone(),
+                        });
                     }
                     Some(Ok(secret)) => secret,
                 };
-                RccSpec::from_secret(secret)
-                    .map_err(|e| format!("cluster access secret {}/{}: {e}", key.0, key.1))?
+                RccSpec::from_secret(secret).map_err(|source| ConfigError::SecretField {
+                    namespace,
+                    name,
+                    source,
+                })?
             }
             None => spec.clone(),
         };
@@ -362,11 +348,13 @@ impl Rcc {
         })
     }
 
-    fn policy(&self) -> Result<LostClusterPolicy, String> {
+    fn policy(&self) -> Result<LostClusterPolicy, ConfigError> {
         let grace = match self.annotations.get(LOST_CLUSTER_GRACE_ANNOTATION) {
             None => Duration::from_secs(30),
-            Some(text) => parse_duration(text)
-                .map_err(|e| format!("annotation {LOST_CLUSTER_GRACE_ANNOTATION}: {e}"))?,
+            Some(text) => parse_duration(text).map_err(|reason| ConfigError::Annotation {
+                annotation: LOST_CLUSTER_GRACE_ANNOTATION,
+                reason,
+            })?,
         };
         match self
             .annotations
@@ -375,9 +363,10 @@ impl Rcc {
         {
             None | Some("keep") => Ok(LostClusterPolicy::Keep),
             Some("withdraw") => Ok(LostClusterPolicy::Withdraw { grace }),
-            Some(other) => Err(format!(
-                "annotation {LOST_CLUSTER_POLICY_ANNOTATION}: {other:?} is not keep or withdraw"
-            )),
+            Some(other) => Err(ConfigError::Annotation {
+                annotation: LOST_CLUSTER_POLICY_ANNOTATION,
+                reason: format!("{other:?} is not keep or withdraw"),
+            }),
         }
     }
 }
@@ -436,17 +425,15 @@ fn non_empty(v: &Option<String>) -> Option<String> {
     v.clone().filter(|s| !s.is_empty())
 }
 
-fn path_field(v: &Option<String>, field: &str) -> Result<Option<PathBuf>, String> {
+fn path_field(v: &Option<String>, field: &'static str) -> Result<Option<PathBuf>, ConfigError> {
     match non_empty(v) {
         None => Ok(None),
-        Some(p) if p.contains('\0') => Err(format!(
-            "failed to validate Field: {field}: contains a NUL byte"
-        )),
+        Some(p) if p.contains('\0') => Err(ConfigError::field(field, "contains a NUL byte")),
         Some(p) => Ok(Some(PathBuf::from(p))),
     }
 }
 
-fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, String> {
+fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, ConfigError> {
     match spec.datastore_type.as_deref().unwrap_or("") {
         "etcdv3" => {
             let endpoints: Vec<String> = spec
@@ -459,13 +446,15 @@ fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, 
                 .map(String::from)
                 .collect();
             if endpoints.is_empty() {
-                return Err(
-                    "failed to validate Field: EtcdEndpoints: etcdv3 needs etcdEndpoints".into(),
-                );
+                return Err(ConfigError::field(
+                    "EtcdEndpoints",
+                    "etcdv3 needs etcdEndpoints",
+                ));
             }
             if let Some(bad) = endpoints.iter().find(|e| !endpoint_ok(e)) {
-                return Err(format!(
-                    "failed to validate Field: EtcdEndpoints: {bad:?} is not http(s)://host:port"
+                return Err(ConfigError::field(
+                    "EtcdEndpoints",
+                    format!("{bad:?} is not http(s)://host:port"),
                 ));
             }
             Ok(RemoteDatastore::Etcd {
@@ -491,16 +480,17 @@ fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, 
             .into_iter()
             .any(set)
             {
-                return Err(
-                    "failed to validate Field: DatastoreType: kubernetes does not take etcd fields"
-                        .into(),
-                );
+                return Err(ConfigError::field(
+                    "DatastoreType",
+                    "kubernetes does not take etcd fields",
+                ));
             }
-            Err("datastoreType kubernetes is not supported yet by this meshsync".into())
+            Err(ConfigError::KubernetesUnsupported)
         }
         "file" => {
-            let path = non_empty(&spec.file_path)
-                .ok_or("failed to validate Field: FilePath: datastoreType file needs filePath")?;
+            let path = non_empty(&spec.file_path).ok_or_else(|| {
+                ConfigError::field("FilePath", "datastoreType file needs filePath")
+            })?;
             let path = PathBuf::from(path);
             let dir = match base_dir {
                 Some(base) if path.is_relative() => base.join(path),
@@ -508,11 +498,13 @@ fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, 
             };
             Ok(RemoteDatastore::File { dir })
         }
-        "" => {
-            Err("failed to validate Field: DatastoreType: required (etcdv3 or kubernetes)".into())
-        }
-        other => Err(format!(
-            "failed to validate Field: DatastoreType: {other:?} is not etcdv3, kubernetes or file"
+        "" => Err(ConfigError::field(
+            "DatastoreType",
+            "required (etcdv3 or kubernetes)",
+        )),
+        other => Err(ConfigError::field(
+            "DatastoreType",
+            format!("{other:?} is not etcdv3, kubernetes or file"),
         )),
     }
 }
@@ -592,7 +584,7 @@ mod tests {
             ),
             ("nope", "not JSON"),
         ] {
-            let err = rcc(json).resolve(&none(), None).unwrap_err();
+            let err = rcc(json).resolve(&none(), None).unwrap_err().to_string();
             assert!(err.contains(needle), "{json}: {err}");
         }
     }
@@ -630,6 +622,7 @@ mod tests {
         assert!(
             r.resolve(&secrets, None)
                 .unwrap_err()
+                .to_string()
                 .contains("DatastoreType")
         );
         // A Secret that exists but does not decode is "malformed", not "not found".
@@ -637,7 +630,7 @@ mod tests {
             ("ns".into(), "s".into()),
             SecretData::parse(br#"{"data":{"datastoreType":"!!not base64!!"}}"#),
         );
-        let err = r.resolve(&secrets, None).unwrap_err();
+        let err = r.resolve(&secrets, None).unwrap_err().to_string();
         assert!(
             err.contains("ns/s is malformed") && err.contains("not base64"),
             "{err}"
@@ -696,7 +689,7 @@ mod tests {
             r#"{"metadata":{"annotations":{"meshsync.io/lost-cluster-policy":"withdraw","meshsync.io/lost-cluster-grace-period":"99999999999999999999"}},
                "spec":{"datastoreType":"etcdv3","etcdEndpoints":"http://a:1"}}"#,
         );
-        let err = r.resolve(&none(), None).unwrap_err();
+        let err = r.resolve(&none(), None).unwrap_err().to_string();
         assert!(
             err.contains(LOST_CLUSTER_GRACE_ANNOTATION) && err.contains("longest"),
             "{err}"

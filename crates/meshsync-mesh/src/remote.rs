@@ -9,8 +9,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use meshsync_datastore::etcd::{EtcdSourceConfig, TlsFiles};
 use meshsync_datastore::file::FileSourceConfig;
-use meshsync_datastore::{ClusterName, SourceEvent, SourceStatus};
 use meshsync_etcd::{EtcdConfig, EtcdTls};
+use meshsync_model::{ClusterName, SourceEvent, SourceStatus};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
@@ -25,7 +25,7 @@ pub type SourceStream = Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
 pub struct RemoteLimits {
     pub max_value_bytes: usize,
     /// Counts what the remote sources refuse (shared with the local source and `/metrics`).
-    pub counters: std::sync::Arc<meshsync_datastore::SourceCounters>,
+    pub counters: std::sync::Arc<meshsync_model::SourceCounters>,
     /// Delay between attempts to open a remote file datastore that is missing.
     pub file_retry: Duration,
 }
@@ -192,7 +192,7 @@ fn strip_rules(value: &Bytes) -> Result<Bytes, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshsync_datastore::ResourceKey;
+    use meshsync_model::ResourceKey;
 
     #[test]
     fn filters_kinds_and_strips_profile_rules() {

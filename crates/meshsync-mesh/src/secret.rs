@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 
+use crate::error::SecretError;
+
 /// A Secret's data, decoded (`data` is base64; `stringData` wins for keys in both, as the API
 /// server does on write).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -11,26 +13,31 @@ pub struct SecretData(pub BTreeMap<String, Vec<u8>>);
 
 impl SecretData {
     /// Decodes a Secret object's JSON.
-    pub fn parse(value: &[u8]) -> Result<SecretData, String> {
+    pub fn parse(value: &[u8]) -> Result<SecretData, SecretError> {
         let object: serde_json::Value =
-            serde_json::from_slice(value).map_err(|e| format!("Secret is not JSON: {e}"))?;
+            serde_json::from_slice(value).map_err(|e| SecretError::NotJson(e.into()))?;
         let mut data = BTreeMap::new();
         if let Some(map) = object.get("data").and_then(|d| d.as_object()) {
             for (k, v) in map {
-                let text = v
-                    .as_str()
-                    .ok_or_else(|| format!("Secret data key {k:?} is not a string"))?;
+                let text = v.as_str().ok_or_else(|| SecretError::NotAString {
+                    field: "data",
+                    key: k.clone(),
+                })?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(text.trim())
-                    .map_err(|e| format!("Secret data key {k:?} is not base64: {e}"))?;
+                    .map_err(|source| SecretError::NotBase64 {
+                        key: k.clone(),
+                        source,
+                    })?;
                 data.insert(k.clone(), bytes);
             }
         }
         if let Some(map) = object.get("stringData").and_then(|d| d.as_object()) {
             for (k, v) in map {
-                let text = v
-                    .as_str()
-                    .ok_or_else(|| format!("Secret stringData key {k:?} is not a string"))?;
+                let text = v.as_str().ok_or_else(|| SecretError::NotAString {
+                    field: "stringData",
+                    key: k.clone(),
+                })?;
                 data.insert(k.clone(), text.as_bytes().to_vec());
             }
         }
@@ -38,12 +45,12 @@ impl SecretData {
     }
 
     /// A key's value as UTF-8 text.
-    pub fn text(&self, key: &str) -> Result<Option<String>, String> {
+    pub fn text(&self, key: &str) -> Result<Option<String>, SecretError> {
         match self.0.get(key) {
             None => Ok(None),
             Some(bytes) => String::from_utf8(bytes.clone())
                 .map(Some)
-                .map_err(|_| format!("Secret data key {key:?} is not UTF-8")),
+                .map_err(|_| SecretError::NotUtf8(key.to_string())),
         }
     }
 }

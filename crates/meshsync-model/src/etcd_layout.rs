@@ -10,63 +10,21 @@
 //!
 //! Name segments are escaped (`%`→`%25`, `/`→`%2f`) so cluster-qualified names stay one segment.
 
-/// Calico v3 kinds: (plural, Kind, namespaced).
-pub const CALICO_KINDS: &[(&str, &str, bool)] = &[
-    ("bgppeers", "BGPPeer", false),
-    ("bgpconfigurations", "BGPConfiguration", false),
-    ("bgpfilters", "BGPFilter", false),
-    ("blockaffinities", "BlockAffinity", false),
-    ("caliconodestatuses", "CalicoNodeStatus", false),
-    ("clusterinformations", "ClusterInformation", false),
-    ("felixconfigurations", "FelixConfiguration", false),
-    ("globalnetworkpolicies", "GlobalNetworkPolicy", false),
-    (
-        "stagedglobalnetworkpolicies",
-        "StagedGlobalNetworkPolicy",
-        false,
-    ),
-    ("globalnetworksets", "GlobalNetworkSet", false),
-    ("hostendpoints", "HostEndpoint", false),
-    ("ippools", "IPPool", false),
-    ("ipreservations", "IPReservation", false),
-    ("ipamconfigs", "IPAMConfig", false),
-    ("ipamconfigurations", "IPAMConfiguration", false),
-    (
-        "kubecontrollersconfigurations",
-        "KubeControllersConfiguration",
-        false,
-    ),
-    ("nodes", "Node", false),
-    ("profiles", "Profile", false),
-    (
-        "remoteclusterconfigurations",
-        "RemoteClusterConfiguration",
-        false,
-    ),
-    ("tiers", "Tier", false),
-    ("ipamblocks", "IPAMBlock", false),
-    ("networkpolicies", "NetworkPolicy", true),
-    ("stagednetworkpolicies", "StagedNetworkPolicy", true),
-    (
-        "stagedkubernetesnetworkpolicies",
-        "StagedKubernetesNetworkPolicy",
-        true,
-    ),
-    ("networksets", "NetworkSet", true),
-    ("workloadendpoints", "WorkloadEndpoint", true),
-    ("livemigrations", "LiveMigration", true),
-    ("kubernetesnetworkpolicies", "KubernetesNetworkPolicy", true),
-    ("kubernetesendpointslices", "KubernetesEndpointSlice", true),
-    ("kubernetesservice", "KubernetesService", true),
-];
+use crate::kinds::{EtcdLayout, KINDS, KindInfo};
 
-/// Kubernetes kinds kept under `<prefix>/resources/v3/k8s/`: (plural, Kind). All namespaced.
-pub const K8S_KINDS: &[(&str, &str)] = &[
-    ("secrets", "Secret"),
-    ("services", "Service"),
-    ("endpoints", "Endpoints"),
-    ("endpointslices", "EndpointSlice"),
-];
+/// The kind kept under `plural` in Calico's v3 layout.
+fn calico_kind(plural: &str) -> Option<&'static KindInfo> {
+    KINDS
+        .iter()
+        .find(|k| matches!(k.etcd, EtcdLayout::CalicoV3 { plural: p } if p == plural))
+}
+
+/// The kind kept under `plural` in meshsync's layout for Kubernetes objects.
+fn kubernetes_kind(plural: &str) -> Option<&'static KindInfo> {
+    KINDS
+        .iter()
+        .find(|k| matches!(k.etcd, EtcdLayout::Kubernetes { plural: p } if p == plural))
+}
 
 /// What an etcd key is to meshsync.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,9 +63,10 @@ pub fn classify_key(prefix: &str, key: &str) -> KeyClass {
         let Some((plural, tail)) = segments.split_first() else {
             return KeyClass::Ignored;
         };
-        let Some(&(_, kind, namespaced)) = CALICO_KINDS.iter().find(|(p, _, _)| p == plural) else {
+        let Some(info) = calico_kind(plural) else {
             return KeyClass::Ignored;
         };
+        let (kind, namespaced) = (info.name, info.namespaced);
         return match (namespaced, tail) {
             (false, [name]) if !name.is_empty() => {
                 KeyClass::Served(kind, String::new(), unescape(name))
@@ -132,7 +91,7 @@ pub fn classify_key(prefix: &str, key: &str) -> KeyClass {
         let Some((plural, tail)) = segments.split_first() else {
             return KeyClass::Ignored;
         };
-        let Some(&(_, kind)) = K8S_KINDS.iter().find(|(p, _)| p == plural) else {
+        let Some(kind) = kubernetes_kind(plural).map(|k| k.name) else {
             return KeyClass::Ignored;
         };
         return match tail {
@@ -166,26 +125,24 @@ pub fn classify_key(prefix: &str, key: &str) -> KeyClass {
 
 /// The etcd key of a resource (the inverse of [`parse_key`] for Calico and Kubernetes kinds).
 pub fn key_path(prefix: &str, kind: &str, namespace: &str, name: &str) -> Option<String> {
-    if let Some(&(plural, _, namespaced)) = CALICO_KINDS.iter().find(|(_, k, _)| *k == kind) {
-        return Some(if namespaced {
-            format!(
-                "{prefix}/resources/v3/projectcalico.org/{plural}/{}/{}",
-                escape(namespace),
-                escape(name)
-            )
-        } else {
-            format!(
-                "{prefix}/resources/v3/projectcalico.org/{plural}/{}",
-                escape(name)
-            )
-        });
+    let info = crate::kinds::lookup(kind)?;
+    match info.etcd {
+        EtcdLayout::CalicoV3 { plural } if info.namespaced => Some(format!(
+            "{prefix}/resources/v3/projectcalico.org/{plural}/{}/{}",
+            escape(namespace),
+            escape(name)
+        )),
+        EtcdLayout::CalicoV3 { plural } => Some(format!(
+            "{prefix}/resources/v3/projectcalico.org/{plural}/{}",
+            escape(name)
+        )),
+        EtcdLayout::Kubernetes { plural } => Some(format!(
+            "{prefix}/resources/v3/k8s/{plural}/{}/{}",
+            escape(namespace),
+            escape(name)
+        )),
+        EtcdLayout::None => None,
     }
-    let &(plural, _) = K8S_KINDS.iter().find(|(_, k)| *k == kind)?;
-    Some(format!(
-        "{prefix}/resources/v3/k8s/{plural}/{}/{}",
-        escape(namespace),
-        escape(name)
-    ))
 }
 
 /// A block key's CIDR segment (`10.65.0.0-26`, `fd00::-122`) as Calico's CIDRToName.

@@ -14,7 +14,7 @@ pub struct SourceCounters {
 }
 
 impl SourceCounters {
-    /// Values that failed [`crate::validate::validate_value`] (each time one was listed or
+    /// Values that failed the drivers' validation (`meshsync_datastore::validate`) (each time one was listed or
     /// watched): the key is absent from a listing and deleted when watched.
     pub fn invalid_values(&self) -> u64 {
         self.invalid_values.load(Ordering::Relaxed)
@@ -33,15 +33,15 @@ impl SourceCounters {
         self.refused_files.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn count_invalid_value(&self) {
+    pub fn count_invalid_value(&self) {
         self.invalid_values.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_malformed_key(&self) {
+    pub fn count_malformed_key(&self) {
         self.malformed_keys.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_refused_file(&self) {
+    pub fn count_refused_file(&self) {
         self.refused_files.fetch_add(1, Ordering::Relaxed);
     }
 }

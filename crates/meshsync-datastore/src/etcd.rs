@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use meshsync_etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdTls, pb};
+use meshsync_etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdTls, WatchStream, pb};
+use meshsync_model::jittered_backoff;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
@@ -137,6 +138,24 @@ struct EtcdSource {
     logged_malformed: HashSet<Vec<u8>>,
 }
 
+/// Where the source is, in the style of kube-runtime's `watcher::State`: each phase does one
+/// thing and says which phase comes next.
+enum Phase {
+    /// No connection: connect.
+    Disconnected { attempt: u32 },
+    /// Connected: list everything at one revision (again after a compaction).
+    Listing { client: EtcdClient, attempt: u32 },
+    /// Listed at `revision`: watch everything after it.
+    Watching {
+        client: EtcdClient,
+        revision: i64,
+        attempt: u32,
+    },
+    /// The connection failed: report it, back off, reconnect.
+    Failed { reason: String, attempt: u32 },
+}
+
+/// How a watch ended.
 enum WatchEnd {
     /// History we needed is gone: relist on the same connection.
     Compacted,
@@ -152,31 +171,54 @@ impl EtcdSource {
 
     async fn run_inner(&mut self) -> Result<(), Closed> {
         self.set_status(SourceStatus::Connecting).await?;
-        let mut attempt: u32 = 0;
+        let mut phase = Phase::Disconnected { attempt: 0 };
         loop {
-            let failure = match self.connect().await {
-                Err(e) => e,
+            phase = self.step(phase).await?;
+        }
+    }
+
+    /// Runs one phase; returns the next. `Err` only when the stream was dropped.
+    async fn step(&mut self, phase: Phase) -> Result<Phase, Closed> {
+        Ok(match phase {
+            Phase::Disconnected { attempt } => match self.connect().await {
                 Ok(client) => {
                     info!(cluster = %self.config.cluster, endpoint = client.endpoint(),
                         "connected to etcd");
-                    loop {
-                        match self.list_and_watch(&client, &mut attempt).await? {
-                            WatchEnd::Compacted => continue,
-                            WatchEnd::Failed(e) => break e,
-                        }
-                    }
+                    Phase::Listing { client, attempt }
                 }
-            };
-            warn!(cluster = %self.config.cluster, error = %failure, "etcd connection failed; will retry");
-            self.set_status(SourceStatus::ConnectionFailed(failure))
-                .await?;
-            let delay = backoff(self.config.retry_min, self.config.retry_max, attempt);
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.tx.closed() => return Err(Closed),
+                Err(reason) => Phase::Failed { reason, attempt },
+            },
+            Phase::Listing { client, attempt } => match self.list(&client).await? {
+                Ok(revision) => Phase::Watching {
+                    client,
+                    revision,
+                    attempt,
+                },
+                Err(WatchEnd::Compacted) => Phase::Listing { client, attempt },
+                Err(WatchEnd::Failed(reason)) => Phase::Failed { reason, attempt },
+            },
+            Phase::Watching {
+                client,
+                revision,
+                attempt,
+            } => match self.watch(&client, revision, attempt).await? {
+                (WatchEnd::Compacted, attempt) => Phase::Listing { client, attempt },
+                (WatchEnd::Failed(reason), attempt) => Phase::Failed { reason, attempt },
+            },
+            Phase::Failed { reason, attempt } => {
+                warn!(cluster = %self.config.cluster, error = %reason, "etcd connection failed; will retry");
+                self.set_status(SourceStatus::ConnectionFailed(reason))
+                    .await?;
+                let delay = jittered_backoff(self.config.retry_min, self.config.retry_max, attempt);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.tx.closed() => return Err(Closed),
+                }
+                Phase::Disconnected {
+                    attempt: attempt.saturating_add(1),
+                }
             }
-        }
+        })
     }
 
     async fn connect(&self) -> Result<EtcdClient, String> {
@@ -210,13 +252,10 @@ impl EtcdSource {
         }
     }
 
-    /// Lists, then follows the watch until it ends.
-    async fn list_and_watch(
-        &mut self,
-        client: &EtcdClient,
-        attempt: &mut u32,
-    ) -> Result<WatchEnd, Closed> {
-        let prefix = format!("{}/", self.config.prefix.trim_end_matches('/'));
+    /// Lists everything under the prefix at one revision and sends it as one relist. Returns the
+    /// revision listed.
+    async fn list(&mut self, client: &EtcdClient) -> Result<Result<i64, WatchEnd>, Closed> {
+        let prefix = self.key_prefix();
         if self.status != Some(SourceStatus::InSync) {
             self.set_status(SourceStatus::ResyncInProgress).await?;
         }
@@ -227,9 +266,9 @@ impl EtcdSource {
             Ok(listing) => listing,
             Err(e) if e.is_compacted() => {
                 info!(cluster = %self.config.cluster, error = %e, "history compacted while listing; relisting");
-                return Ok(WatchEnd::Compacted);
+                return Ok(Err(WatchEnd::Compacted));
             }
-            Err(e) => return Ok(WatchEnd::Failed(e.to_string())),
+            Err(e) => return Ok(Err(WatchEnd::Failed(e.to_string()))),
         };
         let cluster = self.config.cluster.clone();
         self.send(SourceEvent::ResyncStart {
@@ -248,17 +287,37 @@ impl EtcdSource {
         })
         .await?;
         info!(cluster = %cluster, revision, resources = count, "etcd listing complete");
-        let mut watch = match client.watch_prefix(prefix.as_bytes(), revision + 1).await {
+        Ok(Ok(revision))
+    }
+
+    fn key_prefix(&self) -> String {
+        format!("{}/", self.config.prefix.trim_end_matches('/'))
+    }
+
+    /// Watches everything after `revision` until the watch ends. The source is in sync once the
+    /// watch runs, and the retry count starts again from there (returned with the end).
+    async fn watch(
+        &mut self,
+        client: &EtcdClient,
+        revision: i64,
+        attempt: u32,
+    ) -> Result<(WatchEnd, u32), Closed> {
+        let prefix = self.key_prefix();
+        let watch = match client.watch_prefix(prefix.as_bytes(), revision + 1).await {
             Ok(w) => w,
             Err(e) if e.is_compacted() => {
-                info!(cluster = %cluster, error = %e, "history compacted before the watch started; relisting");
-                return Ok(WatchEnd::Compacted);
+                info!(cluster = %self.config.cluster, error = %e, "history compacted before the watch started; relisting");
+                return Ok((WatchEnd::Compacted, attempt));
             }
-            Err(e) => return Ok(WatchEnd::Failed(e.to_string())),
+            Err(e) => return Ok((WatchEnd::Failed(e.to_string()), attempt)),
         };
         // In sync only once the watch runs: nothing after the listing can be missed from here on.
         self.set_status(SourceStatus::InSync).await?;
-        *attempt = 0;
+        Ok((self.follow(watch).await?, 0))
+    }
+
+    /// Follows a running watch, probing it when it is silent, until it ends.
+    async fn follow(&mut self, mut watch: WatchStream) -> Result<WatchEnd, Closed> {
         let (interval, timeout) = (self.config.probe_interval, self.config.probe_timeout);
         // When to probe a silent watch, and (once probed) when to give up on it. Both restart
         // after every response has been handled, so time spent waiting for our own consumer
@@ -294,7 +353,7 @@ impl EtcdSource {
                     give_up_at = None;
                 }
                 Err(e) if e.is_compacted() => {
-                    info!(cluster = %cluster, error = %e, "watch compacted; relisting");
+                    info!(cluster = %self.config.cluster, error = %e, "watch compacted; relisting");
                     return Ok(WatchEnd::Compacted);
                 }
                 Err(EtcdError::Rpc(status)) => {
@@ -448,19 +507,6 @@ fn without_resource_version(raw: &Bytes) -> Result<Bytes, String> {
         .map_err(|e| format!("cannot re-encode value: {e}"))
 }
 
-/// `min · 2^attempt`, capped at `max`, with jitter between half and all of it.
-pub(crate) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
-    let base = min.saturating_mul(1u32 << attempt.min(16)).min(max);
-    let nanos = base.as_nanos() as u64;
-    // Cheap jitter without a RNG dependency: the clock's sub-second nanoseconds.
-    let noise = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let half = nanos / 2;
-    Duration::from_nanos(half + if half > 0 { noise % half } else { 0 })
-}
-
 /// Convenience for tests and tools: an [`EtcdTls`] from PEM strings.
 pub fn tls_from_pem(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> EtcdTls {
     EtcdTls {
@@ -481,15 +527,5 @@ mod tests {
             without_resource_version(&rv).unwrap(),
             Bytes::from_static(br#"{"metadata":{"name":"a"}}"#)
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let min = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        assert!(backoff(min, max, 0) <= min);
-        assert!(backoff(min, max, 0) >= min / 2);
-        assert!(backoff(min, max, 10) <= max);
-        assert!(backoff(min, max, 10) >= max / 2);
     }
 }

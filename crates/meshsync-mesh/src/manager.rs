@@ -27,9 +27,9 @@ pub(crate) fn supervised(stream: SourceStream) -> Supervised {
     )
 }
 /// The RCC kind, consumed here and never forwarded.
-pub const RCC_KIND: &str = "RemoteClusterConfiguration";
+pub const RCC_KIND: &str = meshsync_model::kinds::REMOTE_CLUSTER_CONFIGURATION;
 /// Secrets are consumed here and never forwarded: node agents have no business with them.
-pub const SECRET_KIND: &str = "Secret";
+pub const SECRET_KIND: &str = meshsync_model::kinds::SECRET;
 
 /// Settings of the mesh stage.
 #[derive(Clone, Debug, Default)]

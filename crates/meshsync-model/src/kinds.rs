@@ -8,6 +8,18 @@
 
 use crate::subscription::Subscription;
 
+/// Names of the kinds some stage handles by name (the rest are data to every stage).
+pub const WORKLOAD_ENDPOINT: &str = "WorkloadEndpoint";
+pub const HOST_ENDPOINT: &str = "HostEndpoint";
+pub const PROFILE: &str = "Profile";
+/// Consumed by the mesh, never forwarded.
+pub const REMOTE_CLUSTER_CONFIGURATION: &str = "RemoteClusterConfiguration";
+/// Consumed by the mesh, never forwarded: node agents have no business with them.
+pub const SECRET: &str = "Secret";
+pub const SERVICE: &str = "Service";
+pub const ENDPOINTS: &str = "Endpoints";
+pub const ENDPOINT_SLICE: &str = "EndpointSlice";
+
 /// Whether remote clusters contribute a kind to the mesh (DESIGN §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RemoteSync {
@@ -149,7 +161,7 @@ pub static KINDS: &[KindInfo] = &[
         Never,
     ),
     calico("GlobalNetworkSet", "globalnetworksets", false, FELIX, Never),
-    calico("HostEndpoint", "hostendpoints", false, FELIX, Always),
+    calico(HOST_ENDPOINT, "hostendpoints", false, FELIX, Always),
     calico("IPPool", "ippools", false, FELIX | BGP | TUNNEL, Overlay),
     calico("IPReservation", "ipreservations", false, 0, Never),
     calico("IPAMConfig", "ipamconfigs", false, 0, Never),
@@ -173,11 +185,11 @@ pub static KINDS: &[KindInfo] = &[
             api_version: "v1",
             plural: "namespaces",
         },
-        ..calico("Profile", "profiles", false, FELIX, Always)
+        ..calico(PROFILE, "profiles", false, FELIX, Always)
     },
     // Consumed by the mesh, never forwarded.
     calico(
-        "RemoteClusterConfiguration",
+        REMOTE_CLUSTER_CONFIGURATION,
         "remoteclusterconfigurations",
         false,
         0,
@@ -207,7 +219,7 @@ pub static KINDS: &[KindInfo] = &[
             api_version: "v1",
             plural: "pods",
         },
-        ..calico("WorkloadEndpoint", "workloadendpoints", true, FELIX, Always)
+        ..calico(WORKLOAD_ENDPOINT, "workloadendpoints", true, FELIX, Always)
     },
     calico("LiveMigration", "livemigrations", true, FELIX, Never),
     KindInfo {
@@ -254,11 +266,11 @@ pub static KINDS: &[KindInfo] = &[
             plural: "adminnetworkpolicies",
         },
     },
-    kubernetes("Secret", "v1", "secrets", 0, Never),
-    kubernetes("Service", "v1", "services", FEDERATION, Federation),
-    kubernetes("Endpoints", "v1", "endpoints", FEDERATION, Federation),
+    kubernetes(SECRET, "v1", "secrets", 0, Never),
+    kubernetes(SERVICE, "v1", "services", FEDERATION, Federation),
+    kubernetes(ENDPOINTS, "v1", "endpoints", FEDERATION, Federation),
     kubernetes(
-        "EndpointSlice",
+        ENDPOINT_SLICE,
         "discovery.k8s.io/v1",
         "endpointslices",
         FEDERATION,

@@ -7,6 +7,7 @@
 //! revision, and user/password authentication. Values are `Bytes`, shared without copies. It
 //! serves the etcd datastore driver, the tests and the benchmark's writers.
 
+mod auth;
 mod client;
 mod config;
 mod error;

@@ -173,7 +173,9 @@ impl BoundServer {
         self.metrics.as_ref().and_then(|h| h.local_addr().ok())
     }
 
-    /// The connection counter (for tests and metrics).
+    /// The connection counters, as `/metrics` renders them. For tests and examples only (feature
+    /// `test-support`).
+    #[cfg(feature = "test-support")]
     pub fn connections(&self) -> Arc<Connections> {
         self.connections.clone()
     }

@@ -106,7 +106,7 @@ enum State {
     /// wait `retry_in`, then connect.
     BackingOff { retry_in: Duration },
     /// Subscribed: receiving and applying the server's messages.
-    Streaming(Subscribed),
+    Streaming(Box<Subscribed>),
 }
 
 /// One subscription's stream and what has been received on it.
@@ -219,11 +219,11 @@ impl Agent {
         match self.subscribe(&server).await {
             Ok(stream) => {
                 debug!(server = %server, "subscribed");
-                self.state = State::Streaming(Subscribed {
+                self.state = State::Streaming(Box::new(Subscribed {
                     stream,
                     received: VecDeque::new(),
                     snapshot: SnapshotPhase::AwaitingHello,
-                });
+                }));
                 Ok(())
             }
             Err(status) if is_fatal(&status) => Err(AgentError::Refused {

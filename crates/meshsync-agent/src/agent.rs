@@ -1,5 +1,9 @@
 //! The reconnecting subscription: connect, subscribe, apply everything to the [`Mirror`], and on
 //! any failure move to the next server after a jittered, growing backoff.
+//!
+//! The agent is a small state machine (`State`: connecting, backing off, streaming) driven by
+//! [`Agent::next`]; a stream's snapshot has its own phase, because the status that ends a snapshot
+//! is the one the mirror's digests are checked against.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -23,7 +27,8 @@ pub struct AgentConfig {
     /// Clusters that must be in sync before the agent calls itself in sync.
     pub required_clusters: Vec<String>,
     pub connect_timeout: Duration,
-    /// First reconnect delay; doubles per failed attempt up to `backoff_max`, each jittered.
+    /// First reconnect delay; doubles per failed attempt up to `backoff_max`. Each delay is drawn
+    /// between half and the whole of that.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// Largest message accepted from the server.
@@ -92,20 +97,49 @@ enum Incoming {
     Status(pb::Status),
 }
 
+/// Where the agent is with its servers. Each turn of [`Agent::next`] takes one step from here, in
+/// the style of kube-runtime's `watcher::State`.
+enum State {
+    /// Subscribe to the current server next: at the start, and once a backoff has passed.
+    Connecting,
+    /// The last attempt failed or the stream was lost (the server index has already moved on):
+    /// wait `retry_in`, then connect.
+    BackingOff { retry_in: Duration },
+    /// Subscribed: receiving and applying the server's messages.
+    Streaming(Box<Subscribed>),
+}
+
+/// One subscription's stream and what has been received on it.
+struct Subscribed {
+    stream: tonic::Streaming<pb::SyncEvent>,
+    /// Received but not yet applied.
+    received: VecDeque<Incoming>,
+    snapshot: SnapshotPhase,
+}
+
+/// How far the server's snapshot has come on this stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SnapshotPhase {
+    /// Subscribed; no hello applied yet.
+    AwaitingHello,
+    /// The hello is applied and the snapshot is arriving: the next status ends it, and the
+    /// mirror's digests are checked against that status.
+    Receiving,
+    /// Past the snapshot: live updates.
+    Following,
+}
+
 /// A node agent's subscription and mirror.
 pub struct Agent {
     config: AgentConfig,
     mirror: Mirror,
-    stream: Option<tonic::Streaming<pb::SyncEvent>>,
+    state: State,
+    /// Index of the current server in `config.servers` (moves on after every failure).
     server: usize,
+    /// Failed attempts since the last verified snapshot; grows the backoff.
     attempt: u32,
-    pending: VecDeque<AgentEvent>,
-    /// Received but not yet applied.
-    incoming: VecDeque<Incoming>,
-    /// Verify digests at the next status (right after a snapshot).
-    verify_next_status: bool,
-    /// Wait this long before the next connection attempt.
-    pending_sleep: Option<Duration>,
+    /// Events ready to be returned, in order.
+    events: VecDeque<AgentEvent>,
 }
 
 impl Agent {
@@ -122,13 +156,10 @@ impl Agent {
         Ok(Agent {
             mirror: Mirror::new(config.required_clusters.clone()),
             config,
-            stream: None,
+            state: State::Connecting,
             server: 0,
             attempt: 0,
-            pending: VecDeque::new(),
-            incoming: VecDeque::new(),
-            verify_next_status: false,
-            pending_sleep: None,
+            events: VecDeque::new(),
         })
     }
 
@@ -138,27 +169,32 @@ impl Agent {
 
     /// The next event. Connection problems are reported as [`AgentEvent::Disconnected`] and
     /// retried; only errors retrying cannot fix are returned as `Err`.
+    ///
+    /// Cancel-safe between steps: a caller that drops the future (a `select!` on a deadline)
+    /// resumes where it was, except that an interrupted backoff is not waited out again.
     pub async fn next(&mut self) -> Result<AgentEvent, AgentError> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
+            if let Some(event) = self.events.pop_front() {
                 return Ok(event);
             }
-            if let Some(incoming) = self.incoming.pop_front() {
-                self.apply(incoming);
-                continue;
-            }
-            match self.stream.as_mut() {
-                None => {
-                    if let Some(delay) = self.pending_sleep.take() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    self.connect().await?
+            match &mut self.state {
+                State::Connecting => self.connect().await?,
+                State::BackingOff { retry_in } => {
+                    let delay = *retry_in;
+                    self.state = State::Connecting;
+                    tokio::time::sleep(delay).await;
                 }
-                Some(stream) => match stream.message().await {
-                    Ok(Some(event)) => self.handle(event),
-                    Ok(None) => self.lost("server closed the stream".into()),
-                    Err(status) => self.lost(describe(&status)),
-                },
+                State::Streaming(subscribed) => {
+                    if let Some(incoming) = subscribed.received.pop_front() {
+                        self.apply(incoming);
+                        continue;
+                    }
+                    match subscribed.stream.message().await {
+                        Ok(Some(event)) => subscribed.receive(event),
+                        Ok(None) => self.lost("server closed the stream".into()),
+                        Err(status) => self.lost(describe(&status)),
+                    }
+                }
             }
         }
     }
@@ -183,7 +219,11 @@ impl Agent {
         match self.subscribe(&server).await {
             Ok(stream) => {
                 debug!(server = %server, "subscribed");
-                self.stream = Some(stream);
+                self.state = State::Streaming(Box::new(Subscribed {
+                    stream,
+                    received: VecDeque::new(),
+                    snapshot: SnapshotPhase::AwaitingHello,
+                }));
                 Ok(())
             }
             Err(status) if is_fatal(&status) => Err(AgentError::Refused {
@@ -223,60 +263,42 @@ impl Agent {
         Ok(client.subscribe(request).await?.into_inner())
     }
 
-    /// Queues a received message; it is applied to the mirror only when its events are returned,
-    /// so the mirror always equals the fold of the events handed out so far.
-    fn handle(&mut self, event: pb::SyncEvent) {
-        match event.event {
-            Some(sync_event::Event::Hello(hello)) => {
-                self.incoming.push_back(Incoming::Hello(hello))
-            }
-            Some(sync_event::Event::Updates(batch)) => {
-                let ordered = !batch.unordered;
-                self.incoming.extend(
-                    batch
-                        .updates
-                        .into_iter()
-                        .map(|u| Incoming::Update(u, ordered)),
-                )
-            }
-            Some(sync_event::Event::Status(status)) => {
-                self.incoming.push_back(Incoming::Status(status))
-            }
-            Some(sync_event::Event::Compressed(_)) => {
-                // Never sent: this agent does not advertise compression.
-                warn!("ignoring a compressed batch this agent did not ask for");
-            }
-            None => debug!("ignoring an empty or unknown event"),
+    /// Moves the stream's snapshot phase on; `None` when not subscribed.
+    fn advance_snapshot(&mut self, to: SnapshotPhase) -> Option<SnapshotPhase> {
+        match &mut self.state {
+            State::Streaming(subscribed) => Some(std::mem::replace(&mut subscribed.snapshot, to)),
+            State::Connecting | State::BackingOff { .. } => None,
         }
     }
 
-    /// Applies one queued message to the mirror and queues the resulting events.
+    /// Applies one received message to the mirror and queues the resulting events.
     fn apply(&mut self, incoming: Incoming) {
         match incoming {
             Incoming::Hello(hello) => {
                 self.mirror.begin_snapshot(hello.epoch);
-                self.verify_next_status = true;
-                self.pending.push_back(AgentEvent::Connected {
+                self.advance_snapshot(SnapshotPhase::Receiving);
+                self.events.push_back(AgentEvent::Connected {
                     server: self.server_url().to_string(),
                     hello,
                 });
             }
             Incoming::Update(update, ordered) => {
                 self.mirror.apply_update(&update, ordered);
-                self.pending.push_back(AgentEvent::Update(update));
+                self.events.push_back(AgentEvent::Update(update));
             }
             Incoming::Status(status) => {
                 for key in self.mirror.apply_status(&status) {
-                    self.pending.push_back(AgentEvent::Removed(key));
+                    self.events.push_back(AgentEvent::Removed(key));
                 }
-                if std::mem::take(&mut self.verify_next_status) {
+                let was = self.advance_snapshot(SnapshotPhase::Following);
+                if was == Some(SnapshotPhase::Receiving) {
                     let mismatches = self.mirror.verify();
                     if !mismatches.is_empty() {
                         warn!(
                             ?mismatches,
                             "mirror digest differs from the server's; resubscribing"
                         );
-                        self.pending
+                        self.events
                             .push_back(AgentEvent::DigestMismatch(mismatches));
                         // Through the normal backoff: a persistent mismatch must not spin.
                         self.lost("mirror digest differs from the server's".into());
@@ -285,38 +307,69 @@ impl Agent {
                     self.attempt = 0;
                 }
                 let in_sync = self.mirror.in_sync();
-                self.pending
+                self.events
                     .push_back(AgentEvent::Status { status, in_sync });
             }
         }
     }
 
-    /// Drops the connection, schedules the retry on the next server.
+    /// Drops the connection (and whatever it delivered that is not applied yet) and schedules the
+    /// retry on the next server.
     fn lost(&mut self, error: String) {
         let server = self.server_url().to_string();
-        self.stream = None;
-        self.incoming.clear();
         self.mirror.disconnected();
-        let retry_in = self.backoff();
+        let retry_in = backoff(
+            self.config.backoff_initial,
+            self.config.backoff_max,
+            self.attempt,
+        );
         self.attempt = self.attempt.saturating_add(1);
         self.server = self.server.wrapping_add(1);
-        self.pending.push_back(AgentEvent::Disconnected {
+        self.events.push_back(AgentEvent::Disconnected {
             server,
             error,
             retry_in,
         });
-        self.pending_sleep = Some(retry_in);
+        self.state = State::BackingOff { retry_in };
     }
+}
 
-    fn backoff(&self) -> Duration {
-        let base = self
-            .config
-            .backoff_initial
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.config.backoff_max);
-        // Full jitter between half and the whole delay, so a herd of agents spreads out.
-        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+impl Subscribed {
+    /// Queues a received message; it is applied to the mirror only when its events are returned,
+    /// so the mirror always equals the fold of the events handed out so far.
+    fn receive(&mut self, event: pb::SyncEvent) {
+        match event.event {
+            Some(sync_event::Event::Hello(hello)) => {
+                self.received.push_back(Incoming::Hello(hello))
+            }
+            Some(sync_event::Event::Updates(batch)) => {
+                let ordered = !batch.unordered;
+                self.received.extend(
+                    batch
+                        .updates
+                        .into_iter()
+                        .map(|u| Incoming::Update(u, ordered)),
+                )
+            }
+            Some(sync_event::Event::Status(status)) => {
+                self.received.push_back(Incoming::Status(status))
+            }
+            Some(sync_event::Event::Compressed(_)) => {
+                // Never sent: this agent does not advertise compression.
+                warn!("ignoring a compressed batch this agent did not ask for");
+            }
+            None => debug!("ignoring an empty or unknown event"),
+        }
     }
+}
+
+/// The delay before reconnect attempt number `attempt` (0 for the first retry): `initial` doubled
+/// per attempt, capped at `max`, then drawn uniformly between half and the whole of it ("equal
+/// jitter"), so a herd of agents that lost the same server spreads out, yet none retries sooner
+/// than half the delay.
+fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let base = initial.saturating_mul(1u32 << attempt.min(16)).min(max);
+    base.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 fn is_fatal(status: &tonic::Status) -> bool {

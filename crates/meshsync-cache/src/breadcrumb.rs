@@ -14,6 +14,7 @@ use bytes::Bytes;
 use meshsync_datastore::{ResourceKey, Revision};
 use meshsync_proto::Frame;
 
+use crate::change::Change;
 use crate::frames::{FrameBuilder, status_frame};
 use crate::status::SyncStatus;
 use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
@@ -39,14 +40,6 @@ impl PartialEq for Entry {
 
 /// The cache's content at one point: every key of every cluster.
 pub type Snapshot = imbl::OrdMap<ResourceKey, Entry>;
-
-/// The kind of a change, as agents see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
-    New,
-    Updated,
-    Deleted,
-}
 
 /// One change in a batch.
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 //! new client's snapshot frames (computed once, shared by everyone who connects while current).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, watch};
 use tracing::debug;
 
 use crate::breadcrumb::{Breadcrumb, Snapshot, snapshot_frames};
+use crate::metrics::CacheMetrics;
 use crate::status::SyncStatus;
 use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
 use crate::supervisor::Supervisor;
@@ -37,21 +38,6 @@ impl Default for CacheConfig {
             max_value_bytes: 1 << 20,
         }
     }
-}
-
-/// Counters the cache keeps (rendered by the server's `/metrics`).
-#[derive(Debug, Default)]
-pub struct CacheMetrics {
-    /// Changes accepted.
-    pub updates: AtomicU64,
-    /// Upserts dropped because the value was unchanged.
-    pub skipped: AtomicU64,
-    /// Upserts refused (too large).
-    pub rejected: AtomicU64,
-    /// Snapshots encoded for new clients.
-    pub snapshots_generated: AtomicU64,
-    /// New clients served an already encoded snapshot.
-    pub snapshots_reused: AtomicU64,
 }
 
 /// A snapshot's frames and the breadcrumb they were computed from.
@@ -148,8 +134,9 @@ impl SnapshotCache {
         }
     }
 
-    /// Waits until the overall state satisfies `pred` (or the cache stops). For health checks and
-    /// tests.
+    /// Waits until the overall state satisfies `pred` (or the cache stops). For tests, benches
+    /// and examples only (feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub async fn wait_for_status(&self, pred: impl Fn(&SyncStatus) -> bool) -> bool {
         let mut rx = self.inner.head_rx.clone();
         rx.wait_for(|c| pred(&c.status)).await.is_ok()

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use meshsync_datastore::{ResourceKey, Revision};
 use meshsync_proto::{self as pb, Frame, sync_event};
 
-use crate::breadcrumb::Change;
+use crate::change::Change;
 
 /// Most updates in one frame.
 pub const MAX_UPDATES_PER_FRAME: usize = 1000;
@@ -16,16 +16,6 @@ pub const MAX_UPDATES_PER_FRAME: usize = 1000;
 /// transient buffers (tonic's encode buffer, h2's send queue) stay small during a snapshot, large
 /// enough that per-frame overhead is noise.
 pub const TARGET_FRAME_BYTES: usize = 64 << 10;
-
-impl Change {
-    fn to_proto(self) -> pb::UpdateType {
-        match self {
-            Change::New => pb::UpdateType::New,
-            Change::Updated => pb::UpdateType::Updated,
-            Change::Deleted => pb::UpdateType::Deleted,
-        }
-    }
-}
 
 /// Collects updates and cuts them into frames.
 #[derive(Default)]

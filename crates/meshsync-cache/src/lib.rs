@@ -1,4 +1,4 @@
-//! The snapshot cache (DESIGN.md §5).
+//! The snapshot cache.
 //!
 //! One writer task applies source events in order and publishes an immutable [`Breadcrumb`] per
 //! batch: the snapshot after the batch (a persistent map, O(1) to keep), the deltas, the status
@@ -8,17 +8,21 @@
 
 mod breadcrumb;
 mod cache;
+mod change;
 mod frames;
+mod metrics;
 mod status;
 mod subscription;
 mod supervisor;
 mod writer;
 
 pub use breadcrumb::{
-    Breadcrumb, Change, Delta, Entry, Snapshot, diff_frames, live_breadcrumbs, snapshot_frames,
+    Breadcrumb, Delta, Entry, Snapshot, diff_frames, live_breadcrumbs, snapshot_frames,
 };
-pub use cache::{CacheConfig, CacheMetrics, Follower, SharedSnapshot, SnapshotCache};
+pub use cache::{CacheConfig, Follower, SharedSnapshot, SnapshotCache};
+pub use change::Change;
 pub use frames::{FrameBuilder, MAX_UPDATES_PER_FRAME, hello_frame, status_frame};
+pub use metrics::CacheMetrics;
 pub use status::{ClusterStatus, SyncState, SyncStatus, View, cluster_state_to_proto};
 pub use subscription::{SUBSCRIPTIONS, Subscription, SubscriptionSpec, UnknownSubscription};
 pub use supervisor::Supervisor;

@@ -150,14 +150,6 @@ impl Subscription {
             Some(kinds) => kinds.contains(&kind),
         }
     }
-
-    /// True if `kind` is carried by some subscription other than `all` (a kind we know).
-    pub fn is_known_kind(kind: &str) -> bool {
-        SUBSCRIPTIONS
-            .iter()
-            .filter_map(|s| s.kinds)
-            .any(|kinds| kinds.contains(&kind))
-    }
 }
 
 impl fmt::Display for Subscription {
@@ -183,8 +175,6 @@ mod tests {
         assert_eq!(Subscription::ALL, all);
         let err = Subscription::by_name("nope").unwrap_err();
         assert!(err.to_string().contains("felix, bgp"));
-        assert!(Subscription::is_known_kind("Service"));
-        assert!(!Subscription::is_known_kind("Gadget"));
         assert_eq!(Subscription::all_types().count(), SUBSCRIPTION_COUNT);
     }
 }

@@ -16,8 +16,9 @@ use meshsync_proto::digest::entry_hash;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::breadcrumb::{Breadcrumb, Change, Delta, Entry, Snapshot};
-use crate::cache::CacheMetrics;
+use crate::breadcrumb::{Breadcrumb, Delta, Entry, Snapshot};
+use crate::change::Change;
+use crate::metrics::CacheMetrics;
 use crate::status::{ClusterStatus, SyncState, SyncStatus};
 use crate::subscription::Subscription;
 

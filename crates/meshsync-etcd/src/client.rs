@@ -1,41 +1,23 @@
-//! Connecting (endpoint failover, TLS, authentication) and the KV calls.
+//! Connecting (endpoint failover, TLS, then authentication through [`crate::auth`]) and the KV
+//! calls.
 
 use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tonic::metadata::MetadataValue;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::debug;
 
+use crate::auth::{AuthedChannel, TokenInterceptor};
 use crate::config::EtcdConfig;
 use crate::error::EtcdError;
-use crate::pb::{self, auth_client::AuthClient, kv_client::KvClient, watch_client::WatchClient};
+use crate::pb::{self, kv_client::KvClient, watch_client::WatchClient};
 use crate::watch::WatchStream;
 
 /// HTTP/2 ping interval on the etcd channel.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// An unanswered ping closes the connection after this long.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Adds etcd's auth token to every request once authenticated.
-#[derive(Clone, Default)]
-pub(crate) struct TokenInterceptor {
-    token: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
-
-impl Interceptor for TokenInterceptor {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.token {
-            req.metadata_mut().insert("token", token.clone());
-        }
-        Ok(req)
-    }
-}
-
-pub(crate) type AuthedChannel = InterceptedService<Channel, TokenInterceptor>;
 
 /// A connection to one etcd cluster. Cheap to clone (clones share the HTTP/2 connection).
 #[derive(Clone)]
@@ -97,22 +79,7 @@ impl EtcdClient {
         endpoint: String,
         config: &EtcdConfig,
     ) -> Result<Self, EtcdError> {
-        let mut interceptor = TokenInterceptor::default();
-        if let Some(user) = config.username.as_deref().filter(|u| !u.is_empty()) {
-            let mut auth = AuthClient::new(channel.clone());
-            let request = pb::AuthenticateRequest {
-                name: user.to_string(),
-                password: config.password.clone().unwrap_or_default(),
-            };
-            let response = tokio::time::timeout(config.request_timeout, auth.authenticate(request))
-                .await
-                .map_err(|_| EtcdError::Timeout(config.request_timeout))?
-                .map_err(|s| EtcdError::Auth(s.message().to_string()))?
-                .into_inner();
-            let token = MetadataValue::try_from(response.token.as_str())
-                .map_err(|e| EtcdError::Auth(format!("unusable token: {e}")))?;
-            interceptor.token = Some(token);
-        }
+        let interceptor = TokenInterceptor::authenticate(&channel, config).await?;
         Ok(EtcdClient {
             kv: KvClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(256 << 20),
@@ -226,7 +193,9 @@ impl EtcdClient {
         ))
     }
 
-    /// Deletes every key under `prefix`; returns (revision, number deleted).
+    /// Deletes every key under `prefix`; returns (revision, number deleted). For tests only
+    /// (feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub async fn delete_prefix(&self, prefix: &[u8]) -> Result<(i64, i64), EtcdError> {
         let mut kv = self.kv.clone();
         let response = self
@@ -248,7 +217,8 @@ impl EtcdClient {
         self.timed(kv.txn(request)).await
     }
 
-    /// Compacts history up to `revision`.
+    /// Compacts history up to `revision`. For tests only (feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
         let mut kv = self.kv.clone();
         self.timed(kv.compact(pb::CompactionRequest {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::AuthedChannel;
+use crate::auth::AuthedChannel;
 use crate::error::EtcdError;
 use crate::pb::{self, watch_client::WatchClient};
 
@@ -14,7 +14,6 @@ pub struct WatchStream {
     responses: tonic::Streaming<pb::WatchResponse>,
     /// Kept open for the watch's lifetime (etcd ends the watch when the request stream closes).
     requests: mpsc::Sender<pb::WatchRequest>,
-    watch_id: i64,
 }
 
 impl WatchStream {
@@ -51,7 +50,6 @@ impl WatchStream {
         Ok(WatchStream {
             responses,
             requests: tx,
-            watch_id: first.watch_id,
         })
     }
 
@@ -89,9 +87,5 @@ impl WatchStream {
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(EtcdError::WatchEnded),
         }
-    }
-
-    pub fn watch_id(&self) -> i64 {
-        self.watch_id
     }
 }

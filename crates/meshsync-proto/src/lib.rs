@@ -23,6 +23,3 @@ pub use generated::*;
 pub mod server {
     include!(concat!(env!("OUT_DIR"), "/meshsync.v1.Sync.rs"));
 }
-
-/// The value of `SubscribeRequest.capabilities` / hello negotiation names used by this version.
-pub const PROTOCOL_VERSION: &str = "meshsync.v1";

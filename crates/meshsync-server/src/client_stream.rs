@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::Stream;
-use meshsync_cache::{Follower, SnapshotCache, Subscription, diff_frames};
+use meshsync_cache::{Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, diff_frames};
 use meshsync_proto::Frame;
 use tracing::{debug, info};
 
@@ -32,58 +32,70 @@ pub(crate) struct ClientStream {
     pub(crate) _guard: ConnectionGuard,
 }
 
-struct State {
+/// The stream between two polls. Where it is in the breadcrumb chain is not here but in the
+/// [`Position`] it shares with the watcher: snapshot pending (`Start`), following (`At`),
+/// catching up after a release (`Released`).
+enum State {
+    /// Sending: queued frames first, then the next step from the position.
+    Open(Box<Open>),
+    /// The stream sent its last item (the shutdown status); the next poll ends it.
+    Ended,
+}
+
+/// An open stream.
+struct Open {
     follower: Follower,
-    ended: bool,
+    /// Frames queued and not yet handed to tonic (their count is mirrored in `shared.pending`).
     pending: VecDeque<Frame>,
     client: ClientStream,
 }
 
-/// Where the stream goes next, read from the shared position.
-enum Next {
+/// The next step, read from the shared position (copied out: the lock is not held across an
+/// await).
+enum Step {
+    /// Nothing sent but the hello: send the subscription's snapshot.
     Snapshot,
-    After(Arc<meshsync_cache::Breadcrumb>),
-    CatchUp(u64, meshsync_cache::Snapshot),
+    /// Following: send the breadcrumb after this one, or a coalesced difference when lagging.
+    Follow(Arc<Breadcrumb>),
+    /// The watcher released the breadcrumbs: send one coalesced difference from this snapshot.
+    CatchUp { seq: u64, snapshot: Snapshot },
 }
 
 impl ClientStream {
     /// The frames of this client's stream, ending when the cache stops.
     pub(crate) fn into_stream(self) -> impl Stream<Item = Result<Frame, tonic::Status>> + Send {
-        let state = State {
+        let open = Open {
             follower: self.cache.follower(),
-            ended: false,
             pending: VecDeque::from([self.hello.clone()]),
             client: self,
         };
-        state.client.shared.pending.store(1, Ordering::Release);
-        futures::stream::unfold(state, |mut state| async move {
-            if state.ended {
+        open.client.shared.pending.store(1, Ordering::Release);
+        futures::stream::unfold(State::Open(Box::new(open)), |state| async move {
+            let State::Open(mut open) = state else {
                 return None;
-            }
+            };
             loop {
-                if *state.client.shutdown.borrow() {
-                    state.ended = true;
+                if *open.client.shutdown.borrow() {
                     let status = tonic::Status::unavailable("server is shutting down; reconnect");
-                    return Some((Err(status), state));
+                    return Some((Err(status), State::Ended));
                 }
-                if let Some(frame) = state.pending.pop_front() {
-                    let shared = &state.client.shared;
-                    shared.pending.store(state.pending.len(), Ordering::Release);
+                if let Some(frame) = open.pending.pop_front() {
+                    let shared = &open.client.shared;
+                    shared.pending.store(open.pending.len(), Ordering::Release);
                     shared.progress.fetch_add(1, Ordering::AcqRel);
-                    return Some((Ok(frame), state));
+                    return Some((Ok(frame), State::Open(open)));
                 }
-                let mut shutdown = state.client.shutdown.clone();
+                let mut shutdown = open.client.shutdown.clone();
                 let advanced = tokio::select! {
-                    advanced = state.advance() => advanced,
+                    advanced = open.advance() => advanced,
                     _ = shutdown.wait_for(|stop| *stop) => continue,
                 };
-                state
-                    .client
+                open.client
                     .shared
                     .pending
-                    .store(state.pending.len(), Ordering::Release);
+                    .store(open.pending.len(), Ordering::Release);
                 if !advanced {
-                    debug!(node = %state.client.shared.node, "cache stopped; ending stream");
+                    debug!(node = %open.client.shared.node, "cache stopped; ending stream");
                     return None;
                 }
             }
@@ -91,38 +103,49 @@ impl ClientStream {
     }
 }
 
-impl State {
+impl Open {
     /// Queues the next frames. Returns false when there will be no more.
     async fn advance(&mut self) -> bool {
+        let step = match &*self.client.shared.position() {
+            Position::Start => Step::Snapshot,
+            Position::At(crumb) => Step::Follow(crumb.clone()),
+            Position::Released { seq, snapshot } => Step::CatchUp {
+                seq: *seq,
+                snapshot: snapshot.clone(),
+            },
+        };
+        match step {
+            Step::Snapshot => {
+                self.send_snapshot().await;
+                true
+            }
+            Step::CatchUp { seq, snapshot } => {
+                let head = self.follower.head();
+                info!(node = %self.client.shared.node, from_seq = seq, to_seq = head.seq,
+                    "stream resumed after releasing its breadcrumbs; sending a coalesced difference");
+                self.send_difference(&snapshot, head);
+                true
+            }
+            Step::Follow(crumb) => self.follow(crumb).await,
+        }
+    }
+
+    /// Queues the subscription's snapshot and its status.
+    async fn send_snapshot(&mut self) {
+        let (sub, shared) = (self.client.sub, &self.client.shared);
+        let snap = self.client.cache.snapshot(sub).await;
+        debug!(node = %shared.node, subscription = %sub, seq = snap.crumb.seq,
+            frames = snap.frames.len(), "sending snapshot to new client");
+        self.pending.extend(snap.frames.iter().cloned());
+        self.pending.push_back(snap.crumb.status_frame(sub));
+        *shared.position() = Position::At(snap.crumb);
+    }
+
+    /// Waits for the breadcrumb after `crumb` and queues its frames, or one coalesced difference
+    /// to the head when the stream is more than `lag_limit` behind. False once the cache stopped.
+    async fn follow(&mut self, crumb: Arc<Breadcrumb>) -> bool {
         let sub = self.client.sub;
         let shared = self.client.shared.clone();
-        let next = match &*shared.position() {
-            Position::Start => Next::Snapshot,
-            Position::At(crumb) => Next::After(crumb.clone()),
-            Position::Released { seq, snapshot } => Next::CatchUp(*seq, snapshot.clone()),
-        };
-        let crumb = match next {
-            Next::Snapshot => {
-                let snap = self.client.cache.snapshot(sub).await;
-                debug!(node = %shared.node, subscription = %sub, seq = snap.crumb.seq,
-                    frames = snap.frames.len(), "sending snapshot to new client");
-                self.pending.extend(snap.frames.iter().cloned());
-                self.pending.push_back(snap.crumb.status_frame(sub));
-                *shared.position() = Position::At(snap.crumb);
-                return true;
-            }
-            Next::CatchUp(seq, snapshot) => {
-                let head = self.follower.head();
-                info!(node = %shared.node, from_seq = seq, to_seq = head.seq,
-                    "stream resumed after releasing its breadcrumbs; sending a coalesced difference");
-                self.pending
-                    .extend(diff_frames(&snapshot, &head.snapshot, sub));
-                self.pending.push_back(head.status_frame(sub));
-                *shared.position() = Position::At(head);
-                return true;
-            }
-            Next::After(crumb) => crumb,
-        };
         if crumb.next().is_none() {
             shared.caught_up.fetch_add(1, Ordering::AcqRel);
         }
@@ -133,10 +156,7 @@ impl State {
         if head.seq.saturating_sub(crumb.seq) > self.client.lag_limit {
             info!(node = %shared.node, behind = head.seq - crumb.seq, to_seq = head.seq,
                 "client lagging; sending a coalesced difference instead of every update");
-            self.pending
-                .extend(diff_frames(&crumb.snapshot, &head.snapshot, sub));
-            self.pending.push_back(head.status_frame(sub));
-            *shared.position() = Position::At(head);
+            self.send_difference(&crumb.snapshot, head);
             return true;
         }
         self.pending.extend(next.frames(sub).iter().cloned());
@@ -145,5 +165,14 @@ impl State {
         }
         *shared.position() = Position::At(next);
         true
+    }
+
+    /// Queues the latest value of every key that differs between `from` and `head`, then the
+    /// head's status, and moves the position to the head.
+    fn send_difference(&mut self, from: &Snapshot, head: Arc<Breadcrumb>) {
+        let sub = self.client.sub;
+        self.pending.extend(diff_frames(from, &head.snapshot, sub));
+        self.pending.push_back(head.status_frame(sub));
+        *self.client.shared.position() = Position::At(head);
     }
 }

@@ -115,6 +115,17 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Binds an HTTP listener (health, metrics) if an address is configured.
+async fn bind_http(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, ServerError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
 /// A server whose sockets are bound (so callers know the real ports) but not yet serving.
 pub struct BoundServer {
     grpc: TcpListener,
@@ -132,22 +143,8 @@ impl BoundServer {
             addr: config.listen,
             source,
         })?;
-        let health = match config.health_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
-            None => None,
-        };
-        let metrics = match config.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
-            None => None,
-        };
+        let health = bind_http(config.health_listen).await?;
+        let metrics = bind_http(config.metrics_listen).await?;
         Ok(BoundServer {
             grpc,
             health,
@@ -173,7 +170,9 @@ impl BoundServer {
         self.metrics.as_ref().and_then(|h| h.local_addr().ok())
     }
 
-    /// The connection counter (for tests and metrics).
+    /// The connection counters, as `/metrics` renders them. For tests and examples only (feature
+    /// `test-support`).
+    #[cfg(feature = "test-support")]
     pub fn connections(&self) -> Arc<Connections> {
         self.connections.clone()
     }

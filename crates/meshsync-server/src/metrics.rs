@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use meshsync_cache::SnapshotCache;
+use meshsync_cache::{Breadcrumb, CacheMetrics, SnapshotCache};
 use meshsync_datastore::SourceStatus;
 
 use crate::connections::Connections;
@@ -40,9 +40,29 @@ pub fn render(
     sources: &meshsync_datastore::SourceCounters,
 ) -> String {
     let head = cache.head();
-    let status = &head.status;
-    let m = cache.metrics();
     let mut out = String::new();
+    write_cluster_metrics(&mut out, &head.status);
+    for (name, help, value) in gauges(&head, connections) {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    for (name, help, value) in counters(cache.metrics(), connections, sources) {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    out
+}
+
+/// A metric's name, help text and value.
+type Sample = (&'static str, &'static str, u64);
+
+/// The per-cluster gauges: each remote's connection status (Calico's values) and every cluster's
+/// key count.
+fn write_cluster_metrics(out: &mut String, status: &meshsync_cache::SyncStatus) {
     let _ = writeln!(
         out,
         "# HELP meshsync_remote_cluster_connection_status 0-ConnectionFailed, 1-Connecting, 2-InSync, 3-ResyncInProgress, 4-ConfigChangeRestartRequired, 5-ConfigIncomplete."
@@ -72,7 +92,12 @@ pub fn render(
             cluster.keys()
         );
     }
-    let gauges: [(&str, &str, u64); 6] = [
+}
+
+/// The process-wide gauges: sockets, streams, breadcrumbs, sync state.
+fn gauges(head: &Breadcrumb, connections: &Connections) -> [Sample; 6] {
+    let status = &head.status;
+    [
         (
             "meshsync_sockets_open",
             "gRPC sockets open (streaming or not).",
@@ -103,13 +128,16 @@ pub fn render(
             "Agents currently streaming.",
             connections.active() as u64,
         ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    }
+    ]
+}
+
+/// The counters: what the cache did, what the server did to protect itself, and what the sources
+/// refused.
+fn counters(
+    m: &CacheMetrics,
+    connections: &Connections,
+    sources: &meshsync_datastore::SourceCounters,
+) -> Vec<Sample> {
     let counters = [
         (
             "meshsync_updates_total",
@@ -176,18 +204,12 @@ pub fn render(
             sources.refused_files(),
         ),
     ];
-    let counters = counters
+    counters
         .into_iter()
         .chain(protection)
         .map(|(name, help, counter)| (name, help, counter.load(Ordering::Relaxed)))
-        .chain(refused_input);
-    for (name, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    }
-    out
+        .chain(refused_input)
+        .collect()
 }
 
 /// The metrics router.

@@ -1,0 +1,20 @@
+//! The cache's counters, kept apart from the handle and the writer because both update them: the
+//! writer counts changes, the handle counts the snapshots it encodes or reuses. The server's
+//! `/metrics` reads them.
+
+use std::sync::atomic::AtomicU64;
+
+/// Counters the cache keeps (rendered by the server's `/metrics`).
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    /// Changes accepted.
+    pub updates: AtomicU64,
+    /// Upserts dropped because the value was unchanged.
+    pub skipped: AtomicU64,
+    /// Upserts refused (too large).
+    pub rejected: AtomicU64,
+    /// Snapshots encoded for new clients.
+    pub snapshots_generated: AtomicU64,
+    /// New clients served an already encoded snapshot.
+    pub snapshots_reused: AtomicU64,
+}

@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use futures::Stream;
 use meshsync_agent::AgentConfig;
 use meshsync_cache::{CacheConfig, SnapshotCache};
-use meshsync_datastore::etcd::{EtcdSourceConfig, TlsFiles};
+use meshsync_datastore::etcd::EtcdSourceConfig;
 use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, SourceEvent, file};
-use meshsync_etcd::EtcdConfig;
 use meshsync_federation::controller::{self, ControllerConfig};
 use meshsync_mesh::{MeshConfig, RemoteLimits};
 use meshsync_server::{BoundServer, ServerConfig};
 use tracing::{error, info};
+
+use super::etcd_flags::EtcdFlags;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -24,21 +25,8 @@ pub struct ServeArgs {
     /// live) or `etcd://host:port[,host:port…][?prefix=/calico]`.
     #[arg(long, env = "MESHSYNC_DATASTORE")]
     datastore: DatastoreUrl,
-    /// etcd: CA bundle (PEM) that signed the etcd servers' certificates; enables TLS.
-    #[arg(long, env = "MESHSYNC_ETCD_CA_FILE")]
-    etcd_ca_file: Option<PathBuf>,
-    /// etcd: client certificate (PEM); enables TLS.
-    #[arg(long, env = "MESHSYNC_ETCD_CERT_FILE")]
-    etcd_cert_file: Option<PathBuf>,
-    /// etcd: client key (PEM).
-    #[arg(long, env = "MESHSYNC_ETCD_KEY_FILE")]
-    etcd_key_file: Option<PathBuf>,
-    /// etcd: user name (with --etcd-password or MESHSYNC_ETCD_PASSWORD).
-    #[arg(long, env = "MESHSYNC_ETCD_USERNAME")]
-    etcd_username: Option<String>,
-    /// etcd: password. Prefer the MESHSYNC_ETCD_PASSWORD variable over the flag.
-    #[arg(long, env = "MESHSYNC_ETCD_PASSWORD", hide_env_values = true)]
-    etcd_password: Option<String>,
+    #[command(flatten)]
+    etcd: EtcdFlags,
     /// gRPC listen address (Typha's port).
     #[arg(long, default_value = "0.0.0.0:5473", env = "MESHSYNC_LISTEN")]
     listen: SocketAddr,
@@ -152,17 +140,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let grpc_addr = server.grpc_addr()?;
-    // Resolved before serving, so that bad credentials fail the start rather than the controller.
+    // Resolved before serving, so that bad etcd flags fail the start rather than the controller.
+    // (The TLS files are read at each connection attempt, by the source and the controller alike.)
     let federation = if args.federation {
         Some(super::federate::controller_datastore(
             &args.datastore,
-            super::federate::EtcdCredentials {
-                ca_file: &args.etcd_ca_file,
-                cert_file: &args.etcd_cert_file,
-                key_file: &args.etcd_key_file,
-                username: &args.etcd_username,
-                password: &args.etcd_password,
-            },
+            &args.etcd,
         )?)
     } else {
         None
@@ -248,28 +231,7 @@ fn local_source(
             Ok((Box::pin(stream), Some(dir.clone())))
         }
         DatastoreUrl::Etcd { endpoints, prefix } => {
-            let tls_files = TlsFiles {
-                ca: args.etcd_ca_file.clone(),
-                cert: args.etcd_cert_file.clone(),
-                key: args.etcd_key_file.clone(),
-            };
-            anyhow::ensure!(
-                args.etcd_cert_file.is_some() == args.etcd_key_file.is_some(),
-                "--etcd-cert-file and --etcd-key-file go together"
-            );
-            let scheme = if tls_files.is_empty() {
-                "http"
-            } else {
-                "https"
-            };
-            let mut etcd = EtcdConfig::new(
-                endpoints
-                    .iter()
-                    .map(|e| format!("{scheme}://{e}"))
-                    .collect(),
-            );
-            etcd.username = args.etcd_username.clone();
-            etcd.password = args.etcd_password.clone();
+            let (etcd, tls_files) = args.etcd.etcd_config(endpoints)?;
             let mut config = EtcdSourceConfig::new(etcd, LOCAL_CLUSTER.into());
             config.tls_files = tls_files;
             config.prefix = prefix.clone();

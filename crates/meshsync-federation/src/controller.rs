@@ -50,6 +50,10 @@ use tracing::{info, warn};
 use self::plan::{LogState, plan};
 use self::writer::{Writer, apply};
 
+/// The target of every log line of the controller, whichever of its files writes it: the one the
+/// lines had before the controller was split into files, so that log filters keep matching.
+const LOG_TARGET: &str = "meshsync_federation::controller";
+
 /// The subscription type the controller uses.
 pub const SUBSCRIPTION: &str = "federation";
 

@@ -12,6 +12,7 @@ use meshsync_agent::Mirror;
 use serde_json::Value;
 use tracing::{debug, warn};
 
+use super::LOG_TARGET;
 use super::merge::{merge, strip};
 use crate::{EndpointsInfo, LOCAL_CLUSTER, ServiceInfo, desired_endpoints, is_managed};
 
@@ -64,7 +65,7 @@ pub(super) fn plan(mirror: &Mirror, state: &mut LogState) -> Vec<Action> {
             Some(cur) if !is_managed(cur) => {
                 let id = (*kind, ns.clone(), name.clone());
                 if !state.blocked.contains(&id) {
-                    warn!(kind, namespace = %ns, name = %name,
+                    warn!(target: LOG_TARGET, kind, namespace = %ns, name = %name,
                         "an object the federation controller does not manage (no selector annotation) is in the way; leaving it alone");
                 }
                 blocked.insert(id);
@@ -109,14 +110,18 @@ fn read_mirror(mirror: &Mirror) -> Snapshot {
         match key.kind.as_str() {
             SERVICE => match ServiceInfo::from_json(&key.cluster, &entry.value) {
                 Ok(svc) => snapshot.services.push(svc),
-                Err(e) => debug!(cluster = %key.cluster, name = %key.name, error = %e,
-                    "ignoring unparseable Service"),
+                Err(e) => {
+                    debug!(target: LOG_TARGET, cluster = %key.cluster, name = %key.name, error = %e,
+                    "ignoring unparseable Service")
+                }
             },
             ENDPOINTS => {
                 match EndpointsInfo::from_json(&key.cluster, &entry.value) {
                     Ok(eps) => snapshot.endpoints.push(eps),
-                    Err(e) => debug!(cluster = %key.cluster, name = %key.name, error = %e,
-                        "ignoring unparseable Endpoints"),
+                    Err(e) => {
+                        debug!(target: LOG_TARGET, cluster = %key.cluster, name = %key.name, error = %e,
+                        "ignoring unparseable Endpoints")
+                    }
                 }
                 if key.cluster == LOCAL_CLUSTER
                     && let Ok(v) = serde_json::from_slice::<Value>(&entry.value)
@@ -159,7 +164,7 @@ fn wanted_objects(
             Err(reason) => {
                 let key = (ns.clone(), name.clone());
                 if warned.get(&key) != Some(reason) {
-                    warn!(namespace = %ns, service = %name, %reason,
+                    warn!(target: LOG_TARGET, namespace = %ns, service = %name, %reason,
                         "federated service will not be included in federation; its managed endpoints are removed");
                     warned.insert(key.clone(), reason.clone());
                 }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use meshsync_etcd::EtcdError;
 use tracing::{info, warn};
 
+use super::LOG_TARGET;
 use super::plan::Action;
 use super::{ControllerConfig, GENERATED_DIR, LocalDatastore, ReconcileStats};
 
@@ -138,19 +139,19 @@ pub(super) async fn apply(writer: &Writer, actions: &[Action]) -> ReconcileStats
     for action in actions {
         match writer.apply_one(action).await {
             Ok(Outcome::Written) => {
-                info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                info!(target: LOG_TARGET, kind = action.kind, namespace = %action.namespace, name = %action.name,
                 "wrote federated object");
                 stats.written += 1;
             }
             Ok(Outcome::Deleted) => {
-                info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                info!(target: LOG_TARGET, kind = action.kind, namespace = %action.namespace, name = %action.name,
                 "deleted federated object");
                 stats.deleted += 1;
             }
             Ok(Outcome::Unchanged) => {}
             Ok(Outcome::Unmanaged) => stats.skipped_unmanaged += 1,
             Err(e) => {
-                warn!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                warn!(target: LOG_TARGET, kind = action.kind, namespace = %action.namespace, name = %action.name,
                 error = %e, "failed to reconcile federated object");
                 stats.failed += 1;
             }

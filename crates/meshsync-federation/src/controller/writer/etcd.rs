@@ -13,6 +13,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::{ApplyError, Outcome, PrepareError, check_name};
+use crate::controller::LOG_TARGET;
 use crate::controller::merge::{merge, remove_server_fields, strip};
 use crate::controller::plan::Action;
 use crate::is_managed;
@@ -95,13 +96,13 @@ async fn apply_one_etcd(
                 let existing: Value = match serde_json::from_slice(&kv.value) {
                     Ok(v) => v,
                     Err(_) => {
-                        warn!(key = %String::from_utf8_lossy(&key),
+                        warn!(target: LOG_TARGET, key = %String::from_utf8_lossy(&key),
                             "unparseable object in the way of a federated object; leaving it alone");
                         return Ok(Outcome::Unmanaged);
                     }
                 };
                 if !is_managed(&existing) {
-                    info!(kind = action.kind, namespace = %action.namespace, name = %action.name,
+                    info!(target: LOG_TARGET, kind = action.kind, namespace = %action.namespace, name = %action.name,
                         "object not managed by the federation controller (no selector annotation); leaving it alone");
                     return Ok(Outcome::Unmanaged);
                 }
@@ -127,7 +128,7 @@ async fn apply_one_etcd(
                 Outcome::Deleted
             });
         }
-        debug!(key = %String::from_utf8_lossy(&key), attempt, "compare-and-swap conflict; re-reading");
+        debug!(target: LOG_TARGET, key = %String::from_utf8_lossy(&key), attempt, "compare-and-swap conflict; re-reading");
     }
     Err(ApplyError::Conflict(max_attempts))
 }

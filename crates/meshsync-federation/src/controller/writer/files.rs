@@ -18,6 +18,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{ApplyError, Outcome, PrepareError, check_name};
+use crate::controller::LOG_TARGET;
 use crate::controller::merge::{merge, remove_server_fields};
 use crate::controller::plan::Action;
 use crate::is_managed;
@@ -106,7 +107,7 @@ async fn remove_legacy_files(dir: &Path) -> Result<usize, PrepareError> {
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .is_some_and(|v| is_managed(&v));
         if managed && tokio::fs::remove_file(&path).await.is_ok() {
-            info!(path = %path.display(), "removed a federated object file with an old, ambiguous name; it is written again under its new name");
+            info!(target: LOG_TARGET, path = %path.display(), "removed a federated object file with an old, ambiguous name; it is written again under its new name");
             removed += 1;
         }
     }
@@ -130,12 +131,12 @@ async fn apply_one_file(dir: &Path, action: &Action) -> Result<Outcome, ApplyErr
         }
         (Some(bytes), desired) => {
             let Ok(current) = serde_json::from_slice::<Value>(bytes) else {
-                warn!(path = %path.display(),
+                warn!(target: LOG_TARGET, path = %path.display(),
                     "unparseable file in the way of a federated object; leaving it alone");
                 return Ok(Outcome::Unmanaged);
             };
             if !is_managed(&current) {
-                info!(path = %path.display(),
+                info!(target: LOG_TARGET, path = %path.display(),
                     "object not managed by the federation controller (no selector annotation); leaving it alone");
                 return Ok(Outcome::Unmanaged);
             }

@@ -1,7 +1,10 @@
 //! `meshsync`: a Typha-style datastore fan-out cache for multi-cluster Kubernetes networking.
 //!
-//! Subcommands: `serve` (the cache and gRPC server), `agent` (a reference node agent), `status`
-//! (ask a server how it is doing), `selector` (Calico selector canonical form, ID and evaluation).
+//! Subcommands: `serve` (the cache and gRPC server, optionally with the federation controller),
+//! `agent` (a reference node agent), `status` (ask a server how it is doing), `selector` (Calico
+//! selector canonical form, ID and evaluation), `eval` (the endpoints of the whole mesh a selector
+//! matches, as `calicoq eval`) and `federate` (the federated services controller). Each is one
+//! file in `cli/`; what several print alike is in `cli/common.rs`.
 
 mod cli;
 mod logging;

@@ -13,6 +13,8 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::common::{cluster_label, cluster_status_json, describe_state, resource_path};
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     /// One human-readable line per event.
@@ -128,13 +130,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn describe_state(mirror: &Mirror) -> &'static str {
-    mirror
-        .overall()
-        .map(sync_state_name)
-        .unwrap_or("not connected")
-}
-
 fn write_dump(args: &AgentArgs, mirror: &Mirror) -> anyhow::Result<()> {
     let Some(path) = &args.dump else {
         return Ok(());
@@ -163,27 +158,11 @@ fn update_type(t: i32) -> &'static str {
     }
 }
 
-fn key_text(cluster: &str, kind: &str, namespace: &str, name: &str) -> String {
-    let cluster = if cluster.is_empty() {
-        "(local)"
-    } else {
-        cluster
-    };
-    if namespace.is_empty() {
-        format!("{cluster}/{kind}/{name}")
-    } else {
-        format!("{cluster}/{kind}/{namespace}/{name}")
-    }
-}
-
 fn status_json(s: &pb::Status) -> serde_json::Value {
     json!({
         "seq": s.seq,
         "overall": sync_state_name(s.overall()),
-        "clusters": s.clusters.iter().map(|c| json!({
-            "cluster": c.cluster, "state": cluster_state_name(c.state()), "error": c.error,
-            "keys": c.keys, "digest": format!("{:016x}", c.digest),
-        })).collect::<Vec<_>>(),
+        "clusters": s.clusters.iter().map(cluster_status_json).collect::<Vec<_>>(),
     })
 }
 
@@ -247,25 +226,21 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
                 out,
                 "{} {} seq={} revision={}",
                 update_type(u.r#type),
-                key_text(&u.cluster, &u.kind, &u.namespace, &u.name),
+                resource_path(&u.cluster, &u.kind, &u.namespace, &u.name),
                 u.seq,
                 u.revision
             ),
             AgentEvent::Removed(k) => writeln!(
                 out,
                 "REMOVED {}",
-                key_text(&k.cluster, &k.kind, &k.namespace, &k.name)
+                resource_path(&k.cluster, &k.kind, &k.namespace, &k.name)
             ),
             AgentEvent::Status { status, in_sync } => {
                 let clusters: Vec<String> = status
                     .clusters
                     .iter()
                     .map(|c| {
-                        let name = if c.cluster.is_empty() {
-                            "(local)"
-                        } else {
-                            &c.cluster
-                        };
+                        let name = cluster_label(&c.cluster);
                         format!("{name}={}({} keys)", cluster_state_name(c.state()), c.keys)
                     })
                     .collect();

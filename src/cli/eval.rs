@@ -14,14 +14,14 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use meshsync_agent::{
-    Agent, AgentConfig, AgentEvent, Mirror, MirrorKey, cluster_state_name, sync_state_name,
-};
+use meshsync_agent::{Agent, AgentConfig, AgentEvent, Mirror, MirrorKey, cluster_state_name};
 use meshsync_proto::{self as pb, LogSafe};
 use meshsync_selector::Selector;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::{debug, warn};
+
+use super::common::{cluster_label, describe_state, resource_path};
 
 const WORKLOAD_ENDPOINT: &str = "WorkloadEndpoint";
 const HOST_ENDPOINT: &str = "HostEndpoint";
@@ -143,23 +143,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bad_input(message: &str) -> ExitCode {
-    eprintln!("meshsync eval: {message}");
-    ExitCode::from(2)
-}
-
-fn describe_state(mirror: &Mirror) -> &'static str {
-    mirror
-        .overall()
-        .map(sync_state_name)
-        .unwrap_or("not connected")
-}
-
-fn cluster_label(cluster: &str) -> &str {
-    if cluster.is_empty() {
-        "(local)"
-    } else {
-        cluster
-    }
+    super::common::bad_input("eval", message)
 }
 
 /// Every endpoint of the mirror whose effective labels the selector matches, sorted by
@@ -240,12 +224,7 @@ fn evaluate<'a>(selector: &Selector, mirror: &'a Mirror) -> Vec<Match<'a>> {
 }
 
 fn describe_key(key: &MirrorKey) -> String {
-    let cluster = cluster_label(&key.cluster);
-    if key.namespace.is_empty() {
-        format!("{cluster}/{}/{}", key.kind, key.name)
-    } else {
-        format!("{cluster}/{}/{}/{}", key.kind, key.namespace, key.name)
-    }
+    resource_path(&key.cluster, &key.kind, &key.namespace, &key.name)
 }
 
 /// The value as a JSON object, or `None` (with a warning) when it is anything else.

@@ -1,6 +1,8 @@
 //! The subcommands, one file each.
 
 pub mod agent;
+pub mod common;
+pub mod etcd_flags;
 pub mod eval;
 pub mod federate;
 pub mod selector;

@@ -34,6 +34,5 @@ pub fn run(args: SelectorArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bad_input(message: &str) -> ExitCode {
-    eprintln!("meshsync selector: {message}");
-    ExitCode::from(2)
+    super::common::bad_input("selector", message)
 }

@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use futures::Stream;
 use meshsync_agent::AgentConfig;
 use meshsync_cache::{CacheConfig, SnapshotCache};
-use meshsync_datastore::etcd::{EtcdSourceConfig, TlsFiles};
+use meshsync_datastore::etcd::EtcdSourceConfig;
 use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, SourceEvent, file};
-use meshsync_etcd::EtcdConfig;
-use meshsync_federation::controller::{self, ControllerConfig};
+use meshsync_federation::controller::{self, ControllerConfig, LocalDatastore};
 use meshsync_mesh::{MeshConfig, RemoteLimits};
 use meshsync_server::{BoundServer, ServerConfig};
 use tracing::{error, info};
+
+use super::etcd_flags::EtcdFlags;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -24,21 +25,8 @@ pub struct ServeArgs {
     /// live) or `etcd://host:port[,host:port…][?prefix=/calico]`.
     #[arg(long, env = "MESHSYNC_DATASTORE")]
     datastore: DatastoreUrl,
-    /// etcd: CA bundle (PEM) that signed the etcd servers' certificates; enables TLS.
-    #[arg(long, env = "MESHSYNC_ETCD_CA_FILE")]
-    etcd_ca_file: Option<PathBuf>,
-    /// etcd: client certificate (PEM); enables TLS.
-    #[arg(long, env = "MESHSYNC_ETCD_CERT_FILE")]
-    etcd_cert_file: Option<PathBuf>,
-    /// etcd: client key (PEM).
-    #[arg(long, env = "MESHSYNC_ETCD_KEY_FILE")]
-    etcd_key_file: Option<PathBuf>,
-    /// etcd: user name (with --etcd-password or MESHSYNC_ETCD_PASSWORD).
-    #[arg(long, env = "MESHSYNC_ETCD_USERNAME")]
-    etcd_username: Option<String>,
-    /// etcd: password. Prefer the MESHSYNC_ETCD_PASSWORD variable over the flag.
-    #[arg(long, env = "MESHSYNC_ETCD_PASSWORD", hide_env_values = true)]
-    etcd_password: Option<String>,
+    #[command(flatten)]
+    etcd: EtcdFlags,
     /// gRPC listen address (Typha's port).
     #[arg(long, default_value = "0.0.0.0:5473", env = "MESHSYNC_LISTEN")]
     listen: SocketAddr,
@@ -98,10 +86,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.max_sockets != Some(0),
         "--max-sockets must be at least 1"
     );
-    let keepalive_interval = super::seconds("--keepalive-interval", args.keepalive_interval, true)?;
-    let keepalive_timeout = super::seconds("--keepalive-timeout", args.keepalive_timeout, true)?;
-    let handshake_timeout = super::seconds("--handshake-timeout", args.handshake_timeout, true)?;
-    let write_timeout = super::seconds("--write-timeout", args.write_timeout, true)?;
+    // One set of counters for every source of the process (local and remote), on `/metrics`.
+    let counters = std::sync::Arc::new(meshsync_datastore::SourceCounters::default());
+    let server_config = server_config(&args, &counters)?;
     if let Some((old, new)) = meshsync_server::raise_open_file_limit() {
         info!(
             from = old,
@@ -109,8 +96,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "raised the open-file limit to its hard limit"
         );
     }
-    // One set of counters for every source of the process (local and remote), on `/metrics`.
-    let counters = std::sync::Arc::new(meshsync_datastore::SourceCounters::default());
     let (local, base_dir) = local_source(&args, &counters)?;
     let source = meshsync_mesh::mesh(
         local,
@@ -133,36 +118,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
     );
     let supervised = cache.clone();
-    let server = BoundServer::bind(
-        cache,
-        ServerConfig {
-            listen: args.listen,
-            health_listen: (!args.no_health).then_some(args.health_listen),
-            metrics_listen: args.metrics_listen,
-            max_connections: args.max_connections,
-            keepalive_interval,
-            keepalive_timeout,
-            handshake_timeout,
-            max_sockets: args.max_sockets,
-            write_timeout,
-            max_backlog_bytes: args.max_backlog_bytes,
-            source_counters: counters,
-            ..ServerConfig::default()
-        },
-    )
-    .await?;
+    let server = BoundServer::bind(cache, server_config).await?;
     let grpc_addr = server.grpc_addr()?;
-    // Resolved before serving, so that bad credentials fail the start rather than the controller.
+    // Resolved before serving, so that bad etcd flags fail the start rather than the controller.
+    // (The TLS files are read at each connection attempt, by the source and the controller alike.)
     let federation = if args.federation {
         Some(super::federate::controller_datastore(
             &args.datastore,
-            super::federate::EtcdCredentials {
-                ca_file: &args.etcd_ca_file,
-                cert_file: &args.etcd_cert_file,
-                key_file: &args.etcd_key_file,
-                username: &args.etcd_username,
-                password: &args.etcd_password,
-            },
+            &args.etcd,
         )?)
     } else {
         None
@@ -170,32 +133,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     info!(grpc = %grpc_addr, health = ?server.health_addr(), metrics = ?server.metrics_addr(), version = meshsync_server::SERVER_VERSION,
         "meshsync serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let controller = federation.map(|datastore| {
-        let ip = if grpc_addr.ip().is_unspecified() {
-            if grpc_addr.is_ipv4() {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            } else {
-                IpAddr::V6(Ipv6Addr::LOCALHOST)
-            }
-        } else {
-            grpc_addr.ip()
-        };
-        let url = format!("http://{}", SocketAddr::new(ip, grpc_addr.port()));
-        let mut agent = AgentConfig::new(url.clone());
-        agent.servers = vec![url.clone()];
-        agent.node_name = "meshsync-federation".into();
-        let config = ControllerConfig::with_datastore(agent, datastore);
-        info!(server = %url, "starting the in-process federated services controller");
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = controller::run(config, shutdown).await {
-                error!(error = %e, "the federated services controller stopped");
-            }
-        })
-    });
+    let controller = federation.map(|datastore| spawn_controller(grpc_addr, datastore, &stop_rx));
     let mut writer_failed = None;
     let result = server
         .serve(async {
@@ -217,6 +155,60 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     info!("meshsync stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's configuration from the flags (the times checked here).
+fn server_config(
+    args: &ServeArgs,
+    counters: &std::sync::Arc<meshsync_datastore::SourceCounters>,
+) -> anyhow::Result<ServerConfig> {
+    Ok(ServerConfig {
+        listen: args.listen,
+        health_listen: (!args.no_health).then_some(args.health_listen),
+        metrics_listen: args.metrics_listen,
+        max_connections: args.max_connections,
+        keepalive_interval: super::seconds("--keepalive-interval", args.keepalive_interval, true)?,
+        keepalive_timeout: super::seconds("--keepalive-timeout", args.keepalive_timeout, true)?,
+        handshake_timeout: super::seconds("--handshake-timeout", args.handshake_timeout, true)?,
+        max_sockets: args.max_sockets,
+        write_timeout: super::seconds("--write-timeout", args.write_timeout, true)?,
+        max_backlog_bytes: args.max_backlog_bytes,
+        source_counters: counters.clone(),
+        ..ServerConfig::default()
+    })
+}
+
+/// Starts the in-process federated services controller, subscribed to this server's gRPC
+/// address (loopback when it listens on every address); it stops when `stop` turns true.
+fn spawn_controller(
+    grpc_addr: SocketAddr,
+    datastore: LocalDatastore,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let ip = if grpc_addr.ip().is_unspecified() {
+        if grpc_addr.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        }
+    } else {
+        grpc_addr.ip()
+    };
+    let url = format!("http://{}", SocketAddr::new(ip, grpc_addr.port()));
+    let mut agent = AgentConfig::new(url.clone());
+    agent.servers = vec![url.clone()];
+    agent.node_name = "meshsync-federation".into();
+    let config = ControllerConfig::with_datastore(agent, datastore);
+    info!(server = %url, "starting the in-process federated services controller");
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = controller::run(config, shutdown).await {
+            error!(error = %e, "the federated services controller stopped");
+        }
+    })
 }
 
 /// What identifies the local datastore, so that an RCC pointing back at it is refused.
@@ -248,28 +240,7 @@ fn local_source(
             Ok((Box::pin(stream), Some(dir.clone())))
         }
         DatastoreUrl::Etcd { endpoints, prefix } => {
-            let tls_files = TlsFiles {
-                ca: args.etcd_ca_file.clone(),
-                cert: args.etcd_cert_file.clone(),
-                key: args.etcd_key_file.clone(),
-            };
-            anyhow::ensure!(
-                args.etcd_cert_file.is_some() == args.etcd_key_file.is_some(),
-                "--etcd-cert-file and --etcd-key-file go together"
-            );
-            let scheme = if tls_files.is_empty() {
-                "http"
-            } else {
-                "https"
-            };
-            let mut etcd = EtcdConfig::new(
-                endpoints
-                    .iter()
-                    .map(|e| format!("{scheme}://{e}"))
-                    .collect(),
-            );
-            etcd.username = args.etcd_username.clone();
-            etcd.password = args.etcd_password.clone();
+            let (etcd, tls_files) = args.etcd.etcd_config(endpoints)?;
             let mut config = EtcdSourceConfig::new(etcd, LOCAL_CLUSTER.into());
             config.tls_files = tls_files;
             config.prefix = prefix.clone();

@@ -9,6 +9,8 @@ use meshsync_proto::{self as pb, sync_client::SyncClient};
 use serde_json::json;
 use tonic::transport::Endpoint;
 
+use super::common::{cluster_label, cluster_status_json};
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     #[default]
@@ -53,13 +55,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "connections": response.connections,
                 "seq": status.seq,
                 "overall": sync_state_name(status.overall()),
-                "clusters": status.clusters.iter().map(|c| json!({
-                    "cluster": c.cluster,
-                    "state": cluster_state_name(c.state()),
-                    "error": c.error,
-                    "keys": c.keys,
-                    "digest": format!("{:016x}", c.digest),
-                })).collect::<Vec<_>>(),
+                "clusters": status.clusters.iter().map(cluster_status_json).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
@@ -80,11 +76,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|c| {
                     [
-                        if c.cluster.is_empty() {
-                            "(local)".to_string()
-                        } else {
-                            c.cluster.clone()
-                        },
+                        cluster_label(&c.cluster).to_string(),
                         cluster_state_name(c.state()).to_string(),
                         c.keys.to_string(),
                         format!("{:016x}", c.digest),

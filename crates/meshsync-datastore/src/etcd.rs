@@ -25,7 +25,6 @@
 //! 5 s to answer) and request timeout.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,20 +40,9 @@ use crate::layout::{KeyClass, classify_key};
 use crate::validate::{ValueLimits, validate_value};
 use crate::{ClusterName, ResourceKey, SourceCounters, SourceEvent, SourceStatus};
 
-/// TLS material given as files, read at every connection attempt (so rotated or late files are
-/// picked up, and a missing file is a connection failure, not a crash).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    pub fn is_empty(&self) -> bool {
-        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
-    }
-}
+/// TLS material given as files, read at every connection attempt (the same reading as the
+/// federation controller's; defined with the client).
+pub use meshsync_etcd::TlsFiles;
 
 /// Default for [`EtcdSourceConfig::probe_interval`].
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -223,23 +211,10 @@ impl EtcdSource {
 
     async fn connect(&self) -> Result<EtcdClient, String> {
         let mut etcd = self.config.etcd.clone();
-        let files = &self.config.tls_files;
-        if !files.is_empty() {
-            let mut tls = etcd.tls.take().unwrap_or_default();
-            let read = |path: &PathBuf| {
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-            };
-            if let Some(p) = &files.ca {
-                tls.ca_pem = Some(read(p)?);
-            }
-            if let Some(p) = &files.cert {
-                tls.cert_pem = Some(read(p)?);
-            }
-            if let Some(p) = &files.key {
-                tls.key_pem = Some(read(p)?);
-            }
-            etcd.tls = Some(tls);
-        }
+        self.config
+            .tls_files
+            .load_into(&mut etcd)
+            .map_err(|e| e.to_string())?;
         let connect = EtcdClient::connect(&etcd);
         match tokio::time::timeout(etcd.connect_timeout * 2 + Duration::from_secs(1), connect).await
         {

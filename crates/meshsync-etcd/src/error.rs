@@ -9,6 +9,12 @@ pub enum EtcdError {
     InvalidEndpoint { endpoint: String, reason: String },
     #[error("invalid TLS configuration: {0}")]
     Tls(String),
+    #[error("cannot read {}: {source}", path.display())]
+    TlsFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot connect to etcd ({0})")]
     Connect(String),
     #[error("etcd authentication failed: {0}")]

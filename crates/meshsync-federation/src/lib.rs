@@ -1,18 +1,25 @@
-//! The pure core of the federated services controller (spec: `calico-model.md` §6).
+//! The federated services controller (spec: `calico-model.md` §6): the rules, and the controller
+//! that applies them to a local datastore.
 //!
 //! A *federated* Service is a local Kubernetes Service carrying the annotation
 //! [`SERVICE_SELECTOR_ANNOTATION`] and no `spec.selector`. Its endpoints are not chosen from pods
 //! but from other Services — local or in remote clusters of the mesh — that the annotation's
-//! selector matches. This crate computes, from a snapshot of Services and Endpoints, what the
-//! federated Endpoints (and EndpointSlices) *should* be. It does no I/O: a controller feeds it
-//! the current snapshot, diffs the result against the datastore and writes only what changed.
+//! selector matches. The crate has two layers:
 //!
-//! * [`ServiceInfo`] / [`EndpointsInfo`]: the parts of a Service / Endpoints object the rules use,
-//!   parsed from Kubernetes JSON and tagged with their cluster ([`LOCAL_CLUSTER`] = `""`).
-//! * [`desired_endpoints`]: the selection rules and endpoints computation of §6, ending in
-//!   [`repack_subsets`], a port of Kubernetes' `RepackSubsets` with a documented total order.
-//! * [`DesiredEndpoints::to_endpoints_json`] / [`DesiredEndpoints::to_endpoint_slices_json`]: the
-//!   objects to write. [`is_managed`] tells whether an existing object is ours to update or delete.
+//! * The rules, pure functions without I/O: from a snapshot of Services and Endpoints, what the
+//!   federated Endpoints (and EndpointSlices) *should* be.
+//!   * [`ServiceInfo`] / [`EndpointsInfo`]: the parts of a Service / Endpoints object the rules
+//!     use, parsed from Kubernetes JSON and tagged with their cluster ([`LOCAL_CLUSTER`] = `""`).
+//!   * [`desired_endpoints`]: the selection rules and endpoints computation of §6, ending in
+//!     [`repack_subsets`], a port of Kubernetes' `RepackSubsets` with a documented total order.
+//!   * [`DesiredEndpoints::to_endpoints_json`] / [`DesiredEndpoints::to_endpoint_slices_json`]:
+//!     the objects to write. [`is_managed`] tells whether an existing object is ours to update or
+//!     delete.
+//! * [`controller`]: the I/O. It subscribes to a meshsync server (the `federation` subscription),
+//!   feeds the mirror to the rules, diffs the result against what the local datastore holds and
+//!   writes only what changed: into etcd with compare-and-swap, or as files into a file
+//!   datastore's `generated/` directory. `meshsync federate` and `meshsync serve --federation`
+//!   run it.
 
 mod compute;
 pub mod controller;

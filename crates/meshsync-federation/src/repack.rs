@@ -147,13 +147,7 @@ fn cmp_subset(a: &EndpointSubset, b: &EndpointSubset) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addr(ip: &str) -> EndpointAddress {
-        EndpointAddress {
-            ip: ip.to_owned(),
-            ..Default::default()
-        }
-    }
+    use crate::tests::{addr, subset};
 
     fn addr_uid(ip: &str, uid: &str, name: &str) -> EndpointAddress {
         EndpointAddress {
@@ -174,18 +168,6 @@ mod tests {
             port: p,
             protocol: "TCP".into(),
             app_protocol: None,
-        }
-    }
-
-    fn subset(
-        ready: &[EndpointAddress],
-        not_ready: &[EndpointAddress],
-        ports: &[EndpointPort],
-    ) -> EndpointSubset {
-        EndpointSubset {
-            addresses: ready.to_vec(),
-            not_ready_addresses: not_ready.to_vec(),
-            ports: ports.to_vec(),
         }
     }
 

@@ -41,7 +41,7 @@ fn port3() -> EndpointPort {
     eport("port3", "TCP", 1200)
 }
 
-fn addr(ip: &str) -> EndpointAddress {
+pub(crate) fn addr(ip: &str) -> EndpointAddress {
     EndpointAddress {
         ip: ip.into(),
         ..Default::default()
@@ -61,7 +61,7 @@ fn pod_addr(ip: &str, pod: &str) -> EndpointAddress {
     }
 }
 
-fn subset(
+pub(crate) fn subset(
     ready: &[EndpointAddress],
     not_ready: &[EndpointAddress],
     ports: &[EndpointPort],

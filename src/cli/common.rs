@@ -1,0 +1,56 @@
+//! What several subcommands print the same way: the `(local)` cluster label, a resource's path,
+//! a mirror's state, a cluster's status as JSON, and the exit for bad input. Written once so that
+//! `agent`, `eval` and `status` cannot drift apart in what operators and scripts read.
+
+use std::process::ExitCode;
+
+use meshsync_agent::{Mirror, cluster_state_name, sync_state_name};
+use meshsync_proto as pb;
+use serde_json::json;
+
+/// How the local cluster (whose name is `""`) is shown.
+pub const LOCAL_LABEL: &str = "(local)";
+
+/// A cluster's name for people: [`LOCAL_LABEL`] for the local cluster.
+pub fn cluster_label(cluster: &str) -> &str {
+    if cluster.is_empty() {
+        LOCAL_LABEL
+    } else {
+        cluster
+    }
+}
+
+/// `cluster/kind/namespace/name`, or `cluster/kind/name` for a cluster-scoped resource.
+pub fn resource_path(cluster: &str, kind: &str, namespace: &str, name: &str) -> String {
+    let cluster = cluster_label(cluster);
+    if namespace.is_empty() {
+        format!("{cluster}/{kind}/{name}")
+    } else {
+        format!("{cluster}/{kind}/{namespace}/{name}")
+    }
+}
+
+/// The mirror's overall state, or `not connected` before the first status.
+pub fn describe_state(mirror: &Mirror) -> &'static str {
+    mirror
+        .overall()
+        .map(sync_state_name)
+        .unwrap_or("not connected")
+}
+
+/// One cluster's status, as `agent --output json` and `status --output json` print it.
+pub fn cluster_status_json(c: &pb::ClusterStatus) -> serde_json::Value {
+    json!({
+        "cluster": c.cluster,
+        "state": cluster_state_name(c.state()),
+        "error": c.error,
+        "keys": c.keys,
+        "digest": format!("{:016x}", c.digest),
+    })
+}
+
+/// Prints `meshsync <command>: <message>` to stderr; exit code 2.
+pub fn bad_input(command: &str, message: &str) -> ExitCode {
+    eprintln!("meshsync {command}: {message}");
+    ExitCode::from(2)
+}

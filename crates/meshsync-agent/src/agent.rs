@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::Stream;
+use meshsync_model::{error_chain, jittered_backoff};
 use meshsync_proto::{self as pb, sync_client::SyncClient, sync_event};
-use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
@@ -247,10 +247,9 @@ impl Agent {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20));
-        let channel: Channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {}", chain(&e))))?;
+        let channel: Channel = endpoint.connect().await.map_err(|e| {
+            tonic::Status::unavailable(format!("cannot connect: {}", error_chain(&e)))
+        })?;
         let mut client =
             SyncClient::new(channel).max_decoding_message_size(self.config.max_message_bytes);
         let request = pb::SubscribeRequest {
@@ -318,7 +317,7 @@ impl Agent {
     fn lost(&mut self, error: String) {
         let server = self.server_url().to_string();
         self.mirror.disconnected();
-        let retry_in = backoff(
+        let retry_in = jittered_backoff(
             self.config.backoff_initial,
             self.config.backoff_max,
             self.attempt,
@@ -363,15 +362,6 @@ impl Subscribed {
     }
 }
 
-/// The delay before reconnect attempt number `attempt` (0 for the first retry): `initial` doubled
-/// per attempt, capped at `max`, then drawn uniformly between half and the whole of it ("equal
-/// jitter"), so a herd of agents that lost the same server spreads out, yet none retries sooner
-/// than half the delay.
-fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let base = initial.saturating_mul(1u32 << attempt.min(16)).min(max);
-    base.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
 fn is_fatal(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
@@ -385,16 +375,4 @@ fn describe(status: &tonic::Status) -> String {
     } else {
         format!("{:?}: {}", status.code(), status.message())
     }
-}
-
-/// An error and its sources, joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

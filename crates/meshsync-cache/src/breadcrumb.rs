@@ -11,13 +11,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use meshsync_datastore::{ResourceKey, Revision};
+use meshsync_model::{ResourceKey, Revision};
 use meshsync_proto::Frame;
 
 use crate::change::Change;
 use crate::frames::{FrameBuilder, status_frame};
 use crate::status::SyncStatus;
-use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
+use meshsync_model::{SUBSCRIPTION_COUNT, Subscription};
 
 /// What the cache holds for one key.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use meshsync_datastore::SourceEvent;
+use meshsync_model::SourceEvent;
 use meshsync_proto::Frame;
 use tokio::sync::{Mutex, watch};
 use tracing::debug;
@@ -14,9 +14,9 @@ use tracing::debug;
 use crate::breadcrumb::{Breadcrumb, Snapshot, snapshot_frames};
 use crate::metrics::CacheMetrics;
 use crate::status::SyncStatus;
-use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
 use crate::supervisor::Supervisor;
 use crate::writer::Writer;
+use meshsync_model::{SUBSCRIPTION_COUNT, Subscription};
 
 /// Tuning knobs of the cache.
 #[derive(Clone, Debug)]

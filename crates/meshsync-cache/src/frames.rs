@@ -5,7 +5,7 @@
 //! a large snapshot streams in pieces.
 
 use bytes::Bytes;
-use meshsync_datastore::{ResourceKey, Revision};
+use meshsync_model::{ResourceKey, Revision};
 use meshsync_proto::{self as pb, Frame, sync_event};
 
 use crate::change::Change;

@@ -12,7 +12,6 @@ mod change;
 mod frames;
 mod metrics;
 mod status;
-mod subscription;
 mod supervisor;
 mod writer;
 
@@ -22,7 +21,8 @@ pub use breadcrumb::{
 pub use cache::{CacheConfig, Follower, SharedSnapshot, SnapshotCache};
 pub use change::Change;
 pub use frames::{FrameBuilder, MAX_UPDATES_PER_FRAME, hello_frame, status_frame};
+/// Subscription types are the model's (the kinds registry says which kinds each carries).
+pub use meshsync_model::{SUBSCRIPTION_COUNT, Subscription, UnknownSubscription};
 pub use metrics::CacheMetrics;
 pub use status::{ClusterStatus, SyncState, SyncStatus, View, cluster_state_to_proto};
-pub use subscription::{SUBSCRIPTIONS, Subscription, SubscriptionSpec, UnknownSubscription};
 pub use supervisor::Supervisor;

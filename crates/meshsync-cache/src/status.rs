@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use meshsync_datastore::{ClusterName, SourceStatus};
+use meshsync_model::{ClusterName, SourceStatus};
 use meshsync_proto as pb;
 
-use crate::subscription::{SUBSCRIPTION_COUNT, Subscription};
+use meshsync_model::{SUBSCRIPTION_COUNT, Subscription};
 
 /// The overall state, as Typha's `MsgSyncStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
-use meshsync_datastore::{ClusterName, ResourceKey, Revision, SourceEvent, SourceStatus};
+use meshsync_model::{ClusterName, ResourceKey, Revision, SourceEvent, SourceStatus};
 use meshsync_proto::digest::entry_hash;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -20,7 +20,7 @@ use crate::breadcrumb::{Breadcrumb, Delta, Entry, Snapshot};
 use crate::change::Change;
 use crate::metrics::CacheMetrics;
 use crate::status::{ClusterStatus, SyncState, SyncStatus};
-use crate::subscription::Subscription;
+use meshsync_model::Subscription;
 
 /// State owned by the writer task.
 pub(crate) struct Writer {
@@ -320,7 +320,7 @@ impl Writer {
 
 /// The overall state follows the local cluster's source.
 fn overall_state(status: &SyncStatus) -> SyncState {
-    match status.clusters.get(meshsync_datastore::LOCAL_CLUSTER) {
+    match status.clusters.get(meshsync_model::LOCAL_CLUSTER) {
         Some(c) => match c.status {
             SourceStatus::InSync => SyncState::InSync,
             SourceStatus::ResyncInProgress => SyncState::ResyncInProgress,

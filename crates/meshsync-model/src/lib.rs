@@ -8,6 +8,7 @@
 
 pub mod backoff;
 mod counters;
+mod error_chain;
 pub mod etcd_layout;
 mod event;
 mod key;
@@ -16,6 +17,7 @@ mod subscription;
 
 pub use backoff::jittered_backoff;
 pub use counters::SourceCounters;
+pub use error_chain::error_chain;
 pub use event::{SourceEvent, SourceStatus};
 pub use key::{ClusterName, LOCAL_CLUSTER, ResourceKey, Revision};
 pub use kinds::{KindInfo, RemoteSync};

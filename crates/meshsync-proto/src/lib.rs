@@ -6,11 +6,9 @@
 //! hot path never serializes an update per client ("encode once, send many").
 
 pub mod digest;
-mod error_chain;
 mod frame;
 mod logsafe;
 
-pub use error_chain::error_chain;
 pub use frame::{Frame, GRPC_HEADER_LEN};
 pub use logsafe::LogSafe;
 

@@ -60,7 +60,7 @@ pub struct ServerConfig {
     pub max_backlog_bytes: u64,
     /// What the sources refused (invalid values, malformed keys, refused files), shared with
     /// every source of the process; rendered on `/metrics`.
-    pub source_counters: Arc<meshsync_datastore::SourceCounters>,
+    pub source_counters: Arc<meshsync_model::SourceCounters>,
 }
 
 impl Default for ServerConfig {

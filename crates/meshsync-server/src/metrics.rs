@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use meshsync_cache::{Breadcrumb, CacheMetrics, SnapshotCache};
-use meshsync_datastore::SourceStatus;
+use meshsync_model::SourceStatus;
 
 use crate::connections::Connections;
 
@@ -37,7 +37,7 @@ fn escape_label(value: &str) -> String {
 pub fn render(
     cache: &SnapshotCache,
     connections: &Connections,
-    sources: &meshsync_datastore::SourceCounters,
+    sources: &meshsync_model::SourceCounters,
 ) -> String {
     let head = cache.head();
     let mut out = String::new();
@@ -136,7 +136,7 @@ fn gauges(head: &Breadcrumb, connections: &Connections) -> [Sample; 6] {
 fn counters(
     m: &CacheMetrics,
     connections: &Connections,
-    sources: &meshsync_datastore::SourceCounters,
+    sources: &meshsync_model::SourceCounters,
 ) -> Vec<Sample> {
     let counters = [
         (
@@ -216,7 +216,7 @@ fn counters(
 pub fn router(
     cache: SnapshotCache,
     connections: Arc<Connections>,
-    sources: Arc<meshsync_datastore::SourceCounters>,
+    sources: Arc<meshsync_model::SourceCounters>,
 ) -> Router {
     Router::new()
         .route("/metrics", get(serve))
@@ -226,7 +226,7 @@ pub fn router(
 type MetricsState = (
     SnapshotCache,
     Arc<Connections>,
-    Arc<meshsync_datastore::SourceCounters>,
+    Arc<meshsync_model::SourceCounters>,
 );
 
 async fn serve(State((cache, connections, sources)): State<MetricsState>) -> impl IntoResponse {

@@ -7,8 +7,8 @@
 //! `max_attempts` times.
 
 use bytes::Bytes;
-use meshsync_datastore::layout::key_path;
 use meshsync_etcd::{EtcdClient, EtcdConfig, TlsFiles, pb, txn};
+use meshsync_model::etcd_layout::key_path;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 

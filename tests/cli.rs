@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::binary::{DEADLINE, Serve, meshsync, run};
-use support::{http_get, within};
+use support::binary::{DEADLINE, Serve, meshsync, run, serve_args};
+use support::log_text::{text_field, text_message_is};
+use support::{copy_dir, copy_example_mesh, http_get, within};
 
 const IN_SYNC_LINE: &str = "Sending in-sync update for local datastore";
 /// The subscription types DESIGN.md §2 names.
@@ -25,30 +26,6 @@ const SYNCER_TYPES: [&str; 6] = [
     "federation",
     "all",
 ];
-
-/// The message of a text-format log line (`<time>  INFO <target>: <message> <fields>`) is
-/// exactly `message` (followed by nothing or by fields).
-fn text_message_is(line: &str, message: &str) -> bool {
-    let Some(after_level) = ["  INFO ", "  WARN ", " ERROR ", " DEBUG ", " TRACE "]
-        .iter()
-        .find_map(|level| line.split_once(level).map(|(_, rest)| rest))
-    else {
-        return false;
-    };
-    let Some((_target, rest)) = after_level.split_once(": ") else {
-        return false;
-    };
-    rest == message
-        || rest
-            .strip_prefix(message)
-            .is_some_and(|fields| fields.starts_with(' '))
-}
-
-/// The value of `name=` in a text-format log line.
-fn text_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
-}
 
 /// The gRPC and health addresses from `meshsync serving grpc=ADDR health=Some(ADDR) ...`.
 fn serving_addrs_text(line: &str) -> (SocketAddr, SocketAddr) {
@@ -84,19 +61,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     runtime().block_on(within(&format!("GET {path}"), http_get(addr, path)))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn example_dir() -> PathBuf {
@@ -243,9 +207,7 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
         "the example mesh should define a dozen or more resources, found {expected:?}"
     );
 
-    let serving = serve.wait_line("the serving line", |l| {
-        text_message_is(l, "meshsync serving")
-    });
+    let serving = serve.wait_serving();
     let (grpc, health) = serving_addrs_text(&serving);
     serve.wait_line("the in-sync line", |l| text_message_is(l, IN_SYNC_LINE));
     let url = format!("http://{grpc}");
@@ -558,20 +520,7 @@ fn agent_without_a_server_times_out_with_a_clear_message() {
 #[test]
 fn serve_rejects_bad_datastores() {
     let dir = tempfile::tempdir().unwrap();
-    let serve = |datastore: &str| {
-        run(
-            meshsync().args([
-                "serve",
-                "--datastore",
-                datastore,
-                "--listen",
-                "127.0.0.1:0",
-                "--health-listen",
-                "127.0.0.1:0",
-            ]),
-            DEADLINE,
-        )
-    };
+    let serve = |datastore: &str| run(meshsync().args(serve_args(datastore, &[])), DEADLINE);
 
     let missing = dir.path().join("no-such-directory");
     let out = serve(&format!("file:{}", missing.display()));
@@ -602,26 +551,12 @@ fn serve_rejects_bad_datastores() {
 /// dump holds cluster-a's objects (the RCC consumed) and cluster-b's synced kinds.
 #[test]
 fn quick_start_two_cluster_example() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh"),
-        dir.path(),
-    );
+    let dir = copy_example_mesh();
     let a = dir.path().join("cluster-a");
     let b = dir.path().join("cluster-b");
     let datastore = format!("file:{}", a.display());
-    let mut serve = Serve::start(&[
-        "serve",
-        "--datastore",
-        &datastore,
-        "--listen",
-        "127.0.0.1:0",
-        "--health-listen",
-        "127.0.0.1:0",
-    ]);
-    let serving = serve.wait_line("the serving line", |l| {
-        text_message_is(l, "meshsync serving")
-    });
+    let mut serve = Serve::on_loopback(&datastore, &[]);
+    let serving = serve.wait_serving();
     let (grpc, _) = serving_addrs_text(&serving);
     let remote_line = "Sending in-sync update for RemoteClusterConfiguration(cluster-b)";
     serve.wait_line("the remote in-sync line", |l| l.contains(remote_line));

@@ -443,18 +443,8 @@ fn refused_values_are_counted_on_metrics() {
     )
     .unwrap();
     let datastore = format!("file:{}", dir.path().display());
-    let mut serve = Serve::start(&[
-        "serve",
-        "--datastore",
-        &datastore,
-        "--listen",
-        "127.0.0.1:0",
-        "--health-listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
-    let serving = serve.wait_line("the serving line", |l| l.contains("meshsync serving"));
+    let mut serve = Serve::on_loopback(&datastore, &["--metrics-listen", "127.0.0.1:0"]);
+    let serving = serve.wait_serving();
     let metrics: std::net::SocketAddr = serving
         .split("metrics=Some(")
         .nth(1)

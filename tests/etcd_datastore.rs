@@ -6,30 +6,22 @@ mod support;
 // transactions, and user/password authentication. Every wait is on a condition with a timeout;
 // "nothing happened" is proven by the next real change being the next event.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use meshsync_datastore::etcd::{EtcdSourceConfig, watch};
+use meshsync_datastore::etcd::watch;
 use meshsync_datastore::layout::{key_path, parse_key};
 use meshsync_datastore::{ResourceKey, SourceEvent, SourceStatus};
-use meshsync_etcd::{EtcdClient, EtcdConfig, pb};
+use meshsync_etcd::{EtcdClient, pb};
 use support::etcd::Etcd;
+use support::source::{
+    Replica, etcd_source_config, is_connection_failed, next, until, until_in_sync, upserts_name,
+};
 use support::within;
-use tokio_stream::wrappers::ReceiverStream;
-
-type Events = ReceiverStream<SourceEvent>;
-
-/// A source configuration for `etcd` with fast retries.
-fn config(etcd: &Etcd) -> EtcdSourceConfig {
-    let mut config = EtcdSourceConfig::new(EtcdConfig::new(vec![etcd.url()]), "".into());
-    config.retry_min = Duration::from_millis(50);
-    config.retry_max = Duration::from_millis(200);
-    config
-}
 
 fn rk(kind: &str, namespace: &str, name: &str) -> ResourceKey {
     ResourceKey::new("", kind, namespace, name)
@@ -79,94 +71,6 @@ fn path(kind: &str, namespace: &str, name: &str) -> String {
 
 fn node_path(name: &str) -> String {
     path("Node", "", name)
-}
-
-/// The next event, failing the test if none comes or the stream ends.
-async fn next(source: &mut Events) -> SourceEvent {
-    within("the next source event", source.next())
-        .await
-        .expect("the source stream ended")
-}
-
-/// Events up to and including the first one for which `done` holds.
-async fn until(
-    source: &mut Events,
-    what: &str,
-    done: impl Fn(&SourceEvent) -> bool,
-) -> Vec<SourceEvent> {
-    within(what, async {
-        let mut seen = Vec::new();
-        loop {
-            let event = source.next().await.expect("the source stream ended");
-            let stop = done(&event);
-            seen.push(event);
-            if stop {
-                return seen;
-            }
-        }
-    })
-    .await
-}
-
-fn is_in_sync(event: &SourceEvent) -> bool {
-    matches!(
-        event,
-        SourceEvent::Status {
-            status: SourceStatus::InSync,
-            ..
-        }
-    )
-}
-
-fn is_connection_failed(event: &SourceEvent) -> bool {
-    matches!(
-        event,
-        SourceEvent::Status {
-            status: SourceStatus::ConnectionFailed(_),
-            ..
-        }
-    )
-}
-
-fn upserts_name(event: &SourceEvent, name: &str) -> bool {
-    matches!(event, SourceEvent::Upsert { key, .. } if key.name() == name)
-}
-
-async fn until_in_sync(source: &mut Events) -> Vec<SourceEvent> {
-    until(source, "the source to be in sync", is_in_sync).await
-}
-
-/// What a consumer of the stream holds: the cache's rule, where `ResyncDone` deletes the keys
-/// the relist did not mention.
-#[derive(Default)]
-struct Replica {
-    entries: BTreeMap<ResourceKey, Bytes>,
-    relisted: Option<HashSet<ResourceKey>>,
-}
-
-impl Replica {
-    fn apply(&mut self, event: &SourceEvent) {
-        match event {
-            SourceEvent::ResyncStart { .. } => self.relisted = Some(HashSet::new()),
-            SourceEvent::Upsert { key, value, .. } => {
-                if let Some(seen) = &mut self.relisted {
-                    seen.insert(key.clone());
-                }
-                self.entries.insert(key.clone(), value.clone());
-            }
-            SourceEvent::Delete { key, .. } => {
-                self.entries.remove(key);
-            }
-            SourceEvent::ResyncDone { .. } => {
-                let seen = self
-                    .relisted
-                    .take()
-                    .expect("ResyncDone without ResyncStart");
-                self.entries.retain(|k, _| seen.contains(k));
-            }
-            SourceEvent::Status { .. } | SourceEvent::ClusterRemoved { .. } => {}
-        }
-    }
 }
 
 /// What etcd holds under `prefix`, mapped to resource keys as the layout does.
@@ -305,7 +209,7 @@ async fn initial_listing_maps_the_calico_layout_in_key_order() {
         revisions.insert(*key, revision);
     }
 
-    let mut source = watch(config(&etcd));
+    let mut source = watch(etcd_source_config(&etcd));
     let events = until_in_sync(&mut source).await;
 
     let mut expected = vec![
@@ -394,7 +298,7 @@ async fn paged_listing_is_complete_and_one_consistent_cut() {
         assert_eq!(paged, whole, "a paged listing is not the cut at {at}");
     }
 
-    let mut cfg = config(&etcd);
+    let mut cfg = etcd_source_config(&etcd);
     cfg.page_size = 3;
     let mut source = watch(cfg);
     let mut events = until_in_sync(&mut source).await;
@@ -497,7 +401,7 @@ async fn live_changes_and_bad_values() {
     );
     client.put(node_path("big"), big.clone()).await.unwrap();
 
-    let mut cfg = config(&etcd);
+    let mut cfg = etcd_source_config(&etcd);
     cfg.max_value_bytes = 512;
     let mut source = watch(cfg);
     assert_eq!(
@@ -627,7 +531,7 @@ async fn kinds_filter_drops_other_kinds() {
         .await
         .unwrap();
 
-    let mut cfg = config(&etcd);
+    let mut cfg = etcd_source_config(&etcd);
     cfg.kinds = Some(["Node".to_string(), "IPAMBlock".to_string()].into());
     let mut source = watch(cfg);
     assert_eq!(
@@ -709,7 +613,7 @@ async fn custom_prefix() {
         ),
     ]);
     for prefix in ["/other", "/other/"] {
-        let mut cfg = config(&etcd);
+        let mut cfg = etcd_source_config(&etcd);
         cfg.prefix = prefix.into();
         let mut source = watch(cfg);
         let mut expected = vec![
@@ -755,8 +659,8 @@ async fn killed_etcd_is_reported_and_a_restart_relists() {
     }
     // Two sources: one retrying fast (it tends to be back before the changes made after the
     // restart, so the watch carries them) and one retrying after 1.5–3 s (the relist tends to).
-    let fast = watch(config(&etcd));
-    let mut slow_config = config(&etcd);
+    let fast = watch(etcd_source_config(&etcd));
+    let mut slow_config = etcd_source_config(&etcd);
     slow_config.retry_min = Duration::from_secs(3);
     slow_config.retry_max = Duration::from_secs(3);
     let slow = watch(slow_config);
@@ -893,7 +797,7 @@ async fn compaction_of_a_lagging_watch_relists_and_converges() {
             .await
             .unwrap();
     }
-    let mut source = watch(config(&etcd));
+    let mut source = watch(etcd_source_config(&etcd));
     let mut replica = Replica::default();
     until_in_sync(&mut source)
         .await
@@ -1119,7 +1023,7 @@ async fn user_and_password_authenticate_and_a_wrong_password_is_reported() {
     etcdctl(&etcd, &["auth", "enable"]);
 
     // Auth is really on: without credentials the listing is refused.
-    let mut anonymous = watch(config(&etcd));
+    let mut anonymous = watch(etcd_source_config(&etcd));
     let events = until(&mut anonymous, "an anonymous failure", is_connection_failed).await;
     eprintln!("auth: anonymous: {events:?}");
     match events.as_slice() {
@@ -1140,7 +1044,7 @@ async fn user_and_password_authenticate_and_a_wrong_password_is_reported() {
     drop(anonymous);
 
     let credentials = |password: &str| {
-        let mut cfg = config(&etcd);
+        let mut cfg = etcd_source_config(&etcd);
         cfg.etcd.username = Some("root".into());
         cfg.etcd.password = Some(password.into());
         cfg

@@ -6,13 +6,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use meshsync_datastore::SourceEvent;
 use meshsync_datastore::etcd::{EtcdSourceConfig, watch};
 use meshsync_datastore::layout::key_path;
 use meshsync_etcd::EtcdConfig;
 use support::etcd::Etcd;
-use tokio_stream::wrappers::ReceiverStream;
+use support::source::until_within;
 
 /// The documented bound for noticing a hung etcd while watching.
 const HUNG_BOUND: Duration = Duration::from_secs(10);
@@ -38,29 +37,6 @@ impl Drop for Continue {
     }
 }
 
-async fn until(
-    source: &mut ReceiverStream<SourceEvent>,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&SourceEvent) -> bool,
-) -> Vec<SourceEvent> {
-    let run = async {
-        let mut seen = Vec::new();
-        loop {
-            let event = source.next().await.expect("the source stream ended");
-            let stop = done(&event);
-            seen.push(event);
-            if stop {
-                return seen;
-            }
-        }
-    };
-    match tokio::time::timeout(limit, run).await {
-        Ok(seen) => seen,
-        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
-    }
-}
-
 fn is_status(event: &SourceEvent, name: &str) -> bool {
     matches!(event, SourceEvent::Status { status, .. } if status.name() == name)
 }
@@ -76,13 +52,13 @@ async fn a_stopped_etcd_is_noticed_within_the_bound_and_recovers_after_sigcont()
     cfg.retry_min = Duration::from_millis(100);
     cfg.retry_max = Duration::from_millis(500);
     let mut source = watch(cfg);
-    until(&mut source, "in sync", Duration::from_secs(30), |e| {
+    until_within(&mut source, "in sync", Duration::from_secs(30), |e| {
         is_status(e, "InSync")
     })
     .await;
     // The watch works.
     client.put(path("h2"), node("h2")).await.unwrap();
-    until(
+    until_within(
         &mut source,
         "h2",
         Duration::from_secs(10),
@@ -94,7 +70,7 @@ async fn a_stopped_etcd_is_noticed_within_the_bound_and_recovers_after_sigcont()
     signal(pid, "STOP");
     let guard = Continue(pid);
     let stopped = Instant::now();
-    let events = until(
+    let events = until_within(
         &mut source,
         "ConnectionFailed",
         Duration::from_secs(60),
@@ -115,7 +91,7 @@ async fn a_stopped_etcd_is_noticed_within_the_bound_and_recovers_after_sigcont()
     signal(pid, "CONT");
     drop(guard);
     let resumed = Instant::now();
-    let events = until(&mut source, "InSync again", Duration::from_secs(60), |e| {
+    let events = until_within(&mut source, "InSync again", Duration::from_secs(60), |e| {
         is_status(e, "InSync")
     })
     .await;
@@ -129,7 +105,7 @@ async fn a_stopped_etcd_is_noticed_within_the_bound_and_recovers_after_sigcont()
             .any(|e| matches!(e, SourceEvent::ResyncStart { .. }))
     );
     let r = client.put(path("h3"), node("h3")).await.unwrap();
-    let events = until(
+    let events = until_within(
         &mut source,
         "h3",
         Duration::from_secs(10),

@@ -17,33 +17,10 @@ mod support;
 
 use serde_json::{Value, json};
 use support::binary::{DEADLINE, Finished, Serve, meshsync, run};
+use support::log_text::{text_field, text_message_is};
 
 const IN_SYNC_LINE: &str = "Sending in-sync update for local datastore";
 const REMOTE_CLUSTER: &str = "cluster-b";
-
-/// The message of a text-format log line (`<time>  INFO <target>: <message> <fields>`) is
-/// exactly `message` (followed by nothing or by fields).
-fn text_message_is(line: &str, message: &str) -> bool {
-    let Some(after_level) = ["  INFO ", "  WARN ", " ERROR ", " DEBUG ", " TRACE "]
-        .iter()
-        .find_map(|level| line.split_once(level).map(|(_, rest)| rest))
-    else {
-        return false;
-    };
-    let Some((_target, rest)) = after_level.split_once(": ") else {
-        return false;
-    };
-    rest == message
-        || rest
-            .strip_prefix(message)
-            .is_some_and(|fields| fields.starts_with(' '))
-}
-
-/// The value of `name=` in a text-format log line.
-fn text_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
-}
 
 type Labels = BTreeMap<String, String>;
 
@@ -442,18 +419,8 @@ fn eval_lists_matching_endpoints_across_the_mesh() {
     mesh.write(&local, &remote);
 
     let datastore = format!("file:{}", local.display());
-    let mut serve = Serve::start(&[
-        "serve",
-        "--datastore",
-        &datastore,
-        "--listen",
-        "127.0.0.1:0",
-        "--health-listen",
-        "127.0.0.1:0",
-    ]);
-    let serving = serve.wait_line("the serving line", |l| {
-        text_message_is(l, "meshsync serving")
-    });
+    let mut serve = Serve::on_loopback(&datastore, &[]);
+    let serving = serve.wait_serving();
     let grpc: SocketAddr = text_field(&serving, "grpc")
         .unwrap_or_else(|| panic!("no grpc= in {serving:?}"))
         .parse()

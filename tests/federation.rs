@@ -5,18 +5,12 @@ mod support;
 // etcd for a condition with a deadline; nothing sleeps and hopes.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use futures::Stream;
-use meshsync_datastore::SourceEvent;
-use meshsync_datastore::etcd::EtcdSourceConfig;
-use meshsync_etcd::EtcdConfig;
-use meshsync_federation::controller::{self, ControllerConfig};
-use meshsync_mesh::MeshConfig;
 use serde_json::{Value, json};
-use support::TestServer;
 use support::etcd::{Cluster, wait_for};
-use tokio::sync::oneshot;
+use support::federation::start_controller;
+use support::mesh::mesh_over;
+use support::{TestServer, logs};
 
 const SELECTOR: &str = "federation.tigera.io/serviceSelector";
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
@@ -119,46 +113,13 @@ fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-type Events = std::pin::Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
-
-fn mesh_over(a: &Cluster) -> impl Stream<Item = SourceEvent> + Send + Unpin + 'static {
-    let local: Events = Box::pin(meshsync_datastore::etcd::watch(EtcdSourceConfig::new(
-        EtcdConfig::new(vec![a.etcd.url()]),
-        "".into(),
-    )));
-    meshsync_mesh::mesh(local, MeshConfig::default())
-}
-
-/// Starts the controller in process; dropping (or firing) the sender stops it.
-fn start_controller(
-    server: &TestServer,
-    a: &Cluster,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let mut config = ControllerConfig::new(
-        server.agent_config("federation"),
-        EtcdConfig::new(vec![a.etcd.url()]),
-    );
-    config.debounce = Duration::from_millis(20);
-    config.retry_delay = Duration::from_millis(200);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let result = controller::run(config, async {
-            let _ = stopped.await;
-        })
-        .await;
-        assert!(result.is_ok(), "controller failed: {result:?}");
-    });
-    (stop, task)
-}
-
 async fn wait_endpoints(
     a: &Cluster,
     what: &str,
     expected: &BTreeSet<(String, String)>,
 ) -> (Value, i64) {
-    wait_for(what, || async {
-        let (eps, rev) = a.get("Endpoints", "default", "my-app-federated").await?;
-        (addresses(&eps) == *expected).then_some((eps, rev))
+    a.wait_object("Endpoints", "default", "my-app-federated", what, |eps| {
+        addresses(eps) == *expected
     })
     .await
 }
@@ -171,13 +132,7 @@ async fn wait_endpoints(
 /// left alone, and idempotence (no rewrite when nothing changed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn federated_service_across_two_clusters() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHSYNC_TEST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    logs::show_in_test_output();
     let a = Cluster::start("a").await;
     let b = Cluster::start("b").await;
 
@@ -247,7 +202,7 @@ async fn federated_service_across_two_clusters() {
     )
     .await;
 
-    let server = TestServer::start(mesh_over(&a)).await;
+    let server = TestServer::start(mesh_over(&a.etcd)).await;
     let (stop, task) = start_controller(&server, &a);
 
     // 1. Both clusters' addresses; remote targetRef rewritten; the port-mismatched service absent.

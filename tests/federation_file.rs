@@ -11,27 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::binary::Serve;
+use support::copy_example_mesh;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const SELECTOR: &str = "federation.tigera.io/serviceSelector";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        // A quick start run in the source tree leaves generated/ behind: not part of the example.
-        if name == "generated" || name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// `(ip, targetRef name)` of every address of the `kind: Endpoints` documents named `name` in a
 /// YAML file, by a line scan: `- ip: X` starts an address, the first `name:` after a `targetRef:`
@@ -127,11 +110,7 @@ fn wait_file(serve: &mut Serve, path: &Path, what: &str, pred: impl Fn(&Value) -
 
 #[test]
 fn serve_federation_writes_generated_files() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh"),
-        dir.path(),
-    );
+    let dir = copy_example_mesh();
     let a = dir.path().join("cluster-a");
     let b = dir.path().join("cluster-b");
     let local = endpoints_addresses(&a.join("services.yaml"), "my-app");
@@ -147,16 +126,7 @@ fn serve_federation_writes_generated_files() {
         .collect();
 
     let datastore = format!("file:{}", a.display());
-    let mut serve = Serve::start(&[
-        "serve",
-        "--datastore",
-        &datastore,
-        "--federation",
-        "--listen",
-        "127.0.0.1:0",
-        "--health-listen",
-        "127.0.0.1:0",
-    ]);
+    let mut serve = Serve::on_loopback(&datastore, &["--federation"]);
     let generated = a.join("generated");
     let endpoints = generated.join("endpoints_default_my-app-federated.json");
     let value = wait_file(&mut serve, &endpoints, "both clusters' addresses", |v| {

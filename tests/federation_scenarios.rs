@@ -6,19 +6,12 @@ mod support;
 // data the test wrote (see `expected`), compared ignoring order; every wait polls etcd with a
 // deadline.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-
-use futures::Stream;
-use meshsync_datastore::SourceEvent;
-use meshsync_datastore::etcd::EtcdSourceConfig;
-use meshsync_etcd::EtcdConfig;
-use meshsync_federation::controller::{self, ControllerConfig};
-use meshsync_mesh::MeshConfig;
 use serde_json::{Value, json};
-use support::TestServer;
-use support::etcd::{Cluster, LONG, wait_for};
-use tokio::sync::oneshot;
+use std::collections::{BTreeMap, BTreeSet};
+use support::etcd::{Cluster, wait_for};
+use support::federation::start_controller;
+use support::mesh::mesh_over;
+use support::{TestServer, logs};
 
 const SELECTOR: &str = "federation.tigera.io/serviceSelector";
 const NS: &str = "ns-1";
@@ -302,38 +295,6 @@ fn actual(eps: &Value) -> BTreeSet<CSubset> {
 // ---------------------------------------------------------------------------------------------
 // Plumbing
 
-type Events = std::pin::Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
-
-fn mesh_over(a: &Cluster) -> impl Stream<Item = SourceEvent> + Send + Unpin + 'static {
-    let local: Events = Box::pin(meshsync_datastore::etcd::watch(EtcdSourceConfig::new(
-        EtcdConfig::new(vec![a.etcd.url()]),
-        "".into(),
-    )));
-    meshsync_mesh::mesh(local, MeshConfig::default())
-}
-
-/// Starts the controller in process; firing (or dropping) the sender stops it.
-fn start_controller(
-    server: &TestServer,
-    a: &Cluster,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let mut config = ControllerConfig::new(
-        server.agent_config("federation"),
-        EtcdConfig::new(vec![a.etcd.url()]),
-    );
-    config.debounce = Duration::from_millis(20);
-    config.retry_delay = Duration::from_millis(200);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let result = controller::run(config, async {
-            let _ = stopped.await;
-        })
-        .await;
-        assert!(result.is_ok(), "controller failed: {result:?}");
-    });
-    (stop, task)
-}
-
 /// Waits until the federated Endpoints exist with exactly `want` (ignoring order) and carry the
 /// selector annotation `selector`.
 async fn wait_endpoints(
@@ -342,21 +303,11 @@ async fn wait_endpoints(
     selector: &str,
     want: &BTreeSet<CSubset>,
 ) -> (Value, i64) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        let got = a.get("Endpoints", NS, FEDERATED).await;
-        if let Some((eps, rev)) = &got
-            && actual(eps) == *want
-            && eps["metadata"]["annotations"][SELECTOR] == selector
-        {
-            return (eps.clone(), *rev);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LONG:?} waiting for {what}:\nwant {want:#?}\nlast {got:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{what}:\nwant {want:#?}");
+    a.wait_object("Endpoints", NS, FEDERATED, &what, |eps| {
+        actual(eps) == *want && eps["metadata"]["annotations"][SELECTOR] == selector
+    })
+    .await
 }
 
 async fn wait_endpoints_gone(a: &Cluster, what: &str) {
@@ -385,13 +336,7 @@ async fn any_slice(a: &Cluster) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fv_scenarios_with_two_remote_clusters() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHSYNC_TEST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    logs::show_in_test_output();
     let a = Cluster::start("a").await;
     let b = Cluster::start("b").await;
     let c = Cluster::start("c").await;
@@ -407,7 +352,7 @@ async fn fv_scenarios_with_two_remote_clusters() {
     a.put("Service", NS, FEDERATED, &federated_service(Some(MATCHING)))
         .await;
 
-    let server = TestServer::start(mesh_over(&a)).await;
+    let server = TestServer::start(mesh_over(&a.etcd)).await;
     let (stop, task) = start_controller(&server, &a);
 
     let local = |subsets: Vec<Sub>| Contribution {

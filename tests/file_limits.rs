@@ -9,46 +9,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
+use meshsync_datastore::SourceEvent;
 use meshsync_datastore::file::{FileSourceConfig, watch};
-use meshsync_datastore::{SourceEvent, SourceStatus};
+use support::source::{is_in_sync, until};
 use support::{logs, within};
-use tokio_stream::wrappers::ReceiverStream;
-
-type Events = ReceiverStream<SourceEvent>;
 
 fn config(dir: &std::path::Path) -> FileSourceConfig {
     let mut config = FileSourceConfig::new(dir, "".into());
     config.rescan_interval = Duration::from_secs(3600);
     config
-}
-
-async fn until(
-    source: &mut Events,
-    what: &str,
-    done: impl Fn(&SourceEvent) -> bool,
-) -> Vec<SourceEvent> {
-    within(what, async {
-        let mut seen = Vec::new();
-        loop {
-            let event = source.next().await.expect("the source stream ended");
-            let stop = done(&event);
-            seen.push(event);
-            if stop {
-                return seen;
-            }
-        }
-    })
-    .await
-}
-
-fn is_in_sync(event: &SourceEvent) -> bool {
-    matches!(
-        event,
-        SourceEvent::Status {
-            status: SourceStatus::InSync,
-            ..
-        }
-    )
 }
 
 fn upserted(events: &[SourceEvent]) -> BTreeSet<String> {

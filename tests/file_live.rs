@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
 
 use meshsync_agent::{Agent, AgentEvent, Mirror};
 use meshsync_cache::SyncState;
@@ -18,7 +17,7 @@ use meshsync_datastore::{LOCAL_CLUSTER, ResourceKey};
 use meshsync_proto::sync_client::SyncClient;
 use meshsync_proto::{self as pb, Update, UpdateType, sync_event};
 use serde_json::{Value, json};
-use support::{TestServer, next_update, until_in_sync, within};
+use support::{TestServer, logs, next_update, until_in_sync, within};
 use tonic::transport::Endpoint;
 
 /// `(kind, namespace, name)`.
@@ -153,33 +152,6 @@ async fn start(dir: &Path) -> TestServer {
     TestServer::start(stream).await
 }
 
-/// Log output of every test in this binary (warnings and errors), to check what is reported.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = logs.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .with_writer(move || Sink(sink.clone()))
-            .try_init()
-            .expect("install the log capture");
-        logs
-    })
-    .clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_edits_reach_the_agent_as_exact_updates() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,7 +243,7 @@ async fn live_edits_reach_the_agent_as_exact_updates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_file_is_reported_and_loses_nothing() {
-    let logs = captured_logs();
+    logs::install();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let nodes = d.join("broken-nodes.yaml");
@@ -320,7 +292,7 @@ async fn a_broken_file_is_reported_and_loses_nothing() {
     assert_eq!(head.status.clusters[LOCAL_CLUSTER].keys(), 3);
     // And the problem was reported, naming the file (already logged: the scan that produced the
     // update above logged it before sending anything).
-    let log = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    let log = logs::captured();
     let reported = log.lines().any(|l| {
         l.contains("ERROR") && l.contains(&nodes.display().to_string()) && l.contains("line")
     });

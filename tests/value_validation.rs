@@ -6,29 +6,17 @@ mod support;
 // running source and a freshly started one agree. Malformed etcd keys are logged once and
 // counted. Real etcd processes and real files; every wait is on a condition with a timeout.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt;
-use meshsync_datastore::etcd::{EtcdSourceConfig, watch};
+use meshsync_datastore::etcd::watch;
 use meshsync_datastore::file::{self, FileSourceConfig};
 use meshsync_datastore::layout::key_path;
-use meshsync_datastore::{ResourceKey, SourceCounters, SourceEvent, SourceStatus};
-use meshsync_etcd::EtcdConfig;
+use meshsync_datastore::{ResourceKey, SourceCounters, SourceEvent};
 use support::etcd::Etcd;
-use support::{logs, within};
-use tokio_stream::wrappers::ReceiverStream;
-
-type Events = ReceiverStream<SourceEvent>;
-
-fn config(etcd: &Etcd) -> EtcdSourceConfig {
-    let mut config = EtcdSourceConfig::new(EtcdConfig::new(vec![etcd.url()]), "".into());
-    config.retry_min = Duration::from_millis(50);
-    config.retry_max = Duration::from_millis(200);
-    config
-}
+use support::logs;
+use support::source::{Replica, etcd_source_config, is_in_sync, next, until, upserts_name};
 
 fn rk(kind: &str, namespace: &str, name: &str) -> ResourceKey {
     ResourceKey::new("", kind, namespace, name)
@@ -107,81 +95,6 @@ fn unusable(name: &str) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-async fn next(source: &mut Events) -> SourceEvent {
-    within("the next source event", source.next())
-        .await
-        .expect("the source stream ended")
-}
-
-async fn until(
-    source: &mut Events,
-    what: &str,
-    done: impl Fn(&SourceEvent) -> bool,
-) -> Vec<SourceEvent> {
-    within(what, async {
-        let mut seen = Vec::new();
-        loop {
-            let event = source.next().await.expect("the source stream ended");
-            let stop = done(&event);
-            seen.push(event);
-            if stop {
-                return seen;
-            }
-        }
-    })
-    .await
-}
-
-fn is_in_sync(event: &SourceEvent) -> bool {
-    matches!(
-        event,
-        SourceEvent::Status {
-            status: SourceStatus::InSync,
-            ..
-        }
-    )
-}
-
-fn upserts_name(event: &SourceEvent, name: &str) -> bool {
-    matches!(event, SourceEvent::Upsert { key, .. } if key.name() == name)
-}
-
-/// A consumer's view: `ResyncDone` deletes what the relist did not mention.
-#[derive(Default)]
-struct Replica {
-    entries: BTreeMap<ResourceKey, Bytes>,
-    relisted: Option<HashSet<ResourceKey>>,
-}
-
-impl Replica {
-    fn apply(&mut self, event: &SourceEvent) {
-        match event {
-            SourceEvent::ResyncStart { .. } => self.relisted = Some(HashSet::new()),
-            SourceEvent::Upsert { key, value, .. } => {
-                if let Some(seen) = &mut self.relisted {
-                    seen.insert(key.clone());
-                }
-                self.entries.insert(key.clone(), value.clone());
-            }
-            SourceEvent::Delete { key, .. } => {
-                self.entries.remove(key);
-            }
-            SourceEvent::ResyncDone { .. } => {
-                let seen = self
-                    .relisted
-                    .take()
-                    .expect("ResyncDone without ResyncStart");
-                self.entries.retain(|k, _| seen.contains(k));
-            }
-            _ => {}
-        }
-    }
-
-    fn keys(&self) -> BTreeSet<ResourceKey> {
-        self.entries.keys().cloned().collect()
-    }
-}
-
 /// What an agent's serde_json does with every value: it must parse, as an object.
 fn assert_consumable(events: &[SourceEvent]) {
     for event in events {
@@ -258,7 +171,7 @@ async fn etcd_listing_leaves_out_unusable_values_and_counts_them() {
         .await
         .unwrap();
 
-    let mut cfg = config(&etcd);
+    let mut cfg = etcd_source_config(&etcd);
     let counters = cfg.counters.clone();
     cfg.max_value_bytes = 1 << 20;
     let mut source = watch(cfg);
@@ -310,7 +223,7 @@ async fn a_corrupted_value_deletes_the_key_and_running_and_fresh_sources_agree()
     for name in names.iter().chain(["vw-keep".to_string()].iter()) {
         client.put(node_path(name), node(name)).await.unwrap();
     }
-    let cfg = config(&etcd);
+    let cfg = etcd_source_config(&etcd);
     let counters: Arc<SourceCounters> = cfg.counters.clone();
     let mut running = watch(cfg);
     let mut replica = Replica::default();
@@ -389,7 +302,7 @@ async fn a_corrupted_value_deletes_the_key_and_running_and_fresh_sources_agree()
     assert_eq!(counters.invalid_values(), labels as u64);
 
     // A freshly started source holds exactly what the running one does.
-    let mut fresh = watch(config(&etcd));
+    let mut fresh = watch(etcd_source_config(&etcd));
     let mut fresh_replica = Replica::default();
     until(&mut fresh, "fresh in sync", is_in_sync)
         .await
@@ -452,7 +365,7 @@ async fn malformed_etcd_keys_are_logged_once_each_and_counted() {
     }
     client.put(node_path("mk-ok"), node("mk-ok")).await.unwrap();
 
-    let cfg = config(&etcd);
+    let cfg = etcd_source_config(&etcd);
     let counters = cfg.counters.clone();
     let mut source = watch(cfg);
     let events = until(&mut source, "in sync", is_in_sync).await;

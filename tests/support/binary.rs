@@ -7,6 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use super::log_text::text_message_is;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshsync");
 /// Longest wait for a server log line or a short-lived command.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -14,13 +16,36 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// A `meshsync` command with no `MESHSYNC_*` settings inherited from the environment.
 pub fn meshsync() -> Command {
     let mut cmd = Command::new(BIN);
+    without_meshsync_env(&mut cmd);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Keeps `cmd` from inheriting any `MESHSYNC_*` setting from the test's environment.
+pub fn without_meshsync_env(cmd: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MESHSYNC_") {
             cmd.env_remove(&name);
         }
     }
-    cmd.stdin(Stdio::null());
-    cmd
+}
+
+/// `serve --datastore DATASTORE` on OS-chosen loopback ports (gRPC and health), then `extra`.
+pub fn serve_args(datastore: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "serve",
+        "--datastore",
+        datastore,
+        "--listen",
+        "127.0.0.1:0",
+        "--health-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// Kills and reaps its child when dropped.
@@ -42,13 +67,27 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(args: &[&str]) -> Serve {
-        let mut child = meshsync()
-            .args(args)
+        let mut cmd = meshsync();
+        cmd.args(args);
+        Serve::spawn(cmd)
+    }
+
+    /// `meshsync serve` over `datastore` on OS-chosen loopback ports, with `extra` arguments.
+    pub fn on_loopback(datastore: &str, extra: &[&str]) -> Serve {
+        let args = serve_args(datastore, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Serve::start(&args)
+    }
+
+    /// Starts `cmd` (which must end up running `meshsync serve`) with its stderr read line by line.
+    pub fn spawn(mut cmd: Command) -> Serve {
+        let mut child = cmd
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn meshsync serve");
-        let stderr = child.stderr.take().unwrap();
+        let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
@@ -95,8 +134,30 @@ impl Serve {
         }
     }
 
+    /// Waits for the `meshsync serving` line (it names the bound addresses) and returns it.
+    pub fn wait_serving(&mut self) -> String {
+        self.wait_line("the serving line", |l| {
+            text_message_is(l, "meshsync serving")
+        })
+    }
+
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.lines.iter().filter(|l| pred(l)).count()
+    }
+
+    /// Kills the server and returns its whole stderr, read to the end.
+    pub fn kill_and_collect(&mut self) -> Vec<String> {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.lines.push(line),
+                Err(RecvTimeoutError::Disconnected) => return self.lines.clone(),
+                Err(RecvTimeoutError::Timeout) => panic!("stderr did not close after the kill"),
+            }
+        }
     }
 }
 

@@ -197,6 +197,32 @@ impl Cluster {
             )
         })
     }
+
+    /// Polls the object until it exists and `matches` holds; returns it with its mod_revision.
+    /// Fails after `LONG` with `what` and the last version seen.
+    pub async fn wait_object(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> (Value, i64) {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let got = self.get(kind, ns, name).await;
+            if let Some((value, rev)) = &got
+                && matches(value)
+            {
+                return (value.clone(), *rev);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {LONG:?} waiting for {what}:\nlast {got:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, failing after `LONG` with `what`.

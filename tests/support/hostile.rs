@@ -5,42 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
-
-use super::binary::{BIN, ChildGuard, Serve};
-
-/// Starts `cmd` (which must end up running `meshsync serve`) with its stderr read line by line.
-pub fn start_command(mut cmd: Command) -> Serve {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the server");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Serve {
-        child: ChildGuard(child),
-        lines: Vec::new(),
-        rx,
-    }
-}
-
-/// The value of `name=` in a text-format log line.
-pub fn text_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
-}
+use super::binary::{BIN, Serve, serve_args, without_meshsync_env};
+use super::log_text::text_field;
 
 /// A `meshsync serve` on 127.0.0.1 with OS-chosen ports over an empty file datastore, started
 /// with `extra` arguments; returns it with its gRPC and health addresses once it serves.
@@ -60,19 +26,7 @@ pub fn serve(extra: &[&str]) -> Served {
 pub fn serve_with(extra: &[&str], nofile: Option<u32>) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let datastore = format!("file:{}", dir.path().display());
-    let mut args: Vec<String> = [
-        "serve",
-        "--datastore",
-        &datastore,
-        "--listen",
-        "127.0.0.1:0",
-        "--health-listen",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let args = serve_args(&datastore, extra);
     let mut serve = match nofile {
         None => {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -84,15 +38,11 @@ pub fn serve_with(extra: &[&str], nofile: Option<u32>) -> Served {
                 .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
                 .arg(BIN)
                 .args(&args);
-            for (name, _) in std::env::vars_os() {
-                if name.to_string_lossy().starts_with("MESHSYNC_") {
-                    cmd.env_remove(&name);
-                }
-            }
-            start_command(cmd)
+            without_meshsync_env(&mut cmd);
+            Serve::spawn(cmd)
         }
     };
-    let line = serve.wait_line("the serving line", |l| l.contains("meshsync serving"));
+    let line = serve.wait_serving();
     let grpc = text_field(&line, "grpc")
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no grpc= in {line:?}"));

@@ -44,6 +44,18 @@ pub async fn wait_for_line(needles: &[&str], timeout: Duration) -> Vec<String> {
     }
 }
 
+/// Shows this binary's own log lines in the test output instead (filter `MESHSYNC_TEST_LOG`,
+/// default `warn`); for tests that check what happens, not what is logged.
+pub fn show_in_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHSYNC_TEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 fn sink() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOGS.get_or_init(|| {

@@ -4,9 +4,13 @@
 
 pub mod binary;
 pub mod etcd;
+pub mod federation;
 pub mod h2raw;
 pub mod hostile;
+pub mod log_text;
 pub mod logs;
+pub mod mesh;
+pub mod source;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -168,4 +172,33 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// A temporary copy of the quick start's `examples/mesh` (`cluster-a`, `cluster-b`).
+pub fn copy_example_mesh() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh"),
+        dir.path(),
+    );
+    dir
+}
+
+/// Copies the directory `from` to `to`, recursively, leaving out what a run in the source tree
+/// leaves behind (`generated/`, dot files): what is copied is the example as checked in.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "generated" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

@@ -5,10 +5,10 @@
 //! legend ([`legend`]) and one function per chart ([`lines`], [`bars`]) over the series taken out
 //! of the results ([`series`]). Without a font the charts are drawn without text.
 //!
-//! Why not a plotting crate: `plotters` (without system libraries: `bitmap_backend`,
-//! `bitmap_encoder`, `ab_glyph`) builds here, but it would still need this crate's legend placement,
-//! guide lines, hollow "lost" markers and failed-system slots, and brings the `image` crate in; the
-//! hand-written raster is what the published charts are drawn with.
+//! Why not a plotting crate: `plotters` would still need this module's legend placement (the
+//! corner hiding the fewest points), guide and limit lines, hollow "lost" markers and failed-system
+//! slots, and would bring the `image` crate in; these files draw the published charts, pixel for
+//! pixel.
 
 mod axes;
 mod bars;

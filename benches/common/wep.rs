@@ -1,4 +1,4 @@
-//! Realistic data shared by the Criterion benches and `examples/load.rs`: Calico v3
+//! Realistic data shared by the Criterion benches: Calico v3
 //! WorkloadEndpoints as the Kubernetes datastore derives them from Pods.
 #![allow(dead_code)]
 

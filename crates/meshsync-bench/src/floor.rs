@@ -22,22 +22,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use clap::Args;
 use meshsync_etcd::{EtcdClient, EtcdConfig, WatchStream, pb as etcd};
 use meshsync_proto::{self as proto, SyncEvent, sync_event};
-use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::child::{raise_nofile_limit, stdin_lines};
+use crate::frame::encode_frame;
 use crate::workload;
 
 /// Updates per snapshot frame.
 pub const SNAPSHOT_BATCH: usize = 1000;
-/// Largest frame a reader accepts (guards against reading garbage as a length).
-pub const MAX_FRAME: usize = 256 << 20;
 /// Frames handed to one `writev`.
 const IOV_BATCH: usize = 64;
 /// Listen backlog (the kernel caps it at `net.core.somaxconn`): room for a connection storm.
@@ -51,32 +50,6 @@ pub struct FloorArgs {
     /// Address to listen on, e.g. `127.0.0.1:5480`. Bound only once the initial list is loaded.
     #[arg(long)]
     pub listen: String,
-}
-
-/// Encodes `event` once as a frame: 4-byte big-endian length, then the message.
-pub fn encode_frame(event: &SyncEvent) -> Bytes {
-    let len = event.encoded_len();
-    let mut buf = BytesMut::with_capacity(4 + len);
-    buf.put_u32(len as u32);
-    event.encode_raw(&mut buf);
-    buf.freeze()
-}
-
-/// Takes the next complete frame's message bytes off the front of `buf`, if it holds one. The
-/// returned `Bytes` shares `buf`'s allocation (no copy). When the frame is incomplete, reserves
-/// room for the rest of it.
-pub fn next_frame(buf: &mut BytesMut) -> anyhow::Result<Option<Bytes>> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    anyhow::ensure!(len <= MAX_FRAME, "frame of {len} bytes exceeds the limit");
-    if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(4);
-    Ok(Some(buf.split_to(len).freeze()))
 }
 
 /// The name of the resource stored at etcd key `key`: its last path segment.
@@ -195,7 +168,7 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
 }
 
 pub async fn run(args: FloorArgs) -> anyhow::Result<()> {
-    match crate::agents::raise_nofile_limit() {
+    match raise_nofile_limit() {
         Ok(limit) => info!(limit, "open-file limit"),
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
@@ -224,7 +197,7 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<()> {
     let listener = listen(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     info!(listen = %args.listen, keys, revision, "floor ready");
 
-    let commands = crate::agents::stdin_lines();
+    let commands = stdin_lines();
     let watching = tokio::spawn(watch_loop(client, watch, revision, state.clone()));
     let accepting = tokio::spawn(accept_loop(listener, state));
     let result = tokio::select! {
@@ -392,6 +365,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::next_frame;
+    use bytes::BytesMut;
+    use prost::Message;
 
     fn kv(key: &str, value: &str, create: i64, modr: i64) -> etcd::KeyValue {
         etcd::KeyValue {
@@ -495,12 +471,6 @@ mod tests {
         ));
         let empty = snapshot_frames(&BTreeMap::new(), 1);
         assert_eq!(empty.len(), 1);
-    }
-
-    #[test]
-    fn oversized_lengths_are_rejected() {
-        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0][..]);
-        assert!(next_frame(&mut buf).is_err());
     }
 
     #[tokio::test]

@@ -5,7 +5,9 @@
 
 mod agents;
 mod charts;
+mod child;
 mod floor;
+mod frame;
 mod model;
 mod orchestrator;
 mod procs;

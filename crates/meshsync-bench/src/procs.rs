@@ -96,23 +96,6 @@ pub async fn wait_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()
     }
 }
 
-/// Raises the open-file limit to the hard limit (thousands of connections); children inherit it.
-pub fn raise_nofile() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass, which lives on our stack.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        }
-    }
-    limit.rlim_cur
-}
-
 /// A child process with a role name, killed on drop.
 pub struct Proc {
     pub role: String,

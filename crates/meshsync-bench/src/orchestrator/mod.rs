@@ -1,0 +1,290 @@
+//! The scenarios: for each system in turn, start etcd and the system's server side as real
+//! processes, preload the same keys, start the same agents process, and measure `snapshot`,
+//! `churn` and `saturate` with the same writes. Results go to `--out/<time>-<scenario>/`.
+
+//!
+//! [`servers`] starts each system's server side, [`agents_proc`] drives the agents process,
+//! [`writer`] preloads and writes, [`steps`] measures.
+
+mod agents_proc;
+mod servers;
+mod steps;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::model::{RunResult, System, SystemResult};
+use crate::procs::{self, EtcdProc};
+use crate::workload;
+use agents_proc::AgentsProc;
+use servers::start_server;
+use steps::Bench;
+use writer::{etcd_client, preload};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Snapshot,
+    Churn,
+    Saturate,
+    /// snapshot, then churn, then saturate, on the same connected agents.
+    All,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Which scenario(s) to run.
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Simulated agents (each its own connection).
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Keys preloaded (~1 KiB WorkloadEndpoints). Every agent holds them all, so the agents
+    /// process needs about agents × keys × 1.3 KB of memory.
+    #[arg(long, default_value_t = 2_000)]
+    keys: usize,
+    /// `churn` write rate, updates/s.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// `churn` duration, seconds.
+    #[arg(long, default_value_t = 15.0)]
+    duration: f64,
+    /// Systems to run, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "meshsync,grpc-proxy,etcd,floor"
+    )]
+    systems: Vec<System>,
+    /// `saturate`: first write rate.
+    #[arg(long, default_value_t = 50.0)]
+    saturate_start: f64,
+    /// `saturate`: each step multiplies the rate by this (2 = doubling; 1.5 resolves capacity more
+    /// finely, for every system alike).
+    #[arg(long, default_value_t = 1.5)]
+    ramp_factor: f64,
+    /// `saturate`: highest write rate tried.
+    #[arg(long, default_value_t = 64_000.0)]
+    saturate_max: f64,
+    /// `saturate`: seconds per step.
+    #[arg(long, default_value_t = 6.0)]
+    step_duration: f64,
+    /// Seconds to wait for deliveries after the writer stops.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Results directory (a subdirectory per run is created).
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// The meshsync binary (default: next to this one; built with cargo when missing).
+    #[arg(long)]
+    meshsync_bin: Option<PathBuf>,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: String,
+    /// meshsync's simulated agents: `raw` (generated gRPC client + a plain map: the same work the
+    /// etcd and floor clients do) or `agent` (the full agent library: mirror, digests).
+    #[arg(long, value_enum, default_value_t = crate::agents::MeshsyncClient::Raw)]
+    meshsync_client: crate::agents::MeshsyncClient,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.agents > 0 && args.keys > 0,
+        "--agents and --keys must be positive"
+    );
+    anyhow::ensure!(
+        args.rate > 0.0 && args.duration > 0.0,
+        "--rate and --duration must be positive"
+    );
+    anyhow::ensure!(args.ramp_factor > 1.0, "--ramp-factor must be above 1");
+    // Raised before the children start, so they inherit it.
+    let nofile = crate::child::raise_nofile_limit().unwrap_or(0);
+    if (nofile as usize) < args.agents * 2 + 1000 {
+        eprintln!(
+            "warning: open-file limit {nofile} is low for {} agents",
+            args.agents
+        );
+    }
+    let meshsync_bin = meshsync_binary(&args)?;
+    let started = utc_now();
+    let dir = args.out.join(format!(
+        "{}-{}",
+        started
+            .replace([':', '-'], "")
+            .replace('T', "-")
+            .trim_end_matches('Z'),
+        format!("{:?}", args.scenario).to_lowercase()
+    ));
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut run = RunResult {
+        started_at: started,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: procs::machine(),
+        agents: args.agents,
+        keys: args.keys,
+        value_bytes: workload::value(0, 0, workload::now_ns()).len(),
+        rate: args.rate,
+        duration_s: args.duration,
+        systems: Vec::new(),
+    };
+    eprintln!(
+        "meshsync-bench: {:?} with {} agents, {} keys, {} writes/s for {} s; systems {:?}; results in {}",
+        args.scenario,
+        args.agents,
+        args.keys,
+        args.rate,
+        args.duration,
+        args.systems.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        dir.display()
+    );
+    for &system in &args.systems {
+        eprintln!("\n=== {} ===", system.name());
+        let result = match run_system(system, &args, &meshsync_bin, &logs).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{}: failed: {e:#}", system.name());
+                SystemResult {
+                    system: system.name().into(),
+                    error: Some(format!("{e:#}")),
+                    ..SystemResult::default()
+                }
+            }
+        };
+        run.systems.push(result);
+        // Write after every system, so an interrupted run keeps what it measured.
+        crate::report::write_all(&run, &dir)?;
+    }
+    eprintln!("\nresults: {}", dir.join("results.md").display());
+    println!("{}", crate::report::markdown(&run));
+    Ok(())
+}
+
+fn meshsync_binary(args: &RunArgs) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.meshsync_bin {
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let sibling = exe.with_file_name("meshsync");
+    // Under `cargo run`, (re)build the server first so the comparison never runs a stale binary.
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = exe.parent().is_some_and(|p| p.ends_with("release"));
+        eprintln!("building the meshsync binary…");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bin", "meshsync", "-p", "meshsync"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status()?;
+        anyhow::ensure!(status.success(), "building meshsync failed");
+    }
+    anyhow::ensure!(
+        sibling.exists(),
+        "no meshsync binary at {}; build it (cargo build --release) or pass --meshsync-bin",
+        sibling.display()
+    );
+    Ok(sibling)
+}
+
+/// A progress bar on stderr.
+fn bar(len: u64, prefix: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:40.cyan/blue}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix.to_string());
+    pb
+}
+
+async fn run_system(
+    system: System,
+    args: &RunArgs,
+    meshsync_bin: &Path,
+    logs: &Path,
+) -> anyhow::Result<SystemResult> {
+    let etcd = EtcdProc::start(&args.etcd_bin, logs, &format!("etcd-{}", system.name())).await?;
+    let writer = etcd_client(&etcd.url()).await?;
+    preload(&writer, args.keys).await?;
+    let (server, target) = start_server(system, &etcd, args, meshsync_bin, logs).await?;
+    let mut result = SystemResult {
+        system: system.name().into(),
+        ..SystemResult::default()
+    };
+    let fanout_pid = server.as_ref().map(|p| p.pid).unwrap_or(etcd.proc.pid);
+    let rss_idle = procs::sample(fanout_pid).rss_bytes;
+    let before = {
+        let mut v = vec![("etcd".to_string(), etcd.proc.pid, etcd.proc.sample())];
+        if let Some(s) = &server {
+            v.push((s.role.clone(), s.pid, s.sample()));
+        }
+        v
+    };
+    let agents = AgentsProc::spawn(system, &target, args, logs)?;
+    let agents_before = agents.proc.sample();
+    let mut bench = Bench {
+        system,
+        etcd,
+        server,
+        writer,
+        agents,
+        generation: 0,
+    };
+
+    // snapshot: every agent connects at once and lists everything.
+    let snapshot = steps::snapshot(&mut bench, args, &before, agents_before, rss_idle).await?;
+    let failed = snapshot.failed_agents;
+    result.snapshot = Some(snapshot);
+    steps::report_snapshot(result.snapshot.as_ref());
+    anyhow::ensure!(failed < args.agents, "every agent failed to connect");
+
+    if matches!(args.scenario, Scenario::Churn | Scenario::All) {
+        let step = steps::churn_step(&mut bench, args, args.rate, args.duration).await?;
+        steps::report_step("churn", &step);
+        result.churn = Some(step);
+    }
+    if matches!(args.scenario, Scenario::Saturate | Scenario::All) {
+        steps::saturate(&mut bench, args, &mut result).await?;
+    }
+    let _ = bench.agents.command("quit").await;
+    bench.agents.proc.stop().await;
+    if let Some(server) = bench.server.take() {
+        server.stop().await;
+    }
+    bench.etcd.proc.stop().await;
+    let _ = bench.system;
+    Ok(result)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` without a date crate.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}

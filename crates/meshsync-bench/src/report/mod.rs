@@ -1,0 +1,89 @@
+//! Markdown and JSON output of a run, and the `report` subcommand that re-renders them.
+
+//!
+//! [`tables`] writes one table per scenario, [`targets`] the comparison with the goals,
+//! [`format`] the numbers; the charts come from [`crate::charts`].
+
+mod format;
+mod tables;
+mod targets;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::charts;
+use crate::model::RunResult;
+use tables::{charts_section, churn_table, header, saturate_tables, snapshot_table};
+use targets::targets_table;
+
+/// Re-render `results.md` and the charts from a `results.json`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The `results.json` of a run.
+    #[arg(value_name = "RESULTS_JSON")]
+    pub input: PathBuf,
+    /// Where to write; default: the input's directory. Another directory also gets a copy of
+    /// `results.json`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let json = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("reading {}", args.input.display()))?;
+    let run: RunResult =
+        serde_json::from_str(&json).with_context(|| format!("parsing {}", args.input.display()))?;
+    let input_dir = args
+        .input
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let out = args.out.unwrap_or_else(|| input_dir.to_path_buf());
+    if same_dir(&out, input_dir) {
+        render(&run, &out)?;
+    } else {
+        write_all(&run, &out)?;
+    }
+    println!("wrote {}", out.join("results.md").display());
+    Ok(())
+}
+
+/// Writes `results.json` (pretty), `results.md` and the charts into `dir`, creating it.
+pub fn write_all(run: &RunResult, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(run).context("serializing the results")?;
+    let path = dir.join("results.json");
+    std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    render(run, dir)
+}
+
+/// Writes `results.md` and the charts into `dir`, creating it.
+fn render(run: &RunResult, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    charts::write_charts(run, dir)?;
+    let path = dir.join("results.md");
+    std::fs::write(&path, markdown(run)).with_context(|| format!("writing {}", path.display()))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The run as Markdown: parameters, one table per scenario, the targets, the charts.
+pub fn markdown(run: &RunResult) -> String {
+    let mut md = String::new();
+    header(&mut md, run);
+    snapshot_table(&mut md, run);
+    churn_table(&mut md, run);
+    saturate_tables(&mut md, run);
+    targets_table(&mut md, run);
+    charts_section(&mut md, run);
+    md
+}

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use meshsync_etcd::{EtcdClient, EtcdConfig, EtcdError, EtcdTls, WatchStream, pb};
+use meshsync_etcd::{EtcdClient, EtcdConfig, EtcdError, WatchStream, pb};
 use meshsync_model::jittered_backoff;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -480,15 +480,6 @@ fn without_resource_version(raw: &Bytes) -> Result<Bytes, String> {
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|e| format!("cannot re-encode value: {e}"))
-}
-
-/// Convenience for tests and tools: an [`EtcdTls`] from PEM strings.
-pub fn tls_from_pem(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> EtcdTls {
-    EtcdTls {
-        ca_pem: ca.map(|s| s.as_bytes().to_vec()),
-        cert_pem: cert.map(|s| s.as_bytes().to_vec()),
-        key_pem: key.map(|s| s.as_bytes().to_vec()),
-    }
 }
 
 #[cfg(test)]

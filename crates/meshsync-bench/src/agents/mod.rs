@@ -33,7 +33,6 @@ use tracing::{info, warn};
 
 use crate::child::{raise_nofile_limit, stdin_lines};
 use crate::model::{AgentsMessage, System};
-use crate::workload::now_ns;
 use recorder::{Recorder, lock, summarize};
 
 #[derive(Args, Debug, Clone)]
@@ -85,17 +84,10 @@ fn emit(message: &AgentsMessage) {
     let _ = out.flush();
 }
 
-/// A jittered, growing delay before attempt `attempt + 1` (50 ms doubling to 2 s, × 0.5..1).
-fn backoff(client: usize, attempt: u32) -> Duration {
-    let base_ms = (50u64 << attempt.min(6)).min(2000);
-    // splitmix64 of (client, attempt, clock): cheap jitter without an RNG dependency.
-    let mut x = (client as u64) ^ (u64::from(attempt) << 40) ^ now_ns();
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    let frac = 0.5 + 0.5 * (x >> 11) as f64 / (1u64 << 53) as f64;
-    Duration::from_millis((base_ms as f64 * frac) as u64)
+/// A jittered, growing delay before attempt `attempt + 1`: 50 ms doubling to 2 s, × 0.5..1 (the
+/// model's backoff; `_client` is kept so call sites say whose retry it is).
+fn backoff(_client: usize, attempt: u32) -> Duration {
+    meshsync_model::jittered_backoff(Duration::from_millis(50), Duration::from_secs(2), attempt)
 }
 
 pub async fn run(args: AgentsArgs) -> anyhow::Result<()> {

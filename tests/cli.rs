@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::binary::{DEADLINE, Serve, meshsync, run, serve_args};
+use support::binary::{DEADLINE, Finished, Serve, meshsync, run, serve_args};
 use support::log_text::{text_field, text_message_is};
 use support::{copy_dir, copy_example_mesh, http_get, within};
 
@@ -26,6 +26,30 @@ const SYNCER_TYPES: [&str; 6] = [
     "federation",
     "all",
 ];
+
+/// Runs `meshsync agent --syncer all --until-in-sync --timeout 20` against `url` with `--output
+/// output` and `extra` flags, dumping to `dir/dump.json`; the run must succeed. Returns the run
+/// and the dump.
+fn sync_all_and_dump(url: &str, dir: &Path, output: &str, extra: &[&str]) -> (Finished, Value) {
+    let dump_path = dir.join("dump.json");
+    let mut cmd = meshsync();
+    cmd.args([
+        "agent",
+        "--server",
+        url,
+        "--syncer",
+        "all",
+        "--until-in-sync",
+    ])
+    .args(["--timeout", "20", "--output", output, "--dump"])
+    .arg(&dump_path)
+    .args(extra);
+    let agent = run(&mut cmd, DEADLINE);
+    assert!(agent.status.success(), "agent failed: {}", agent.describe());
+    let dump: Value = serde_json::from_str(&std::fs::read_to_string(&dump_path).unwrap())
+        .expect("the dump is JSON");
+    (agent, dump)
+}
 
 /// The gRPC and health addresses from `meshsync serving grpc=ADDR health=Some(ADDR) ...`.
 fn serving_addrs_text(line: &str) -> (SocketAddr, SocketAddr) {
@@ -213,27 +237,8 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
     let url = format!("http://{grpc}");
 
     // 1. The agent syncs, prints JSON lines, and dumps exactly the files' objects.
-    let dump_path = dir.path().join("dump.json");
-    let agent = run(
-        meshsync().args([
-            "agent",
-            "--server",
-            &url,
-            "--syncer",
-            "all",
-            "--node-name",
-            "cli-test-all",
-            "--until-in-sync",
-            "--timeout",
-            "20",
-            "--dump",
-            dump_path.to_str().unwrap(),
-            "--output",
-            "json",
-        ]),
-        DEADLINE,
-    );
-    assert!(agent.status.success(), "agent failed: {}", agent.describe());
+    let (agent, dump) =
+        sync_all_and_dump(&url, dir.path(), "json", &["--node-name", "cli-test-all"]);
 
     let events: Vec<Value> = agent
         .stdout
@@ -267,8 +272,6 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
         .collect();
     assert_eq!(new_updates, expected, "updates printed by the agent");
 
-    let dump: Value = serde_json::from_str(&std::fs::read_to_string(&dump_path).unwrap())
-        .expect("the dump is JSON");
     let fields: BTreeSet<&str> = dump
         .as_object()
         .unwrap()
@@ -564,26 +567,7 @@ fn quick_start_two_cluster_example() {
         text_message_is(l, IN_SYNC_LINE)
     });
 
-    let dump_path = dir.path().join("dump.json");
-    let agent = run(
-        meshsync().args([
-            "agent",
-            "--server",
-            &format!("http://{grpc}"),
-            "--syncer",
-            "all",
-            "--until-in-sync",
-            "--timeout",
-            "20",
-            "--dump",
-            dump_path.to_str().unwrap(),
-            "--output",
-            "quiet",
-        ]),
-        DEADLINE,
-    );
-    assert!(agent.status.success(), "agent failed: {}", agent.describe());
-    let dump: Value = serde_json::from_str(&std::fs::read_to_string(&dump_path).unwrap()).unwrap();
+    let (_, dump) = sync_all_and_dump(&format!("http://{grpc}"), dir.path(), "quiet", &[]);
     let clusters: Vec<(String, String)> = dump["clusters"]
         .as_array()
         .unwrap()

@@ -64,6 +64,23 @@ fn value_of(v: u8) -> Bytes {
     Bytes::from(format!("{{\"spec\":{{\"v\":{v}}}}}"))
 }
 
+/// Records an upsert of `key` to `value_of(value)` in the model and sends it to the cache.
+async fn upsert(
+    tx: &mpsc::Sender<SourceEvent>,
+    model: &mut BTreeMap<ModelKey, Bytes>,
+    key: ResourceKey,
+    value: u8,
+) {
+    model.insert(model_key(&key), value_of(value));
+    tx.send(SourceEvent::Upsert {
+        key,
+        value: value_of(value),
+        revision: "r".into(),
+    })
+    .await
+    .unwrap();
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (0u8..24, 0u8..4).prop_map(|(key, value)| Op::Upsert { key, value }),
@@ -126,17 +143,7 @@ async fn run_case(ops: Vec<Op>, early_agents: usize, max_batch: usize, lag_limit
     let mut model: BTreeMap<ModelKey, Bytes> = BTreeMap::new();
     for op in ops {
         match op {
-            Op::Upsert { key, value } => {
-                let key = key_of(key);
-                model.insert(model_key(&key), value_of(value));
-                tx.send(SourceEvent::Upsert {
-                    key,
-                    value: value_of(value),
-                    revision: "r".into(),
-                })
-                .await
-                .unwrap();
-            }
+            Op::Upsert { key, value } => upsert(&tx, &mut model, key_of(key), value).await,
             Op::Delete { key } => {
                 let key = key_of(key);
                 model.remove(&model_key(&key));
@@ -160,14 +167,7 @@ async fn run_case(ops: Vec<Op>, early_agents: usize, max_batch: usize, lag_limit
                     if key.cluster() != cluster {
                         continue;
                     }
-                    model.insert(model_key(&key), value_of(value));
-                    tx.send(SourceEvent::Upsert {
-                        key,
-                        value: value_of(value),
-                        revision: "r".into(),
-                    })
-                    .await
-                    .unwrap();
+                    upsert(&tx, &mut model, key, value).await;
                 }
                 tx.send(SourceEvent::ResyncDone {
                     cluster: cluster.into(),
@@ -181,14 +181,7 @@ async fn run_case(ops: Vec<Op>, early_agents: usize, max_batch: usize, lag_limit
     }
     // A sentinel marks the end: once the cache holds it, every op before it is applied.
     let sentinel = ResourceKey::new("", "Sentinel", "", "end");
-    model.insert(model_key(&sentinel), value_of(0));
-    tx.send(SourceEvent::Upsert {
-        key: sentinel.clone(),
-        value: value_of(0),
-        revision: "r".into(),
-    })
-    .await
-    .unwrap();
+    upsert(&tx, &mut model, sentinel.clone(), 0).await;
     within("cache to apply every op", async {
         let mut follower = server.cache.follower();
         let mut crumb = server.cache.head();

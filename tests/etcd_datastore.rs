@@ -73,6 +73,32 @@ fn node_path(name: &str) -> String {
     path("Node", "", name)
 }
 
+/// Writes the Node `name` as [`object`] builds it; returns the put's revision.
+async fn put_node(client: &EtcdClient, name: &str) -> i64 {
+    client
+        .put(node_path(name), object("Node", name))
+        .await
+        .unwrap()
+}
+
+/// The driver's upsert of the Node `name` that [`put_node`] wrote at `revision`.
+fn node_upsert(name: &str, revision: i64) -> SourceEvent {
+    upsert(rk("Node", "", name), object("Node", name), revision)
+}
+
+/// What a source reports from its start to InSync when its listing is `listed`.
+fn listing_to_in_sync(listed: impl IntoIterator<Item = SourceEvent>) -> Vec<SourceEvent> {
+    let mut events = vec![
+        status(SourceStatus::Connecting),
+        status(SourceStatus::ResyncInProgress),
+        resync_start(),
+    ];
+    events.extend(listed);
+    events.push(resync_done());
+    events.push(status(SourceStatus::InSync));
+    events
+}
+
 /// What etcd holds under `prefix`, mapped to resource keys as the layout does.
 async fn etcd_state(client: &EtcdClient, prefix: &str) -> BTreeMap<ResourceKey, Bytes> {
     let (kvs, _) = client
@@ -212,33 +238,16 @@ async fn initial_listing_maps_the_calico_layout_in_key_order() {
     let mut source = watch(etcd_source_config(&etcd));
     let events = until_in_sync(&mut source).await;
 
-    let mut expected = vec![
-        status(SourceStatus::Connecting),
-        status(SourceStatus::ResyncInProgress),
-        resync_start(),
-    ];
-    for (key, kind, ns, name) in sorted {
-        expected.push(upsert(
-            rk(kind, ns, name),
-            object(kind, name),
-            revisions[key],
-        ));
-    }
-    expected.push(resync_done());
-    expected.push(status(SourceStatus::InSync));
+    let expected = listing_to_in_sync(sorted.iter().map(|(key, kind, ns, name)| {
+        upsert(rk(kind, ns, name), object(kind, name), revisions[key])
+    }));
     assert_eq!(events, expected);
 
     // The watch is running: an ignored key changes nothing, a served one is the next event.
     client.put(ignored[0], "{}").await.unwrap();
     client.delete(ignored[2]).await.unwrap();
-    let revision = client
-        .put(node_path("late"), object("Node", "late"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut source).await,
-        upsert(rk("Node", "", "late"), object("Node", "late"), revision)
-    );
+    let revision = put_node(&client, "late").await;
+    assert_eq!(next(&mut source).await, node_upsert("late", revision));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,10 +341,7 @@ async fn paged_listing_is_complete_and_one_consistent_cut() {
         writes.extend(within("a writer", writer).await.unwrap());
     }
     writes.sort_by_key(|(_, _, r)| *r);
-    client
-        .put(node_path("sentinel"), object("Node", "sentinel"))
-        .await
-        .unwrap();
+    put_node(&client, "sentinel").await;
     events.extend(until(&mut source, "the sentinel", |e| upserts_name(e, "sentinel")).await);
 
     // The listing is one cut at some revision R ≥ every listed revision: each key's listed
@@ -389,10 +395,7 @@ async fn paged_listing_is_complete_and_one_consistent_cut() {
 async fn live_changes_and_bad_values() {
     let etcd = Etcd::start("live").await;
     let client = etcd.client().await;
-    let n1 = client
-        .put(node_path("n1"), object("Node", "n1"))
-        .await
-        .unwrap();
+    let n1 = put_node(&client, "n1").await;
     // Skipped in the listing: not JSON, and larger than the limit.
     client.put(node_path("broken"), "{not json").await.unwrap();
     let big = format!(
@@ -406,25 +409,12 @@ async fn live_changes_and_bad_values() {
     let mut source = watch(cfg);
     assert_eq!(
         until_in_sync(&mut source).await,
-        vec![
-            status(SourceStatus::Connecting),
-            status(SourceStatus::ResyncInProgress),
-            resync_start(),
-            upsert(rk("Node", "", "n1"), object("Node", "n1"), n1),
-            resync_done(),
-            status(SourceStatus::InSync),
-        ]
+        listing_to_in_sync([node_upsert("n1", n1)])
     );
 
     // New key.
-    let r = client
-        .put(node_path("n2"), object("Node", "n2"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut source).await,
-        upsert(rk("Node", "", "n2"), object("Node", "n2"), r)
-    );
+    let r = put_node(&client, "n2").await;
+    assert_eq!(next(&mut source).await, node_upsert("n2", r));
     // Changed key.
     let changed = r#"{"kind":"Node","metadata":{"name":"n1","labels":{"a":"b"}}}"#;
     let r = client.put(node_path("n1"), changed).await.unwrap();
@@ -441,28 +431,16 @@ async fn live_changes_and_bad_values() {
     // next event is the next real change.
     let bad = client.put(node_path("n1"), "not json").await.unwrap();
     assert_eq!(next(&mut source).await, delete(rk("Node", "", "n1"), bad));
-    let r = client
-        .put(node_path("n3"), object("Node", "n3"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut source).await,
-        upsert(rk("Node", "", "n3"), object("Node", "n3"), r)
-    );
+    let r = put_node(&client, "n3").await;
+    assert_eq!(next(&mut source).await, node_upsert("n3", r));
     // Oversized values, for a new key and for an existing one, are deletes too (of a key the
     // consumer never had, the delete is nothing to it).
     let r = client.put(node_path("big2"), big.clone()).await.unwrap();
     assert_eq!(next(&mut source).await, delete(rk("Node", "", "big2"), r));
     let r = client.put(node_path("n3"), big.clone()).await.unwrap();
     assert_eq!(next(&mut source).await, delete(rk("Node", "", "n3"), r));
-    let r = client
-        .put(node_path("n4"), object("Node", "n4"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut source).await,
-        upsert(rk("Node", "", "n4"), object("Node", "n4"), r)
-    );
+    let r = put_node(&client, "n4").await;
+    assert_eq!(next(&mut source).await, node_upsert("n4", r));
     // A value exactly at the limit passes.
     let at_limit = {
         let head = r#"{"kind":"Node","metadata":{"name":"n5"},"spec":{"pad":""#;
@@ -511,10 +489,7 @@ async fn live_changes_and_bad_values() {
 async fn kinds_filter_drops_other_kinds() {
     let etcd = Etcd::start("kinds").await;
     let client = etcd.client().await;
-    let node = client
-        .put(node_path("n1"), object("Node", "n1"))
-        .await
-        .unwrap();
+    let node = put_node(&client, "n1").await;
     client
         .put(path("IPPool", "", "p1"), object("IPPool", "p1"))
         .await
@@ -536,15 +511,10 @@ async fn kinds_filter_drops_other_kinds() {
     let mut source = watch(cfg);
     assert_eq!(
         until_in_sync(&mut source).await,
-        vec![
-            status(SourceStatus::Connecting),
-            status(SourceStatus::ResyncInProgress),
-            resync_start(),
+        listing_to_in_sync([
             upsert(rk("IPAMBlock", "", "10-0-0-0-26"), "{}", block),
-            upsert(rk("Node", "", "n1"), object("Node", "n1"), node),
-            resync_done(),
-            status(SourceStatus::InSync),
-        ]
+            node_upsert("n1", node)
+        ])
     );
     // Changes and deletes of other kinds are dropped.
     client
@@ -556,14 +526,8 @@ async fn kinds_filter_drops_other_kinds() {
         .delete(path("WorkloadEndpoint", "ns", "w1"))
         .await
         .unwrap();
-    let r = client
-        .put(node_path("n2"), object("Node", "n2"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut source).await,
-        upsert(rk("Node", "", "n2"), object("Node", "n2"), r)
-    );
+    let r = put_node(&client, "n2").await;
+    assert_eq!(next(&mut source).await, node_upsert("n2", r));
 }
 
 #[tokio::test]
@@ -616,14 +580,7 @@ async fn custom_prefix() {
         let mut cfg = etcd_source_config(&etcd);
         cfg.prefix = prefix.into();
         let mut source = watch(cfg);
-        let mut expected = vec![
-            status(SourceStatus::Connecting),
-            status(SourceStatus::ResyncInProgress),
-            resync_start(),
-        ];
-        expected.extend(listing.values().cloned());
-        expected.push(resync_done());
-        expected.push(status(SourceStatus::InSync));
+        let expected = listing_to_in_sync(listing.values().cloned());
         assert_eq!(
             until_in_sync(&mut source).await,
             expected,
@@ -651,10 +608,7 @@ async fn killed_etcd_is_reported_and_a_restart_relists() {
     let client = etcd.client().await;
     let mut revisions = BTreeMap::new();
     for name in ["a", "b", "c"] {
-        let r = client
-            .put(node_path(name), object("Node", name))
-            .await
-            .unwrap();
+        let r = put_node(&client, name).await;
         revisions.insert(name.to_string(), r);
     }
     // Two sources: one retrying fast (it tends to be back before the changes made after the
@@ -670,15 +624,9 @@ async fn killed_etcd_is_reported_and_a_restart_relists() {
     }
     // InSync is announced before the watch is created; a watched change proves the watches run,
     // so the kill breaks established watches.
-    let r = client
-        .put(node_path("w"), object("Node", "w"))
-        .await
-        .unwrap();
+    let r = put_node(&client, "w").await;
     for (_, source) in &mut sources {
-        assert_eq!(
-            next(source).await,
-            upsert(rk("Node", "", "w"), object("Node", "w"), r)
-        );
+        assert_eq!(next(source).await, node_upsert("w", r));
     }
     revisions.insert("w".to_string(), r);
 
@@ -707,10 +655,7 @@ async fn killed_etcd_is_reported_and_a_restart_relists() {
     etcd.restart().await;
     let restarted = restarting.elapsed();
     let client = etcd.client().await;
-    let d = client
-        .put(node_path("d"), object("Node", "d"))
-        .await
-        .unwrap();
+    let d = put_node(&client, "d").await;
     let (b, _) = client.delete(node_path("b")).await.unwrap();
     let mut seen = Vec::new();
     for (label, source) in &mut sources {
@@ -747,7 +692,7 @@ async fn killed_etcd_is_reported_and_a_restart_relists() {
         }
         let mut expected = vec![resync_start()];
         for (name, r) in &listing {
-            expected.push(upsert(rk("Node", "", name), object("Node", name), *r));
+            expected.push(node_upsert(name, *r));
         }
         expected.push(resync_done());
         expected.push(status(SourceStatus::InSync));
@@ -756,20 +701,17 @@ async fn killed_etcd_is_reported_and_a_restart_relists() {
     }
 
     // What the relists did not carry, the watches do, once; then the sentinel.
-    let e = client
-        .put(node_path("e"), object("Node", "e"))
-        .await
-        .unwrap();
+    let e = put_node(&client, "e").await;
     for ((label, source), (d_listed, b_listed)) in sources.iter_mut().zip(seen) {
         let tail = until(source, "the sentinel", |ev| upserts_name(ev, "e")).await;
         let mut expected = vec![];
         if !d_listed {
-            expected.push(upsert(rk("Node", "", "d"), object("Node", "d"), d));
+            expected.push(node_upsert("d", d));
         }
         if b_listed {
             expected.push(delete(rk("Node", "", "b"), b));
         }
-        expected.push(upsert(rk("Node", "", "e"), object("Node", "e"), e));
+        expected.push(node_upsert("e", e));
         assert_eq!(tail, expected, "{label}");
         eprintln!(
             "restart: {label}: etcd restarted in {restarted:?}; the changes made after it came by {}",
@@ -832,23 +774,14 @@ async fn compaction_of_a_lagging_watch_relists_and_converges() {
             .await
             .unwrap();
     }
-    let latest = client
-        .put(
-            node_path("last-before-compaction"),
-            object("Node", "last-before-compaction"),
-        )
-        .await
-        .unwrap();
+    let latest = put_node(&client, "last-before-compaction").await;
     assert!(revisions.iter().all(|r| *r < latest));
     client.compact(latest).await.unwrap();
     let wrote = started.elapsed();
 
     // A change after the compaction: a watch that was not cancelled would deliver it without a
     // relist.
-    client
-        .put(node_path("marker"), object("Node", "marker"))
-        .await
-        .unwrap();
+    put_node(&client, "marker").await;
 
     // Resume: the events already buffered, then etcd's compaction notice makes the driver relist.
     let resumed = Instant::now();
@@ -894,14 +827,8 @@ async fn compaction_of_a_lagging_watch_relists_and_converges() {
     assert_eq!(replica.entries, etcd_state(&client, "/calico").await);
 
     // The driver watches again after the relist (it stays InSync throughout).
-    let r = client
-        .put(node_path("after"), object("Node", "after"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut source).await,
-        upsert(rk("Node", "", "after"), object("Node", "after"), r)
-    );
+    let r = put_node(&client, "after").await;
+    assert_eq!(next(&mut source).await, node_upsert("after", r));
 }
 
 #[tokio::test]
@@ -1013,12 +940,7 @@ async fn client_transactions_prefix_deletes_and_compacted_revisions() {
 #[tokio::test]
 async fn user_and_password_authenticate_and_a_wrong_password_is_reported() {
     let etcd = Etcd::start("auth").await;
-    let n1 = etcd
-        .client()
-        .await
-        .put(node_path("n1"), object("Node", "n1"))
-        .await
-        .unwrap();
+    let n1 = put_node(&etcd.client().await, "n1").await;
     etcdctl(&etcd, &["user", "add", "root:s3cret"]);
     etcdctl(&etcd, &["auth", "enable"]);
 
@@ -1052,27 +974,14 @@ async fn user_and_password_authenticate_and_a_wrong_password_is_reported() {
     let mut source = watch(credentials("s3cret"));
     assert_eq!(
         until_in_sync(&mut source).await,
-        vec![
-            status(SourceStatus::Connecting),
-            status(SourceStatus::ResyncInProgress),
-            resync_start(),
-            upsert(rk("Node", "", "n1"), object("Node", "n1"), n1),
-            resync_done(),
-            status(SourceStatus::InSync),
-        ]
+        listing_to_in_sync([node_upsert("n1", n1)])
     );
     // The watch is authenticated too.
     let root = EtcdClient::connect(&credentials("s3cret").etcd)
         .await
         .unwrap();
-    let r = root
-        .put(node_path("n2"), object("Node", "n2"))
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut source).await,
-        upsert(rk("Node", "", "n2"), object("Node", "n2"), r)
-    );
+    let r = put_node(&root, "n2").await;
+    assert_eq!(next(&mut source).await, node_upsert("n2", r));
 
     let mut wrong = watch(credentials("wrong"));
     let events = until(&mut wrong, "a failure", is_connection_failed).await;

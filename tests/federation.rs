@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 use support::etcd::{Cluster, wait_for};
-use support::federation::start_controller;
+use support::federation::{add_remote, address_set, ports_json, service, start_controller};
 use support::mesh::mesh_over;
 use support::{TestServer, logs};
 
@@ -19,42 +19,19 @@ const SERVICE_NAME: &str = "kubernetes.io/service-name";
 // ---------------------------------------------------------------------------------------------
 // Objects
 
-fn service(
-    ns: &str,
-    name: &str,
-    labels: Value,
-    annotations: Value,
-    ports: &[(&str, &str, i32)],
-) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p, port)| json!({"name": n, "protocol": p, "port": port}))
-        .collect();
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
-        "spec": {"ports": ports}
-    })
-}
-
 /// Endpoints with one subset: ready `(ip, pod)` addresses and ports `(name, protocol, port)`.
-fn endpoints(ns: &str, name: &str, addrs: &[(&str, &str)], ports: &[(&str, &str, i32)]) -> Value {
+fn endpoints(ns: &str, name: &str, addrs: &[(&str, &str)], ports: &[(&str, &str, i64)]) -> Value {
     let addresses: Vec<Value> = addrs
         .iter()
         .map(|(ip, pod)| {
             json!({"ip": ip, "targetRef": {"kind": "Pod", "namespace": ns, "name": pod, "uid": format!("uid-{pod}")}})
         })
         .collect();
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p, port)| json!({"name": n, "protocol": p, "port": port}))
-        .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Endpoints",
         "metadata": {"name": name, "namespace": ns},
-        "subsets": [{"addresses": addresses, "ports": ports}]
+        "subsets": [{"addresses": addresses, "ports": ports_json(ports)}]
     })
 }
 
@@ -68,42 +45,45 @@ fn federated(selector: &str) -> Value {
     )
 }
 
-fn backing(name: &str) -> Value {
-    service(
+/// The port of the federated service and of its backing services.
+const MY_APP_UI: &[(&str, &str, i64)] = &[("my-app-ui", "TCP", 80)];
+
+/// Writes the federated service `default/my-app-federated` with `selector`.
+async fn put_federated(a: &Cluster, selector: &str) {
+    a.put(
+        "Service",
         "default",
-        name,
-        json!({"run": "my-app"}),
-        json!({}),
-        &[("my-app-ui", "TCP", 80)],
+        "my-app-federated",
+        &federated(selector),
     )
+    .await;
 }
 
-fn rcc(name: &str, url: &str) -> Value {
-    json!({
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "RemoteClusterConfiguration",
-        "metadata": {"name": name},
-        "spec": {"datastoreType": "etcdv3", "etcdEndpoints": url}
+/// A Service in `default` that the federated service selects (`run == "my-app"`), on `ports`.
+fn backing(name: &str, ports: &[(&str, &str, i64)]) -> Value {
+    service("default", name, json!({"run": "my-app"}), json!({}), ports)
+}
+
+/// Writes the backing Service `default/name` on `ports` and its Endpoints: ready `(ip, pod)`
+/// addresses on the same ports.
+async fn put_backing(c: &Cluster, name: &str, addrs: &[(&str, &str)], ports: &[(&str, &str, i64)]) {
+    c.put("Service", "default", name, &backing(name, ports))
+        .await;
+    let eps = endpoints("default", name, addrs, ports);
+    c.put("Endpoints", "default", name, &eps).await;
+}
+
+/// Polls until the federated service's managed EndpointSlice exists; returns it.
+async fn wait_federated_slice(a: &Cluster, what: &str) -> (Value, i64) {
+    wait_for(what, || async {
+        a.get(
+            "EndpointSlice",
+            "default",
+            "my-app-federated-federated-ipv4",
+        )
+        .await
     })
-}
-
-/// `(ip, targetRef.name)` of every address (ready or not) of an Endpoints object.
-fn addresses(eps: &Value) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for subset in eps["subsets"].as_array().into_iter().flatten() {
-        for field in ["addresses", "notReadyAddresses"] {
-            for a in subset[field].as_array().into_iter().flatten() {
-                out.insert((
-                    a["ip"].as_str().unwrap_or_default().to_string(),
-                    a["targetRef"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                ));
-            }
-        }
-    }
-    out
+    .await
 }
 
 fn set(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
@@ -119,7 +99,23 @@ async fn wait_endpoints(
     expected: &BTreeSet<(String, String)>,
 ) -> (Value, i64) {
     a.wait_object("Endpoints", "default", "my-app-federated", what, |eps| {
-        addresses(eps) == *expected
+        address_set(eps, &["addresses", "notReadyAddresses"]) == *expected
+    })
+    .await
+}
+
+/// Polls until the federated service's managed Endpoints and EndpointSlice are both gone.
+async fn wait_managed_gone(a: &Cluster, what: &str) {
+    wait_for(what, || async {
+        let eps = a.get("Endpoints", "default", "my-app-federated").await;
+        let slice = a
+            .get(
+                "EndpointSlice",
+                "default",
+                "my-app-federated-federated-ipv4",
+            )
+            .await;
+        (eps.is_none() && slice.is_none()).then_some(())
     })
     .await
 }
@@ -138,72 +134,21 @@ async fn federated_service_across_two_clusters() {
 
     // Local: the federated service, a matching backing service, and a matching service whose
     // port does not match (its addresses must never appear).
-    a.put(
-        "Service",
-        "default",
-        "my-app-federated",
-        &federated(r#"run == "my-app""#),
-    )
-    .await;
-    a.put("Service", "default", "my-app-a", &backing("my-app-a"))
-        .await;
-    a.put(
-        "Endpoints",
-        "default",
-        "my-app-a",
-        &endpoints(
-            "default",
-            "my-app-a",
-            &[("10.0.1.1", "pod-a1")],
-            &[("my-app-ui", "TCP", 80)],
-        ),
-    )
-    .await;
-    a.put(
-        "Service",
-        "default",
+    put_federated(&a, r#"run == "my-app""#).await;
+    put_backing(&a, "my-app-a", &[("10.0.1.1", "pod-a1")], MY_APP_UI).await;
+    put_backing(
+        &a,
         "metrics-a",
-        &service(
-            "default",
-            "metrics-a",
-            json!({"run": "my-app"}),
-            json!({}),
-            &[("metrics", "TCP", 9090)],
-        ),
-    )
-    .await;
-    a.put(
-        "Endpoints",
-        "default",
-        "metrics-a",
-        &endpoints(
-            "default",
-            "metrics-a",
-            &[("10.0.3.1", "pod-m1")],
-            &[("metrics", "TCP", 9090)],
-        ),
+        &[("10.0.3.1", "pod-m1")],
+        &[("metrics", "TCP", 9090)],
     )
     .await;
     // Remote B: a matching backing service.
-    b.put("Service", "default", "my-app", &backing("my-app"))
-        .await;
-    let b_eps = endpoints(
-        "default",
-        "my-app",
-        &[("10.0.2.1", "pod-b1")],
-        &[("my-app-ui", "TCP", 80)],
-    );
-    b.put("Endpoints", "default", "my-app", &b_eps).await;
-    a.put(
-        "RemoteClusterConfiguration",
-        "",
-        "cluster-b",
-        &rcc("cluster-b", &b.etcd.url()),
-    )
-    .await;
+    put_backing(&b, "my-app", &[("10.0.2.1", "pod-b1")], MY_APP_UI).await;
+    add_remote(&a, "cluster-b", &b).await;
 
     let server = TestServer::start(mesh_over(&a.etcd)).await;
-    let (stop, task) = start_controller(&server, &a);
+    let controller = start_controller(&server, &a);
 
     // 1. Both clusters' addresses; remote targetRef rewritten; the port-mismatched service absent.
     let both = set(&[("10.0.1.1", "pod-a1"), ("10.0.2.1", "cluster-b/pod-b1")]);
@@ -222,15 +167,7 @@ async fn federated_service_across_two_clusters() {
             .collect();
         assert_eq!(ports, vec!["my-app-ui"], "only the federated port: {eps}");
     }
-    let (slice, _) = wait_for("the federated EndpointSlice", || async {
-        a.get(
-            "EndpointSlice",
-            "default",
-            "my-app-federated-federated-ipv4",
-        )
-        .await
-    })
-    .await;
+    let (slice, _) = wait_federated_slice(&a, "the federated EndpointSlice").await;
     assert_eq!(
         slice["metadata"]["labels"][MANAGED_BY],
         "meshsync-federation"
@@ -251,12 +188,18 @@ async fn federated_service_across_two_clusters() {
     b.delete("Service", "default", "my-app").await;
     let only_a = set(&[("10.0.1.1", "pod-a1")]);
     wait_endpoints(&a, "the remote addresses to disappear", &only_a).await;
-    b.put("Service", "default", "my-app", &backing("my-app"))
-        .await;
+    b.put(
+        "Service",
+        "default",
+        "my-app",
+        &backing("my-app", MY_APP_UI),
+    )
+    .await;
     wait_endpoints(&a, "the remote addresses to come back", &both).await;
 
     // 3. A hand-edited managed Endpoints is restored.
-    let mut edited = federated_endpoints_edit(&a).await;
+    // The managed Endpoints as stored, so the hand edit keeps the annotation.
+    let (mut edited, _) = stored_endpoints(&a, "my-app-federated").await;
     edited["subsets"] = json!([{"addresses": [{"ip": "9.9.9.9"}], "ports": [{"name": "my-app-ui", "protocol": "TCP", "port": 1}]}]);
     a.put("Endpoints", "default", "my-app-federated", &edited)
         .await;
@@ -277,10 +220,7 @@ async fn federated_service_across_two_clusters() {
     );
     a.put("Endpoints", "default", "other-federated", &unmanaged)
         .await;
-    let (_, unmanaged_rev) = a
-        .get("Endpoints", "default", "other-federated")
-        .await
-        .expect("written");
+    let (_, unmanaged_rev) = stored_endpoints(&a, "other-federated").await;
     let mut other = federated(r#"run == "my-app""#);
     other["metadata"]["name"] = json!("other-federated");
     a.put("Service", "default", "other-federated", &other).await;
@@ -291,64 +231,28 @@ async fn federated_service_across_two_clusters() {
             .await
     })
     .await;
-    let (still, rev) = a
-        .get("Endpoints", "default", "other-federated")
-        .await
-        .expect("kept");
+    let (still, rev) = stored_endpoints(&a, "other-federated").await;
     assert_eq!(
         rev, unmanaged_rev,
         "the unmanaged Endpoints was rewritten: {still}"
     );
     assert_eq!(still, unmanaged);
-    let (_, rev_after) = a
-        .get("Endpoints", "default", "my-app-federated")
-        .await
-        .expect("present");
+    let (_, rev_after) = stored_endpoints(&a, "my-app-federated").await;
     assert_eq!(
         rev_after, rev_before,
         "an unchanged managed Endpoints was rewritten"
     );
 
     // 5. An invalid selector deletes the managed objects; fixing it recreates them.
-    a.put(
-        "Service",
-        "default",
-        "my-app-federated",
-        &federated(r#"run == "#),
-    )
-    .await;
-    wait_for(
+    put_federated(&a, r#"run == "#).await;
+    wait_managed_gone(
+        &a,
         "the managed objects of the invalid service to be deleted",
-        || async {
-            let eps = a.get("Endpoints", "default", "my-app-federated").await;
-            let slice = a
-                .get(
-                    "EndpointSlice",
-                    "default",
-                    "my-app-federated-federated-ipv4",
-                )
-                .await;
-            (eps.is_none() && slice.is_none()).then_some(())
-        },
     )
     .await;
-    a.put(
-        "Service",
-        "default",
-        "my-app-federated",
-        &federated(r#"run == "my-app""#),
-    )
-    .await;
+    put_federated(&a, r#"run == "my-app""#).await;
     wait_endpoints(&a, "the fixed service's Endpoints to be recreated", &both).await;
-    wait_for("the fixed service's EndpointSlice", || async {
-        a.get(
-            "EndpointSlice",
-            "default",
-            "my-app-federated-federated-ipv4",
-        )
-        .await
-    })
-    .await;
+    wait_federated_slice(&a, "the fixed service's EndpointSlice").await;
 
     // 6. The remote cluster removed (its RCC deleted): only the local contribution remains.
     a.delete("RemoteClusterConfiguration", "", "cluster-b")
@@ -357,38 +261,20 @@ async fn federated_service_across_two_clusters() {
 
     // 7. The federated service deleted: its managed objects go; the unmanaged one stays.
     a.delete("Service", "default", "my-app-federated").await;
-    wait_for(
-        "the managed objects of the deleted service to go",
-        || async {
-            let eps = a.get("Endpoints", "default", "my-app-federated").await;
-            let slice = a
-                .get(
-                    "EndpointSlice",
-                    "default",
-                    "my-app-federated-federated-ipv4",
-                )
-                .await;
-            (eps.is_none() && slice.is_none()).then_some(())
-        },
-    )
-    .await;
+    wait_managed_gone(&a, "the managed objects of the deleted service to go").await;
     assert!(
         a.get("Endpoints", "default", "other-federated")
             .await
             .is_some()
     );
 
-    let _ = stop.send(());
-    support::within("the controller to stop", task)
-        .await
-        .expect("controller task");
+    controller.stop().await;
     server.stop().await;
 }
 
-/// The managed Endpoints as stored (for a hand edit that keeps the annotation).
-async fn federated_endpoints_edit(a: &Cluster) -> Value {
-    a.get("Endpoints", "default", "my-app-federated")
+/// The Endpoints `default/name` as stored, with its mod_revision; it must exist.
+async fn stored_endpoints(a: &Cluster, name: &str) -> (Value, i64) {
+    a.get("Endpoints", "default", name)
         .await
-        .expect("federated Endpoints present")
-        .0
+        .unwrap_or_else(|| panic!("Endpoints default/{name} is not stored"))
 }

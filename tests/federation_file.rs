@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::binary::Serve;
 use support::copy_example_mesh;
+use support::federation::address_set;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const SELECTOR: &str = "federation.tigera.io/serviceSelector";
@@ -61,19 +62,7 @@ fn endpoints_addresses(file: &Path, name: &str) -> BTreeSet<(String, String)> {
 
 /// `(ip, targetRef name)` of every address of a generated Endpoints object.
 fn generated_addresses(value: &Value) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
-    for subset in value["subsets"].as_array().into_iter().flatten() {
-        for a in subset["addresses"].as_array().into_iter().flatten() {
-            out.insert((
-                a["ip"].as_str().unwrap_or_default().to_string(),
-                a["targetRef"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            ));
-        }
-    }
-    out
+    address_set(value, &["addresses"])
 }
 
 /// Polls `path` until it parses and `pred` holds; returns the value.

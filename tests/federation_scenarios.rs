@@ -9,7 +9,7 @@ mod support;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use support::etcd::{Cluster, wait_for};
-use support::federation::start_controller;
+use support::federation::{add_remote, ports_json, service, start_controller};
 use support::mesh::mesh_over;
 use support::{TestServer, logs};
 
@@ -90,28 +90,6 @@ fn uid(cluster: &str, pod: &str) -> String {
     format!("uid-{cluster}-{pod}")
 }
 
-fn ports_json(ports: &[(&str, &str, i64)]) -> Vec<Value> {
-    ports
-        .iter()
-        .map(|(n, p, port)| json!({"name": n, "protocol": p, "port": port}))
-        .collect()
-}
-
-fn service(
-    ns: &str,
-    name: &str,
-    labels: Value,
-    annotations: Value,
-    ports: &[(&str, &str, i64)],
-) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations},
-        "spec": {"ports": ports_json(ports)}
-    })
-}
-
 fn backing_service(ns: &str, name: &str, labelled: bool) -> Value {
     let labels = if labelled {
         json!({"federate": "yes"})
@@ -151,15 +129,6 @@ fn endpoints(cluster: &str, ns: &str, name: &str, subsets: &[Sub]) -> Value {
         "kind": "Endpoints",
         "metadata": {"name": name, "namespace": ns},
         "subsets": subsets
-    })
-}
-
-fn rcc(name: &str, url: &str) -> Value {
-    json!({
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "RemoteClusterConfiguration",
-        "metadata": {"name": name},
-        "spec": {"datastoreType": "etcdv3", "etcdEndpoints": url}
     })
 }
 
@@ -353,7 +322,7 @@ async fn fv_scenarios_with_two_remote_clusters() {
         .await;
 
     let server = TestServer::start(mesh_over(&a.etcd)).await;
-    let (stop, task) = start_controller(&server, &a);
+    let controller = start_controller(&server, &a);
 
     let local = |subsets: Vec<Sub>| Contribution {
         cluster: None,
@@ -487,20 +456,8 @@ async fn fv_scenarios_with_two_remote_clusters() {
         &endpoints("cluster-c", NS, "backing-c", &eps_c()),
     )
     .await;
-    a.put(
-        "RemoteClusterConfiguration",
-        "",
-        "cluster-b",
-        &rcc("cluster-b", &b.etcd.url()),
-    )
-    .await;
-    a.put(
-        "RemoteClusterConfiguration",
-        "",
-        "cluster-c",
-        &rcc("cluster-c", &c.etcd.url()),
-    )
-    .await;
+    add_remote(&a, "cluster-b", &b).await;
+    add_remote(&a, "cluster-c", &c).await;
     let remote_b = || Contribution {
         cluster: Some("cluster-b"),
         subsets: eps1(),
@@ -537,9 +494,6 @@ async fn fv_scenarios_with_two_remote_clusters() {
         .await;
     wait_endpoints(&a, "scenario 9: zero subsets", MATCHING, &BTreeSet::new()).await;
 
-    let _ = stop.send(());
-    support::within("the controller to stop", task)
-        .await
-        .expect("controller task");
+    controller.stop().await;
     server.stop().await;
 }

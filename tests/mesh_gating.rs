@@ -202,19 +202,7 @@ async fn binary_logs_one_in_sync_line_per_rcc_then_the_local_one() {
         m.in_sync() && holds(m, &want)
     })
     .await;
-    b.put(
-        "WorkloadEndpoint",
-        "ns1",
-        "node1-k8s-pod--5-eth0",
-        wep(
-            "ns1",
-            "node1-k8s-pod--5-eth0",
-            "node1",
-            "10.66.0.5",
-            "kns.ns1",
-        ),
-    )
-    .await;
+    put_remote_pod(&mut b, 5, "10.66.0.5").await;
     let want = expected(
         &a,
         &remotes_without_overlay(&[("cluster-b", &b), ("cluster-c", &c)]),

@@ -102,19 +102,7 @@ async fn local_and_two_remotes_are_merged_with_per_cluster_status() {
     assert!(first["metadata"].get("resourceVersion").is_none());
 
     // Live updates of each cluster arrive under the right cluster name.
-    b.put(
-        "WorkloadEndpoint",
-        "ns1",
-        "node1-k8s-pod--3-eth0",
-        wep(
-            "ns1",
-            "node1-k8s-pod--3-eth0",
-            "node1",
-            "10.66.0.3",
-            "kns.ns1",
-        ),
-    )
-    .await;
+    put_remote_pod(&mut b, 3, "10.66.0.3").await;
     c.delete("HostEndpoint", "", "node1-eth0").await;
     b.put("GlobalNetworkPolicy", "", "remote-2", gnp("remote-2"))
         .await;

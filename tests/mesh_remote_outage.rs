@@ -51,17 +51,12 @@ async fn killed_remote_fails_fast_while_local_and_other_remote_keep_flowing() {
 
     // Local and C keep flowing, promptly, while B is down (and being retried).
     let write = Instant::now();
-    a.put(
-        "WorkloadEndpoint",
+    a.put_wep(
         "default",
         "node--a1-k8s-late-eth0",
-        wep(
-            "default",
-            "node--a1-k8s-late-eth0",
-            "node-a1",
-            "10.65.0.9",
-            "kns.default",
-        ),
+        "node-a1",
+        "10.65.0.9",
+        "kns.default",
     )
     .await;
     let key = mkey("", "WorkloadEndpoint", "default", "node--a1-k8s-late-eth0");
@@ -78,19 +73,7 @@ async fn killed_remote_fails_fast_while_local_and_other_remote_keep_flowing() {
     );
 
     let write = Instant::now();
-    c.put(
-        "WorkloadEndpoint",
-        "ns1",
-        "node1-k8s-pod--7-eth0",
-        wep(
-            "ns1",
-            "node1-k8s-pod--7-eth0",
-            "node1",
-            "10.67.0.7",
-            "kns.ns1",
-        ),
-    )
-    .await;
+    put_remote_pod(&mut c, 7, "10.67.0.7").await;
     c.delete("WorkloadEndpoint", "ns1", "node1-k8s-pod--2-eth0")
         .await;
     let want = expected(
@@ -169,40 +152,10 @@ async fn restarted_remote_resyncs_with_only_the_real_differences() {
     .await;
     b.restart().await;
     let before = want;
-    b.put(
-        "WorkloadEndpoint",
-        "ns1",
-        "node1-k8s-pod--3-eth0",
-        wep(
-            "ns1",
-            "node1-k8s-pod--3-eth0",
-            "node1",
-            "10.66.0.3",
-            "kns.ns1",
-        ),
-    )
-    .await;
-    b.put(
-        "WorkloadEndpoint",
-        "ns1",
-        "node1-k8s-pod--2-eth0",
-        wep(
-            "ns1",
-            "node1-k8s-pod--2-eth0",
-            "node1",
-            "10.66.0.22",
-            "kns.ns1",
-        ),
-    )
-    .await;
+    put_remote_pod(&mut b, 3, "10.66.0.3").await;
+    put_remote_pod(&mut b, 2, "10.66.0.22").await;
     b.delete("HostEndpoint", "", "node1-eth0").await;
-    b.put(
-        "Profile",
-        "",
-        "kns.ns1",
-        profile("kns.ns1", "ns1-relabelled"),
-    )
-    .await;
+    b.put_profile("kns.ns1", "ns1-relabelled").await;
     // Changes to kinds that are not synced from a remote must not show up either.
     b.put("GlobalNetworkPolicy", "", "remote-deny-all", gnp("changed"))
         .await;

@@ -350,6 +350,15 @@ fn remote_backing1_contribution() -> (Vec<EndpointAddress>, Vec<EndpointAddress>
     )
 }
 
+/// The federated subsets when remote backing1 is the only contribution.
+fn remote_backing1_subsets() -> Vec<EndpointSubset> {
+    let (ready, not_ready) = remote_backing1_contribution();
+    vec![
+        subset(&ready, &not_ready, &[port1()]),
+        subset(&[addr("2.0.0.1")], &[], &[port2()]),
+    ]
+}
+
 #[test]
 fn scenario_7_remote_backing_service_contributes_with_rewritten_target() {
     let world = scenario7_world();
@@ -374,30 +383,25 @@ fn scenario_7_remote_backing_service_contributes_with_rewritten_target() {
     );
 }
 
-#[test]
-fn scenario_8_only_remote_contribution_after_deleting_local_services() {
+/// Scenario 8's world: scenario 7's with every local backing service and Endpoints deleted.
+fn scenario8_world() -> World {
     let mut world = scenario7_world();
     world
         .services
         .retain(|s| s.cluster != LOCAL_CLUSTER || s.name == FEDERATED);
     world.endpoints.retain(|e| e.cluster != LOCAL_CLUSTER);
-    let (remote_ready, remote_not_ready) = remote_backing1_contribution();
-    assert_eq!(
-        world.federated_subsets(),
-        vec![
-            subset(&remote_ready, &remote_not_ready, &[port1()]),
-            subset(&[addr("2.0.0.1")], &[], &[port2()]),
-        ]
-    );
+    world
+}
+
+#[test]
+fn scenario_8_only_remote_contribution_after_deleting_local_services() {
+    let world = scenario8_world();
+    assert_eq!(world.federated_subsets(), remote_backing1_subsets());
 }
 
 #[test]
 fn scenario_9_removed_remote_cluster_leaves_zero_subsets() {
-    let mut world = scenario7_world();
-    world
-        .services
-        .retain(|s| s.cluster != LOCAL_CLUSTER || s.name == FEDERATED);
-    world.endpoints.retain(|e| e.cluster != LOCAL_CLUSTER);
+    let mut world = scenario8_world();
     world.remove_cluster(REMOTE);
     let d = world.federated_result().unwrap().unwrap();
     assert!(d.subsets.is_empty());
@@ -523,14 +527,7 @@ fn implicit_labels_select_by_remote_cluster() {
         SERVICE_SELECTOR_ANNOTATION,
         "has(federation.tigera.io/remoteClusterName)",
     )]);
-    let (remote_ready, remote_not_ready) = remote_backing1_contribution();
-    assert_eq!(
-        world.federated_subsets(),
-        vec![
-            subset(&remote_ready, &remote_not_ready, &[port1()]),
-            subset(&[addr("2.0.0.1")], &[], &[port2()]),
-        ]
-    );
+    assert_eq!(world.federated_subsets(), remote_backing1_subsets());
     world.service_mut(LOCAL_CLUSTER, FEDERATED).annotations = labels(&[(
         SERVICE_SELECTOR_ANNOTATION,
         "federation.tigera.io/remoteClusterName == 'other'",

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Cluster, TestServer, WAIT, changes, describe, describe_statuses, gated, is, key_of,
-    local_source, mesh_over, mkey, plain, statuses,
+    local_source, mesh_over, mkey, statuses,
 };
 
 /// Pulls agent events until `pred` holds for the mirror (checked first), within `limit`. A
@@ -55,13 +55,7 @@ static SENTINELS: AtomicU32 = AtomicU32::new(0);
 /// received between the previous wait and this real change.
 pub async fn sentinel(a: &mut Cluster, agent: &mut Agent) -> Vec<AgentEvent> {
     let name = format!("sentinel-{}", SENTINELS.fetch_add(1, Ordering::Relaxed));
-    a.put(
-        "GlobalNetworkSet",
-        "",
-        &name,
-        plain("GlobalNetworkSet", "", &name),
-    )
-    .await;
+    a.put_plain("GlobalNetworkSet", "", &name).await;
     sentinel_seen(agent, &name).await
 }
 

@@ -43,6 +43,22 @@ impl Cluster {
         self.put_at(path, kind, ns, name, value).await;
     }
 
+    /// Writes the WorkloadEndpoint `ns/name` as [`wep`] builds it.
+    pub async fn put_wep(&mut self, ns: &str, name: &str, node: &str, ip: &str, profile: &str) {
+        let value = wep(ns, name, node, ip, profile);
+        self.put("WorkloadEndpoint", ns, name, value).await;
+    }
+
+    /// Writes the Profile `name` as [`profile`] builds it, labelled `label`.
+    pub async fn put_profile(&mut self, name: &str, label: &str) {
+        self.put("Profile", "", name, profile(name, label)).await;
+    }
+
+    /// Writes a [`plain`] object: its kind and name, an empty spec.
+    pub async fn put_plain(&mut self, kind: &str, ns: &str, name: &str) {
+        self.put(kind, ns, name, plain(kind, ns, name)).await;
+    }
+
     /// Writes the RemoteClusterConfiguration `name` with `spec` (this is the local cluster).
     pub async fn put_rcc(&mut self, name: &str, spec: Value) {
         self.put(RCC, "", name, rcc(name, spec)).await;
@@ -98,36 +114,19 @@ impl Cluster {
 pub async fn fill_local(a: &mut Cluster) {
     a.put("Node", "", "node-a1", node("node-a1", "192.168.1.1"))
         .await;
-    a.put(
-        "WorkloadEndpoint",
+    a.put_wep(
         "default",
         "node--a1-k8s-web-eth0",
-        wep(
-            "default",
-            "node--a1-k8s-web-eth0",
-            "node-a1",
-            "10.65.0.1",
-            "kns.default",
-        ),
+        "node-a1",
+        "10.65.0.1",
+        "kns.default",
     )
     .await;
     // The local cluster's own Profile keeps its rules.
-    a.put(
-        "Profile",
-        "",
-        "kns.default",
-        profile("kns.default", "default"),
-    )
-    .await;
+    a.put_profile("kns.default", "default").await;
     a.put("GlobalNetworkPolicy", "", "allow-dns", gnp("allow-dns"))
         .await;
-    a.put(
-        "FelixConfiguration",
-        "",
-        "default",
-        plain("FelixConfiguration", "", "default"),
-    )
-    .await;
+    a.put_plain("FelixConfiguration", "", "default").await;
     a.put(
         "IPPool",
         "",
@@ -135,8 +134,7 @@ pub async fn fill_local(a: &mut Cluster) {
         ippool("local-pool", "10.65.0.0/16"),
     )
     .await;
-    a.put("BGPFilter", "", "f1", plain("BGPFilter", "", "f1"))
-        .await;
+    a.put_plain("BGPFilter", "", "f1").await;
     a.put(
         SECRET,
         "kube-system",
@@ -155,13 +153,7 @@ pub async fn fill_remote(c: &mut Cluster, octet: u8) {
     first["metadata"]["resourceVersion"] = json!("4711");
     c.put("WorkloadEndpoint", "ns1", "node1-k8s-pod--1-eth0", first)
         .await;
-    c.put(
-        "WorkloadEndpoint",
-        "ns1",
-        "node1-k8s-pod--2-eth0",
-        wep("ns1", "node1-k8s-pod--2-eth0", "node1", &ip(2), "kns.ns1"),
-    )
-    .await;
+    put_remote_pod(c, 2, &ip(2)).await;
     c.put(
         "HostEndpoint",
         "",
@@ -169,8 +161,7 @@ pub async fn fill_remote(c: &mut Cluster, octet: u8) {
         hep("node1-eth0", "node1", &ip(200)),
     )
     .await;
-    c.put("Profile", "", "kns.ns1", profile("kns.ns1", "ns1"))
-        .await;
+    c.put_profile("kns.ns1", "ns1").await;
     c.put(
         "Node",
         "",
@@ -197,31 +188,20 @@ pub async fn fill_remote(c: &mut Cluster, octet: u8) {
         gnp("remote-deny-all"),
     )
     .await;
-    c.put(
-        "NetworkPolicy",
-        "ns1",
-        "remote-np",
-        plain("NetworkPolicy", "ns1", "remote-np"),
-    )
-    .await;
+    c.put_plain("NetworkPolicy", "ns1", "remote-np").await;
     // Kubernetes objects of federated services, in meshsync's k8s layout.
-    c.put(
-        "Service",
-        "ns1",
-        "backing",
-        plain("Service", "ns1", "backing"),
-    )
-    .await;
-    c.put(
-        "EndpointSlice",
-        "ns1",
-        "backing-x1",
-        plain("EndpointSlice", "ns1", "backing-x1"),
-    )
-    .await;
+    c.put_plain("Service", "ns1", "backing").await;
+    c.put_plain("EndpointSlice", "ns1", "backing-x1").await;
     // A value that is not JSON is logged and skipped; nothing else is affected.
     let garbage = key_path("/calico", "WorkloadEndpoint", "ns1", "garbage-eth0").expect("path");
     c.client.put(garbage, "{not json").await.expect("etcd put");
+}
+
+/// Writes the remote pod `n` ("node1-k8s-pod--<n>-eth0" in `ns1` on `node1`, with the `kns.ns1`
+/// profile) at `ip`: the shape of every workload [`fill_remote`] writes.
+pub async fn put_remote_pod(c: &mut Cluster, n: u8, ip: &str) {
+    let name = format!("node1-k8s-pod--{n}-eth0");
+    c.put_wep("ns1", &name, "node1", ip, "kns.ns1").await;
 }
 
 /// Content that makes B and C overlap: identical objects in both, one object with the same key
@@ -229,37 +209,20 @@ pub async fn fill_remote(c: &mut Cluster, octet: u8) {
 pub async fn fill_overlap(b: &mut Cluster, c: &mut Cluster) {
     for cluster in [&mut *b, &mut *c] {
         cluster
-            .put(
-                "WorkloadEndpoint",
+            .put_wep(
                 "shared",
                 "same-pod-eth0",
-                wep(
-                    "shared",
-                    "same-pod-eth0",
-                    "node9",
-                    "10.99.0.1",
-                    "kns.shared",
-                ),
+                "node9",
+                "10.99.0.1",
+                "kns.shared",
             )
             .await;
-        cluster
-            .put("Profile", "", "kns.shared", profile("kns.shared", "shared"))
-            .await;
+        cluster.put_profile("kns.shared", "shared").await;
     }
-    b.put(
-        "WorkloadEndpoint",
-        "shared",
-        "only-b-eth0",
-        wep("shared", "only-b-eth0", "node9", "10.99.0.2", "kns.shared"),
-    )
-    .await;
-    c.put(
-        "WorkloadEndpoint",
-        "shared",
-        "only-c-eth0",
-        wep("shared", "only-c-eth0", "node9", "10.99.0.3", "kns.shared"),
-    )
-    .await;
+    b.put_wep("shared", "only-b-eth0", "node9", "10.99.0.2", "kns.shared")
+        .await;
+    c.put_wep("shared", "only-c-eth0", "node9", "10.99.0.3", "kns.shared")
+        .await;
 }
 
 /// The local cluster "a", filled.

@@ -2,7 +2,7 @@
 //! new client's snapshot frames (computed once, shared by everyone who connects while current).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
@@ -28,6 +28,11 @@ pub struct CacheConfig {
     pub snapshot_reuse: Duration,
     /// Values larger than this are refused (logged; the previous value is kept).
     pub max_value_bytes: usize,
+    /// Under load only (some stream found its next breadcrumb already published), the writer
+    /// waits up to this long for more events before publishing, so that one breadcrumb carries
+    /// many changes and every connection wakes once for them. A quiet cache never waits. Zero
+    /// disables it.
+    pub max_linger: Duration,
 }
 
 impl Default for CacheConfig {
@@ -36,6 +41,7 @@ impl Default for CacheConfig {
             max_batch: 1000,
             snapshot_reuse: Duration::from_secs(1),
             max_value_bytes: 1 << 20,
+            max_linger: Duration::from_millis(2),
         }
     }
 }
@@ -57,6 +63,7 @@ struct Inner {
     metrics: Arc<CacheMetrics>,
     snapshots: [Mutex<Option<SharedSnapshot>>; SUBSCRIPTION_COUNT],
     supervisor: Arc<Supervisor>,
+    behind: Arc<AtomicU64>,
 }
 
 /// A cheap-to-clone handle on the cache.
@@ -83,7 +90,9 @@ impl SnapshotCache {
         ));
         let (head_tx, head_rx) = watch::channel(genesis.clone());
         let metrics = Arc::new(CacheMetrics::default());
-        let writer = Writer::new(genesis, head_tx, metrics.clone(), config.max_value_bytes);
+        let behind = Arc::new(AtomicU64::new(0));
+        let writer = Writer::new(genesis, head_tx, metrics.clone(), config.max_value_bytes)
+            .with_linger(config.max_linger, behind.clone());
         let max_batch = config.max_batch.max(1);
         let supervisor = Arc::new(Supervisor::new());
         let task = tokio::spawn(writer.run(events, max_batch));
@@ -97,6 +106,7 @@ impl SnapshotCache {
                 metrics,
                 snapshots: std::array::from_fn(|_| Mutex::new(None)),
                 supervisor,
+                behind,
             }),
         };
         tokio::spawn(expire_snapshots(Arc::downgrade(&cache.inner)));
@@ -131,6 +141,7 @@ impl SnapshotCache {
     pub fn follower(&self) -> Follower {
         Follower {
             rx: self.inner.head_rx.clone(),
+            behind: self.inner.behind.clone(),
         }
     }
 
@@ -221,18 +232,26 @@ async fn expire_snapshots(inner: std::sync::Weak<Inner>) {
 /// chain waits (on the head channel).
 pub struct Follower {
     rx: watch::Receiver<Arc<Breadcrumb>>,
+    /// Counts followers that found their next breadcrumb already published (they are behind);
+    /// the writer reads it to tell load (linger, batch more) from a quiet cache.
+    behind: Arc<AtomicU64>,
 }
 
 impl Follower {
     /// The breadcrumb after `crumb`, waiting if there is none yet. `None` once the cache stopped.
     pub async fn next(&mut self, crumb: &Breadcrumb) -> Option<Arc<Breadcrumb>> {
+        let mut first = true;
         loop {
             // Mark the current head as seen *before* looking at the link: if the writer links and
             // announces after this point, `changed()` returns at once.
             drop(self.rx.borrow_and_update());
             if let Some(next) = crumb.next() {
+                if first {
+                    self.behind.fetch_add(1, Ordering::Relaxed);
+                }
                 return Some(next.clone());
             }
+            first = false;
             if self.rx.changed().await.is_err() {
                 return crumb.next().cloned();
             }

@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
@@ -34,6 +35,23 @@ pub(crate) struct Writer {
     metrics: Arc<CacheMetrics>,
     max_value_bytes: usize,
     kinds: KindTable,
+    /// The longest wait for more events under load (see `CacheConfig::max_linger`).
+    max_linger: Duration,
+    /// Followers found behind since the last look (see `Follower::next`).
+    behind: Arc<AtomicU64>,
+}
+
+/// Moves whatever events are ready now (without waiting) into `batch`, up to `max`.
+fn drain_ready<S>(events: &mut S, batch: &mut Vec<SourceEvent>, max: usize)
+where
+    S: Stream<Item = SourceEvent> + Unpin,
+{
+    while batch.len() < max {
+        match events.next().now_or_never() {
+            Some(Some(event)) => batch.push(event),
+            _ => break,
+        }
+    }
 }
 
 /// Which subscription types carry each kind, memoised (kinds are few; lookups are per change).
@@ -75,7 +93,16 @@ impl Writer {
             metrics,
             max_value_bytes,
             kinds: KindTable::default(),
+            max_linger: Duration::ZERO,
+            behind: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Lingers up to `max_linger` for more events while followers are behind.
+    pub(crate) fn with_linger(mut self, max_linger: Duration, behind: Arc<AtomicU64>) -> Self {
+        self.max_linger = max_linger;
+        self.behind = behind;
+        self
     }
 
     /// Runs until `events` ends.
@@ -86,11 +113,34 @@ impl Writer {
         let mut batch = Vec::with_capacity(max_batch);
         while let Some(first) = events.next().await {
             batch.push(first);
-            while batch.len() < max_batch {
-                match events.next().now_or_never() {
-                    Some(Some(event)) => batch.push(event),
-                    _ => break,
+            drain_ready(&mut events, &mut batch, max_batch);
+            // Under load, wait a little for more: each breadcrumb costs every connection a
+            // wake-up, so fewer, fuller breadcrumbs are cheaper than many small ones. A quiet
+            // cache (every follower waiting at the head) publishes at once.
+            let busy = self.behind.swap(0, Ordering::Relaxed) > 0;
+            if busy && !self.max_linger.is_zero() && batch.len() < max_batch {
+                let deadline = tokio::time::Instant::now() + self.max_linger;
+                let mut ended = false;
+                while batch.len() < max_batch {
+                    tokio::select! {
+                        event = events.next() => match event {
+                            Some(event) => {
+                                batch.push(event);
+                                drain_ready(&mut events, &mut batch, max_batch);
+                            }
+                            None => {
+                                ended = true;
+                                break;
+                            }
+                        },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
                 }
+                self.apply_batch(batch.drain(..));
+                if ended {
+                    break;
+                }
+                continue;
             }
             self.apply_batch(batch.drain(..));
         }

@@ -95,10 +95,7 @@ async fn subscribe(service: Arc<SyncService>, req: http::Request<Body>) -> http:
             if let Some(conn) = &conn {
                 conn.handshake_done();
             }
-            let mut response = http::Response::new(Body::new(FrameBody {
-                stream,
-                done: false,
-            }));
+            let mut response = http::Response::new(Body::new(FrameBody::new(stream)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/grpc"),
@@ -142,9 +139,40 @@ async fn read_request(mut body: Body) -> Result<pb::SubscribeRequest, Status> {
 }
 
 /// The response body: shared frames as DATA, then `grpc-status` trailers.
+///
+/// Frames that are ready together (a connection that is behind, a breadcrumb of several frames)
+/// go out as one DATA frame of up to [`COALESCE_BYTES`]: h2 writes each large DATA frame with its
+/// own syscall, so one frame per ready batch costs one write instead of one per frame. That is one
+/// copy of the shared bytes into the batch, never a re-encode; a frame that is large on its own is
+/// passed through untouched.
 struct FrameBody {
     stream: FrameStream,
+    /// The trailers to send after the data already handed over (the stream ended while a batch
+    /// was being gathered).
+    held_trailers: Option<http::HeaderMap>,
     done: bool,
+}
+
+/// The most bytes gathered into one DATA frame (h2's default max frame size is 16 KiB; h2 splits
+/// larger ones itself, still in one write).
+const COALESCE_BYTES: usize = 64 * 1024;
+
+impl FrameBody {
+    fn new(stream: FrameStream) -> Self {
+        FrameBody {
+            stream,
+            held_trailers: None,
+            done: false,
+        }
+    }
+
+    fn finish(
+        &mut self,
+        status: &Status,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.done = true;
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(status)))))
+    }
 }
 
 impl http_body::Body for FrameBody {
@@ -155,25 +183,43 @@ impl http_body::Body for FrameBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if let Some(held) = self.held_trailers.take() {
+            self.done = true;
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(held))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
-        match self.stream.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => {
-                Poll::Ready(Some(Ok(http_body::Frame::data(frame.grpc_bytes()))))
-            }
-            Poll::Ready(Some(Err(status))) => {
-                self.done = true;
-                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&status)))))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers(&Status::ok(
-                    "",
-                ))))))
+        let first = match self.stream.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => frame.grpc_bytes(),
+            Poll::Ready(Some(Err(status))) => return self.finish(&status),
+            Poll::Ready(None) => return self.finish(&Status::ok("")),
+        };
+        let mut batch: Option<BytesMut> = None;
+        while batch.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_BYTES {
+            match self.stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let batch = batch.get_or_insert_with(|| {
+                        let mut b = BytesMut::with_capacity(COALESCE_BYTES.min(4 * first.len()));
+                        b.extend_from_slice(&first);
+                        b
+                    });
+                    batch.extend_from_slice(&frame.grpc_bytes());
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    self.held_trailers = Some(trailers(&status));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.held_trailers = Some(trailers(&Status::ok("")));
+                    break;
+                }
+                Poll::Pending => break,
             }
         }
+        let data = batch.map_or(first, BytesMut::freeze);
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {

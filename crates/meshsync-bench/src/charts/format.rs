@@ -19,17 +19,9 @@ pub(super) fn sig3(v: f64) -> String {
     }
 }
 
-/// A count with thousands separators.
+/// A count with thousands separators (the report's formatter).
 pub(super) fn fmt_count(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+    crate::report::format::int(n as u64)
 }
 
 /// Axis numbers: `k`/`M` suffixes from 10,000 on, otherwise up to 3 decimals, trailing zeros off.

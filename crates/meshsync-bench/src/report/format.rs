@@ -31,7 +31,7 @@ pub(super) fn ms(us: u64) -> String {
 }
 
 /// An integer with thousands separators.
-pub(super) fn int(n: u64) -> String {
+pub(crate) fn int(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {

@@ -4,7 +4,7 @@
 //! [`tables`] writes one table per scenario, [`targets`] the comparison with the goals,
 //! [`format`] the numbers; the charts come from [`crate::charts`].
 
-mod format;
+pub(crate) mod format;
 mod tables;
 mod targets;
 #[cfg(test)]

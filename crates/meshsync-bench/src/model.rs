@@ -94,10 +94,21 @@ pub struct ChurnResult {
     pub server_cpu_us_per_delivery: f64,
 }
 
+impl ChurnResult {
+    /// A step counts toward capacity when something was delivered, nothing was lost and p99
+    /// stayed within 1 s.
+    pub fn within_limits(&self) -> bool {
+        self.lost == 0 && self.latency.p99_us <= 1_000_000 && self.deliveries > 0
+    }
+}
+
 /// Everything measured for one system.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SystemResult {
     pub system: String,
+    /// Which round of `--repeat` this is (0-based); every round runs every system once.
+    #[serde(default)]
+    pub round: usize,
     pub snapshot: Option<SnapshotResult>,
     pub churn: Option<ChurnResult>,
     pub saturate: Vec<ChurnResult>,
@@ -118,7 +129,45 @@ pub struct RunResult {
     pub value_bytes: usize,
     pub rate: f64,
     pub duration_s: f64,
+    /// Rounds run (`--repeat`); 0 in files written before it existed, meaning 1.
+    #[serde(default)]
+    pub repeat: usize,
+    /// Every (round, system) in the order they ran: round 0's systems, then round 1's, …
     pub systems: Vec<SystemResult>,
+}
+
+impl RunResult {
+    /// The number of rounds (at least 1).
+    pub fn rounds(&self) -> usize {
+        self.repeat
+            .max(1)
+            .max(self.systems.iter().map(|s| s.round + 1).max().unwrap_or(1))
+    }
+
+    /// The same run restricted to one round: what a single-round report shows.
+    pub fn round_view(&self, round: usize) -> RunResult {
+        RunResult {
+            repeat: 1,
+            systems: self
+                .systems
+                .iter()
+                .filter(|s| s.round == round)
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The systems' names in the order they first ran.
+    pub fn system_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for s in &self.systems {
+            if !names.contains(&s.system.as_str()) {
+                names.push(&s.system);
+            }
+        }
+        names
+    }
 }
 
 /// Messages the agents process prints on stdout, one JSON object per line.

@@ -143,10 +143,12 @@ async fn read_request(mut body: Body) -> Result<pb::SubscribeRequest, Status> {
 /// Frames that are ready together (a connection that is behind, a breadcrumb of several frames)
 /// go out as one DATA frame of up to [`COALESCE_BYTES`]: h2 writes each large DATA frame with its
 /// own syscall, so one frame per ready batch costs one write instead of one per frame. That is one
-/// copy of the shared bytes into the batch, never a re-encode; a frame that is large on its own is
-/// passed through untouched.
+/// copy of the shared bytes into the batch, never a re-encode; a frame of [`LARGE_FRAME`] or more
+/// (a snapshot's) is passed through untouched, never copied per stream.
 struct FrameBody {
     stream: FrameStream,
+    /// A large frame taken from the stream while gathering small ones: sent next, on its own.
+    large: Option<Bytes>,
     /// The trailers to send after the data already handed over (the stream ended while a batch
     /// was being gathered).
     held_trailers: Option<http::HeaderMap>,
@@ -157,10 +159,15 @@ struct FrameBody {
 /// larger ones itself, still in one write).
 const COALESCE_BYTES: usize = 64 * 1024;
 
+/// Frames this large go out as they are: copying them would cost more than the write it saves,
+/// and a copy per stream of a snapshot's frames would be memory per agent.
+const LARGE_FRAME: usize = 16 * 1024;
+
 impl FrameBody {
     fn new(stream: FrameStream) -> Self {
         FrameBody {
             stream,
+            large: None,
             held_trailers: None,
             done: false,
         }
@@ -190,15 +197,25 @@ impl http_body::Body for FrameBody {
         if self.done {
             return Poll::Ready(None);
         }
-        let first = match self.stream.as_mut().poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => frame.grpc_bytes(),
-            Poll::Ready(Some(Err(status))) => return self.finish(&status),
-            Poll::Ready(None) => return self.finish(&Status::ok("")),
+        let first = match self.large.take() {
+            Some(large) => large,
+            None => match self.stream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => frame.grpc_bytes(),
+                Poll::Ready(Some(Err(status))) => return self.finish(&status),
+                Poll::Ready(None) => return self.finish(&Status::ok("")),
+            },
         };
+        if first.len() >= LARGE_FRAME {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
         let mut batch: Option<BytesMut> = None;
         while batch.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_BYTES {
             match self.stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) if frame.grpc_bytes().len() >= LARGE_FRAME => {
+                    self.large = Some(frame.grpc_bytes());
+                    break;
+                }
                 Poll::Ready(Some(Ok(frame))) => {
                     let batch = batch.get_or_insert_with(|| {
                         let mut b = BytesMut::with_capacity(COALESCE_BYTES.min(4 * first.len()));
@@ -233,4 +250,56 @@ fn trailers(status: &Status) -> http::HeaderMap {
         map.insert("grpc-status", http::HeaderValue::from_static("13"));
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::pin::Pin;
+
+    use bytes::Bytes;
+    use http_body::Body as _;
+    use meshsync_proto::Frame;
+
+    use super::{FrameBody, LARGE_FRAME};
+
+    /// A frame whose encoded message is `n` bytes of `b`.
+    fn frame(n: usize) -> Frame {
+        Frame::encode(&Bytes::from(vec![7u8; n]))
+    }
+
+    async fn next_data(body: &mut FrameBody) -> Option<Bytes> {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
+        frame.ok()?.into_data().ok()
+    }
+
+    /// Small frames ready together leave as one DATA frame; a large one is never copied (its
+    /// bytes are the shared frame's own), not even when it follows small ones.
+    #[tokio::test]
+    async fn small_frames_coalesce_and_large_ones_pass_untouched() {
+        let (a, b, large, c) = (frame(10), frame(20), frame(LARGE_FRAME + 1), frame(30));
+        let shared = large.grpc_bytes();
+        let items = vec![a.clone(), b.clone(), large, c.clone()];
+        let stream = futures::stream::iter(items.into_iter().map(Ok));
+        let mut body = FrameBody::new(Box::pin(stream));
+        let first = next_data(&mut body).await.expect("first batch");
+        assert_eq!(first.len(), a.grpc_bytes().len() + b.grpc_bytes().len());
+        let second = next_data(&mut body).await.expect("the large frame");
+        assert_eq!(
+            second.as_ptr(),
+            shared.as_ptr(),
+            "the large frame was copied"
+        );
+        assert_eq!(second.len(), shared.len());
+        let third = next_data(&mut body).await.expect("the last frame");
+        assert_eq!(third, c.grpc_bytes());
+        // Then the trailers, then the end.
+        let trailers = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(trailers.is_some_and(|f| f.is_ok_and(|f| f.is_trailers())));
+        assert!(
+            poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+                .await
+                .is_none()
+        );
+    }
 }

@@ -76,6 +76,14 @@ pub struct RunArgs {
     /// Seconds to wait for deliveries after the writer stops.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
+    /// Run the whole sequence of systems this many times, interleaved (round 1: every system,
+    /// round 2: every system, …); the report gives the median and range of every figure.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// `saturate`: after the ramp, bisect between the last good and the first bad rate this many
+    /// times (geometric midpoints), so capacity is known to about ramp^(1/2^steps).
+    #[arg(long, default_value_t = 2)]
+    bisect_steps: u32,
     /// Results directory (a subdirectory per run is created).
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -101,6 +109,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "--rate and --duration must be positive"
     );
     anyhow::ensure!(args.ramp_factor > 1.0, "--ramp-factor must be above 1");
+    anyhow::ensure!(
+        (1..=20).contains(&args.repeat),
+        "--repeat must be between 1 and 20"
+    );
     // Raised before the children start, so they inherit it.
     let nofile = crate::child::raise_nofile_limit().unwrap_or(0);
     if (nofile as usize) < args.agents * 2 + 1000 {
@@ -130,6 +142,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         value_bytes: workload::value(0, 0, workload::now_ns()).len(),
         rate: args.rate,
         duration_s: args.duration,
+        repeat: args.repeat,
         systems: Vec::new(),
     };
     eprintln!(
@@ -142,22 +155,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.systems.iter().map(|s| s.name()).collect::<Vec<_>>(),
         dir.display()
     );
-    for &system in &args.systems {
-        eprintln!("\n=== {} ===", system.name());
-        let result = match run_system(system, &args, &meshsync_bin, &logs).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{}: failed: {e:#}", system.name());
-                SystemResult {
-                    system: system.name().into(),
-                    error: Some(format!("{e:#}")),
-                    ..SystemResult::default()
-                }
+    for round in 0..args.repeat {
+        for &system in &args.systems {
+            if args.repeat > 1 {
+                eprintln!(
+                    "\n=== {} (round {} of {}) ===",
+                    system.name(),
+                    round + 1,
+                    args.repeat
+                );
+            } else {
+                eprintln!("\n=== {} ===", system.name());
             }
-        };
-        run.systems.push(result);
-        // Write after every system, so an interrupted run keeps what it measured.
-        crate::report::write_all(&run, &dir)?;
+            let logs = if args.repeat > 1 {
+                logs.join(format!("round-{}", round + 1))
+            } else {
+                logs.clone()
+            };
+            std::fs::create_dir_all(&logs)
+                .with_context(|| format!("creating {}", logs.display()))?;
+            let mut result = match run_system(system, &args, &meshsync_bin, &logs).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: failed: {e:#}", system.name());
+                    SystemResult {
+                        system: system.name().into(),
+                        error: Some(format!("{e:#}")),
+                        ..SystemResult::default()
+                    }
+                }
+            };
+            result.round = round;
+            run.systems.push(result);
+            // Write after every system, so an interrupted run keeps what it measured.
+            crate::report::write_all(&run, &dir)?;
+        }
     }
     eprintln!("\nresults: {}", dir.join("results.md").display());
     println!("{}", crate::report::markdown(&run));

@@ -177,36 +177,116 @@ pub(super) async fn snapshot(
 }
 
 /// `saturate`: churn steps from `--saturate-start`, the rate multiplied by `--ramp-factor` each
-/// time, until a step loses an update or its p99 passes 1 s, or the writer falls behind; the
-/// highest delivery rate of a good step is the capacity.
+/// time, until a step loses an update or its p99 passes 1 s, or the writer falls behind; then
+/// `--bisect-steps` steps at the geometric midpoint between the last good and the first bad rate.
+/// The highest delivery rate of a good step is the capacity.
 pub(super) async fn saturate(
     bench: &mut Bench,
     args: &RunArgs,
     result: &mut SystemResult,
 ) -> anyhow::Result<()> {
     let mut rate = args.saturate_start;
+    let mut bracket = Bracket::default();
     while rate <= args.saturate_max {
-        let step = churn_step(bench, args, rate, args.step_duration).await?;
-        report_step(&format!("saturate {rate}/s"), &step);
-        let good = step.lost == 0 && step.latency.p99_us <= 1_000_000;
-        let writer_limited = step.achieved_rate < 0.8 * rate;
-        if good {
-            result.capacity_deliveries_per_s = Some(
-                result
-                    .capacity_deliveries_per_s
-                    .unwrap_or(0.0)
-                    .max(step.deliveries_per_s),
-            );
-        }
-        result.saturate.push(step);
+        let good = saturate_step(bench, args, result, rate, "saturate").await?;
+        let writer_limited = result
+            .saturate
+            .last()
+            .is_some_and(|s| s.achieved_rate < 0.8 * rate);
         if !good {
+            bracket.bad = Some(rate);
             break;
         }
+        bracket.good = Some(rate);
         if writer_limited {
             eprintln!("  the writer could not reach {rate}/s; stopping the ramp");
-            break;
+            return Ok(());
         }
         rate *= args.ramp_factor;
     }
+    for _ in 0..args.bisect_steps {
+        let Some(mid) = bracket.midpoint() else { break };
+        if saturate_step(bench, args, result, mid, "bisect").await? {
+            bracket.good = Some(mid);
+        } else {
+            bracket.bad = Some(mid);
+        }
+    }
     Ok(())
+}
+
+/// One step of the ramp or the bisection; records it and returns whether it was within limits.
+async fn saturate_step(
+    bench: &mut Bench,
+    args: &RunArgs,
+    result: &mut SystemResult,
+    rate: f64,
+    what: &str,
+) -> anyhow::Result<bool> {
+    let step = churn_step(bench, args, rate, args.step_duration).await?;
+    report_step(&format!("{what} {rate:.0}/s"), &step);
+    let good = step.within_limits();
+    if good {
+        result.capacity_deliveries_per_s = Some(
+            result
+                .capacity_deliveries_per_s
+                .unwrap_or(0.0)
+                .max(step.deliveries_per_s),
+        );
+    }
+    result.saturate.push(step);
+    Ok(good)
+}
+
+/// The rates known to be within limits and not, for the bisection.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Bracket {
+    pub(crate) good: Option<f64>,
+    pub(crate) bad: Option<f64>,
+}
+
+impl Bracket {
+    /// The geometric midpoint of the last good and the first bad rate, when both are known.
+    pub(crate) fn midpoint(&self) -> Option<f64> {
+        match (self.good, self.bad) {
+            (Some(g), Some(b)) if g > 0.0 && b > g => Some((g * b).sqrt()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bracket;
+
+    #[test]
+    fn bisection_narrows_the_bracket_geometrically() {
+        let mut b = Bracket {
+            good: Some(100.0),
+            bad: Some(150.0),
+        };
+        let m = b.midpoint().unwrap();
+        assert!((m - (15_000f64).sqrt()).abs() < 1e-9);
+        b.bad = Some(m);
+        let m2 = b.midpoint().unwrap();
+        assert!(m2 > 100.0 && m2 < m);
+        // Two steps resolve a ×1.5 bracket to about ×1.107.
+        assert!((m / 100.0) < 1.23 && (m2 / 100.0) < 1.11);
+        assert_eq!(
+            Bracket {
+                good: None,
+                bad: Some(5.0)
+            }
+            .midpoint(),
+            None
+        );
+        assert_eq!(
+            Bracket {
+                good: Some(5.0),
+                bad: None
+            }
+            .midpoint(),
+            None
+        );
+    }
 }

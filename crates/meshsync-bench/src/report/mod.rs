@@ -5,6 +5,8 @@
 //! [`format`] the numbers; the charts come from [`crate::charts`].
 
 pub(crate) mod format;
+mod stats;
+mod summary;
 mod tables;
 mod targets;
 #[cfg(test)]
@@ -17,6 +19,7 @@ use clap::Args;
 
 use crate::charts;
 use crate::model::RunResult;
+use summary::summary_table;
 use tables::{charts_section, churn_table, header, saturate_tables, snapshot_table};
 use targets::targets_table;
 
@@ -61,10 +64,11 @@ pub fn write_all(run: &RunResult, dir: &Path) -> anyhow::Result<()> {
     render(run, dir)
 }
 
-/// Writes `results.md` and the charts into `dir`, creating it.
+/// Writes `results.md` and the charts into `dir`, creating it. With several rounds the charts
+/// show the first round (a chart of medians would mix steps of different rounds).
 fn render(run: &RunResult, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    charts::write_charts(run, dir)?;
+    charts::write_charts(&chart_view(run), dir)?;
     let path = dir.join("results.md");
     std::fs::write(&path, markdown(run)).with_context(|| format!("writing {}", path.display()))
 }
@@ -76,14 +80,39 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+fn chart_view(run: &RunResult) -> RunResult {
+    if run.rounds() > 1 {
+        run.round_view(0)
+    } else {
+        run.clone()
+    }
+}
+
 /// The run as Markdown: parameters, one table per scenario, the targets, the charts.
+/// With several rounds: the medians and ranges first, the targets over rounds, then every
+/// round's own tables.
 pub fn markdown(run: &RunResult) -> String {
     let mut md = String::new();
     header(&mut md, run);
-    snapshot_table(&mut md, run);
-    churn_table(&mut md, run);
-    saturate_tables(&mut md, run);
-    targets_table(&mut md, run);
-    charts_section(&mut md, run);
+    let rounds = run.rounds();
+    if rounds > 1 {
+        summary_table(&mut md, run);
+        targets_table(&mut md, run);
+        for r in 0..rounds {
+            let view = run.round_view(r);
+            md.push_str(&format!("# Round {} of {rounds}\n\n", r + 1));
+            snapshot_table(&mut md, &view);
+            churn_table(&mut md, &view);
+            saturate_tables(&mut md, &view);
+        }
+        md.push_str("# Charts (round 1)\n\n");
+        charts_section(&mut md, &chart_view(run));
+    } else {
+        snapshot_table(&mut md, run);
+        churn_table(&mut md, run);
+        saturate_tables(&mut md, run);
+        targets_table(&mut md, run);
+        charts_section(&mut md, run);
+    }
     md
 }

@@ -8,7 +8,7 @@ use crate::charts;
 use crate::model::{ChurnResult, ProcessUsage, RunResult, SystemResult};
 
 pub(super) fn header(md: &mut String, run: &RunResult) {
-    let systems: Vec<&str> = run.systems.iter().map(|s| s.system.as_str()).collect();
+    let systems = run.system_names();
     let _ = writeln!(md, "# meshsync benchmark\n");
     let _ = writeln!(md, "Started {}.\n", or_na(&run.started_at));
     let _ = writeln!(md, "```sh\n{}\n```\n", run.command.trim());
@@ -19,13 +19,23 @@ pub(super) fn header(md: &mut String, run: &RunResult) {
     let _ = writeln!(md, "| Value size | ~{} B |", int(run.value_bytes as u64));
     let _ = writeln!(md, "| Churn write rate (R) | {} /s |", num(run.rate, 1));
     let _ = writeln!(md, "| Churn duration (D) | {} s |", num(run.duration_s, 1));
-    let _ = writeln!(md, "| Systems | {} |\n", systems.join(", "));
+    let _ = writeln!(md, "| Systems | {} |", systems.join(", "));
+    let _ = writeln!(
+        md,
+        "| Rounds | {} (systems interleaved: every system once per round) |\n",
+        run.rounds()
+    );
     let failures: Vec<&SystemResult> = run.systems.iter().filter(|s| s.error.is_some()).collect();
     for s in &failures {
         let _ = writeln!(
             md,
-            "> ⚠️ **{}** failed: {}",
+            "> ⚠️ **{}** failed{}: {}",
             s.system,
+            if run.rounds() > 1 {
+                format!(" in round {}", s.round + 1)
+            } else {
+                String::new()
+            },
             one_line(s.error.as_deref().unwrap_or_default())
         );
     }
@@ -184,7 +194,7 @@ pub(super) fn saturate_tables(md: &mut String, run: &RunResult) {
              |---:|---:|---:|---:|---:|:---:|"
         );
         for c in &s.saturate {
-            let ok = c.lost == 0 && c.latency.p99_us <= 1_000_000 && c.deliveries > 0;
+            let ok = c.within_limits();
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} |",

@@ -1,190 +1,316 @@
-//! The targets table: meshsync's figures against grpc-proxy's and the floor's, as ratios with
-//! the goal each must meet (the issue's targets), plus memory per agent and lost updates.
+//! The targets table: meshsync's figures against the other systems' of the same round, as ratios
+//! with the goal each must meet (issue 10's targets), plus memory per agent and lost updates.
+//! With `--repeat N` every ratio is taken within its round (the baselines of the same run) and
+//! the table gives the median and the range of the N ratios.
 
 use std::fmt::Write as _;
 
-use super::format::{int, int_f, num, num2};
+use super::format::{int_f, num, num2};
+use super::stats::Spread;
 use super::tables::find;
-use crate::model::{RunResult, SystemResult};
+use crate::model::{ChurnResult, RunResult, SystemResult};
 
-/// One row of the targets table.
+/// One target in one round: numbers, so rounds can be aggregated.
+#[derive(Clone)]
 pub(super) struct Target {
-    pub(super) what: &'static str,
-    pub(super) measured: String,
-    pub(super) reference: String,
-    /// Shown in the ratio column (`—` when the goal is absolute).
-    pub(super) ratio: String,
-    pub(super) goal: &'static str,
-    pub(super) met: Option<bool>,
-}
-
-/// A target on the ratio of a meshsync figure to another system's.
-pub(super) struct Compare {
-    pub(super) what: &'static str,
-    pub(super) goal: &'static str,
-    /// Whether the ratio meets the goal.
-    pub(super) ok: fn(f64) -> bool,
+    pub(super) what: String,
+    /// meshsync's figure.
+    pub(super) ours: Option<f64>,
+    /// The reference system and its figure (`None` for an absolute goal).
+    pub(super) reference: Option<(&'static str, Option<f64>)>,
+    /// Extra words after the reference figure (e.g. the rate it was taken at).
+    pub(super) reference_note: String,
     pub(super) unit: &'static str,
     pub(super) fmt: fn(f64) -> String,
-    pub(super) ours: Option<f64>,
-    pub(super) reference: &'static str,
-    pub(super) theirs: Option<f64>,
+    pub(super) goal: &'static str,
+    /// Applied to the ratio (relative goals) or to `ours` (absolute goals).
+    pub(super) ok: fn(f64) -> bool,
 }
 
-pub(super) fn relative(c: Compare) -> Target {
-    let ratio = match (c.ours, c.theirs) {
-        (Some(m), Some(r)) if r > 0.0 && m.is_finite() && r.is_finite() => Some(m / r),
-        _ => None,
-    };
-    let (unit, fmt) = (c.unit, c.fmt);
-    Target {
-        what: c.what,
-        measured: c.ours.map_or("n/a".into(), |v| format!("{}{unit}", fmt(v))),
-        reference: match c.theirs {
-            Some(v) => format!("{} {}{unit}", c.reference, fmt(v)),
-            None => format!("{} n/a", c.reference),
-        },
-        ratio: ratio.map_or("n/a".into(), |x| format!("{x:.2}×")),
-        goal: c.goal,
-        met: ratio.map(c.ok),
+impl Target {
+    /// meshsync ÷ reference, when both are known.
+    pub(super) fn ratio(&self) -> Option<f64> {
+        let (_, theirs) = self.reference?;
+        match (self.ours, theirs) {
+            (Some(m), Some(r)) if r > 0.0 && m.is_finite() && r.is_finite() => Some(m / r),
+            _ => None,
+        }
+    }
+
+    /// The figure the goal is judged on.
+    fn judged(&self) -> Option<f64> {
+        if self.reference.is_some() {
+            self.ratio()
+        } else {
+            self.ours.filter(|v| v.is_finite())
+        }
     }
 }
 
-/// `meshsync` against `grpc-proxy` and `floor`, exactly the issue's targets.
+#[allow(clippy::too_many_arguments)] // one argument per column of the table
+fn relative(
+    what: impl Into<String>,
+    goal: &'static str,
+    ok: fn(f64) -> bool,
+    unit: &'static str,
+    fmt: fn(f64) -> String,
+    ours: Option<f64>,
+    reference: &'static str,
+    theirs: Option<f64>,
+) -> Target {
+    Target {
+        what: what.into(),
+        ours,
+        reference: Some((reference, theirs)),
+        reference_note: String::new(),
+        unit,
+        fmt,
+        goal,
+        ok,
+    }
+}
+
+/// The churn step's server CPU per delivery, µs.
+fn churn_cpu(s: Option<&SystemResult>) -> Option<f64> {
+    let c = s?.churn.as_ref()?;
+    (c.deliveries > 0).then_some(c.server_cpu_us_per_delivery)
+}
+
+fn churn_p99_ms(s: Option<&SystemResult>) -> Option<f64> {
+    let c = s?.churn.as_ref()?;
+    (c.deliveries > 0).then_some(c.latency.p99_us as f64 / 1000.0)
+}
+
+/// The saturate step that set the system's capacity (the good step with most deliveries/s).
+pub(super) fn capacity_step(s: &SystemResult) -> Option<&ChurnResult> {
+    s.saturate
+        .iter()
+        .filter(|c| c.within_limits())
+        .max_by(|a, b| a.deliveries_per_s.total_cmp(&b.deliveries_per_s))
+}
+
+/// `s`'s server CPU per delivery at `writes_per_s`, interpolated in log(rate) between its two
+/// nearest saturate steps (clamped at the ends), so systems whose ramps (and bisections) landed on
+/// different rates can be compared at one rate.
+pub(super) fn cpu_at_rate(s: &SystemResult, writes_per_s: f64) -> Option<f64> {
+    let mut pts: Vec<(f64, f64)> = s
+        .saturate
+        .iter()
+        .chain(s.churn.iter())
+        .filter(|c| c.deliveries > 0 && c.achieved_rate > 0.0)
+        .map(|c| (c.achieved_rate.ln(), c.server_cpu_us_per_delivery))
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    if pts.is_empty() || writes_per_s <= 0.0 {
+        return None;
+    }
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let x = writes_per_s.ln();
+    let (first, last) = (pts[0], pts[pts.len() - 1]);
+    if x <= first.0 {
+        return Some(first.1);
+    }
+    if x >= last.0 {
+        return Some(last.1);
+    }
+    let i = pts.iter().position(|p| p.0 >= x)?;
+    let (a, b) = (pts[i - 1], pts[i]);
+    let t = if b.0 > a.0 {
+        (x - a.0) / (b.0 - a.0)
+    } else {
+        0.0
+    };
+    Some(a.1 + (b.1 - a.1) * t)
+}
+
+/// The issue's targets for one round (a run with one round, or a [`RunResult::round_view`]).
 pub(super) fn targets(run: &RunResult) -> Vec<Target> {
     let ms_sys = find(run, "meshsync");
     let proxy = find(run, "grpc-proxy");
+    let etcd = find(run, "etcd");
     let floor = find(run, "floor");
-    let cpu = |s: Option<&SystemResult>| {
-        let c = s?.churn.as_ref()?;
-        (c.deliveries > 0).then_some(c.server_cpu_us_per_delivery)
-    };
-    let p99 = |s: Option<&SystemResult>| {
-        let c = s?.churn.as_ref()?;
-        (c.deliveries > 0).then_some(c.latency.p99_us as f64 / 1000.0)
-    };
     let snap = |s: Option<&SystemResult>| Some(s?.snapshot.as_ref()?.total_s);
     let cap = |s: Option<&SystemResult>| s?.capacity_deliveries_per_s;
     let kib =
         |s: Option<&SystemResult>| Some(s?.snapshot.as_ref()?.server_bytes_per_agent / 1024.0);
+    let at_capacity = ms_sys.and_then(capacity_step);
+    let rate = num(run.rate, 0);
 
+    let mut cpu_at_cap = relative(
+        "Server CPU per delivery at meshsync's capacity vs floor at the same rate (saturate)",
+        "≤ 1.5×",
+        |x| x <= 1.5,
+        " µs",
+        num2,
+        at_capacity.map(|c| c.server_cpu_us_per_delivery),
+        "floor",
+        at_capacity.and_then(|c| cpu_at_rate(floor?, c.achieved_rate)),
+    );
+    if let Some(c) = at_capacity {
+        cpu_at_cap.reference_note = format!(" at {}/s", int_f(c.achieved_rate));
+    }
     let mut out = vec![
-        relative(Compare {
-            what: "CPU per delivered update vs grpc-proxy (churn)",
-            goal: "≤ 0.5×",
-            ok: |x| x <= 0.5,
-            unit: " µs",
+        relative(
+            "Capacity vs direct etcd (saturate)",
+            "≥ 2×",
+            |x| x >= 2.0,
+            " /s",
+            int_f,
+            cap(ms_sys),
+            "etcd",
+            cap(etcd),
+        ),
+        relative(
+            "Capacity vs grpc-proxy (saturate)",
+            "≥ 5×",
+            |x| x >= 5.0,
+            " /s",
+            int_f,
+            cap(ms_sys),
+            "grpc-proxy",
+            cap(proxy),
+        ),
+        cpu_at_cap,
+        relative(
+            format!("p99 write → agent at {rate} writes/s vs grpc-proxy (churn)"),
+            "≤ 1/2 (0.5×)",
+            |x| x <= 0.5,
+            " ms",
+            num2,
+            churn_p99_ms(ms_sys),
+            "grpc-proxy",
+            churn_p99_ms(proxy),
+        ),
+        relative(
+            format!("p99 write → agent at {rate} writes/s vs direct etcd (churn)"),
+            "≤ 1/2 (0.5×)",
+            |x| x <= 0.5,
+            " ms",
+            num2,
+            churn_p99_ms(ms_sys),
+            "etcd",
+            churn_p99_ms(etcd),
+        ),
+        relative(
+            "All agents in sync vs grpc-proxy (snapshot)",
+            "≤ 1/4 (0.25×)",
+            |x| x <= 0.25,
+            " s",
+            num2,
+            snap(ms_sys),
+            "grpc-proxy",
+            snap(proxy),
+        ),
+        relative(
+            format!("Server CPU per delivery at {rate} writes/s vs floor (churn)"),
+            "≤ 1.5×",
+            |x| x <= 1.5,
+            " µs",
+            num2,
+            churn_cpu(ms_sys),
+            "floor",
+            churn_cpu(floor),
+        ),
+        Target {
+            what: "Server memory per connected agent (snapshot)".into(),
+            ours: kib(ms_sys).filter(|v| v.is_finite()),
+            reference: None,
+            reference_note: String::new(),
+            unit: " KiB",
             fmt: num2,
-            ours: cpu(ms_sys),
-            reference: "grpc-proxy",
-            theirs: cpu(proxy),
-        }),
-        relative(Compare {
-            what: "CPU per delivered update vs floor (churn)",
-            goal: "≤ 1.5×",
-            ok: |x| x <= 1.5,
-            unit: " µs",
-            fmt: num2,
-            ours: cpu(ms_sys),
-            reference: "floor",
-            theirs: cpu(floor),
-        }),
-        relative(Compare {
-            what: "Capacity vs grpc-proxy (saturate)",
-            goal: "≥ 5×",
-            ok: |x| x >= 5.0,
-            unit: " /s",
-            fmt: int_f,
-            ours: cap(ms_sys),
-            reference: "grpc-proxy",
-            theirs: cap(proxy),
-        }),
-        relative(Compare {
-            what: "p99 write → agent vs grpc-proxy (churn)",
-            goal: "≤ 1/3 (0.33×)",
-            ok: |x| x <= 1.0 / 3.0,
-            unit: " ms",
-            fmt: num2,
-            ours: p99(ms_sys),
-            reference: "grpc-proxy",
-            theirs: p99(proxy),
-        }),
-        relative(Compare {
-            what: "All agents in sync vs grpc-proxy (snapshot)",
-            goal: "≤ 0.25×",
-            ok: |x| x <= 0.25,
-            unit: " s",
-            fmt: num2,
-            ours: snap(ms_sys),
-            reference: "grpc-proxy",
-            theirs: snap(proxy),
-        }),
+            goal: "≤ 8 KiB",
+            ok: |v| v <= 8.0,
+        },
+        lost_target(run),
     ];
-    out.push(memory_target(kib(ms_sys), kib(proxy)));
-    out.push(lost_target(run, ms_sys));
+    out.shrink_to_fit();
     out
 }
 
+/// Updates lost by any system in `churn` and in the saturate steps within limits (goal 0). A
+/// saturate step past the limits may lose updates by definition; those do not count.
+fn lost_target(run: &RunResult) -> Target {
+    let measured: Vec<u64> = run
+        .systems
+        .iter()
+        .filter_map(|s| s.churn.as_ref().map(|c| c.lost))
+        .collect();
+    Target {
+        what: "Updates lost, every system (churn)".into(),
+        ours: (!measured.is_empty()).then(|| measured.iter().sum::<u64>() as f64),
+        reference: None,
+        reference_note: String::new(),
+        unit: "",
+        fmt: int_f,
+        goal: "0",
+        ok: |v| v == 0.0,
+    }
+}
+
 pub(super) fn targets_table(md: &mut String, run: &RunResult) {
-    let _ = writeln!(
-        md,
-        "## Targets\n\nmeshsync against grpc-proxy and floor in this run (ratio = meshsync ÷ \
-         reference).\n"
-    );
+    let rounds = run.rounds();
+    let per_round: Vec<Vec<Target>> = (0..rounds).map(|r| targets(&run.round_view(r))).collect();
+    let Some(first) = per_round.first() else {
+        return;
+    };
+    if rounds > 1 {
+        let _ = writeln!(
+            md,
+            "## Targets\n\nmeshsync against the other systems, each ratio taken within its round \
+             (meshsync ÷ reference of the same round); median and (range) over {rounds} rounds; \
+             a goal is met when the median meets it.\n"
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "## Targets\n\nmeshsync against the other systems in this run (ratio = meshsync ÷ \
+             reference).\n"
+        );
+    }
     let _ = writeln!(
         md,
         "| Target | meshsync | Reference | Ratio | Goal | Met |\n|---|---:|---:|---:|---:|:---:|"
     );
-    for t in targets(run) {
-        let met = match t.met {
-            Some(true) => "✅",
-            Some(false) => "❌",
+    for (i, t) in first.iter().enumerate() {
+        let rows: Vec<&Target> = per_round.iter().filter_map(|ts| ts.get(i)).collect();
+        let fmt = t.fmt;
+        let unit = t.unit;
+        let ours = Spread::of(rows.iter().map(|t| t.ours));
+        let measured = ours.show(|v| format!("{}{unit}", fmt(v)));
+        let reference = match t.reference {
+            None => "—".to_string(),
+            Some((name, _)) => {
+                let theirs = Spread::of(rows.iter().map(|t| t.reference.and_then(|r| r.1)));
+                let note = if rounds == 1 {
+                    t.reference_note.as_str()
+                } else {
+                    ""
+                };
+                format!(
+                    "{name} {}{note}",
+                    theirs.show(|v| format!("{}{unit}", fmt(v)))
+                )
+            }
+        };
+        let (ratio, judged) = if t.reference.is_some() {
+            let r = Spread::of(rows.iter().map(|t| t.ratio()));
+            (r.show(|x| format!("{x:.2}×")), r.median)
+        } else {
+            (
+                "—".to_string(),
+                Spread::of(rows.iter().map(|t| t.judged())).median,
+            )
+        };
+        let met = match judged {
+            Some(v) if (t.ok)(v) => "✅",
+            Some(_) => "❌",
             None => "n/a",
         };
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} |",
-            t.what, t.measured, t.reference, t.ratio, t.goal, met
+            t.what, measured, reference, ratio, t.goal, met
         );
     }
     md.push('\n');
-}
-
-/// meshsync's server memory per agent (KiB) against the ≤ 8 KiB goal, grpc-proxy's for reference.
-fn memory_target(ours_kib: Option<f64>, proxy_kib: Option<f64>) -> Target {
-    let mem = ours_kib.filter(|v| v.is_finite());
-    Target {
-        what: "Server memory per connected agent (snapshot)",
-        measured: mem.map_or("n/a".into(), |v| format!("{} KiB", num(v, 2))),
-        reference: proxy_kib
-            .filter(|v| v.is_finite())
-            .map_or("—".into(), |v| format!("grpc-proxy {} KiB", num(v, 1))),
-        ratio: "—".into(),
-        goal: "≤ 8 KiB",
-        met: mem.map(|v| v <= 8.0),
-    }
-}
-
-/// meshsync's lost updates in `churn` (goal 0), every other system's for reference.
-fn lost_target(run: &RunResult, ms_sys: Option<&SystemResult>) -> Target {
-    let lost = |s: &SystemResult| s.churn.as_ref().map(|c| c.lost);
-    let others: Vec<String> = run
-        .systems
-        .iter()
-        .filter(|s| s.system != "meshsync")
-        .map(|s| format!("{} {}", s.system, lost(s).map_or("n/a".into(), int)))
-        .collect();
-    let m_lost = ms_sys.and_then(lost);
-    Target {
-        what: "Lost updates (churn)",
-        measured: m_lost.map_or("n/a".into(), int),
-        reference: if others.is_empty() {
-            "—".into()
-        } else {
-            others.join(", ")
-        },
-        ratio: "—".into(),
-        goal: "0",
-        met: m_lost.map(|l| l == 0),
-    }
 }

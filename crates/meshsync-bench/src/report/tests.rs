@@ -122,6 +122,7 @@ fn sample_run() -> RunResult {
         saturate: saturate(&[9, 12, 30, 120, 1400, 2400], 2.0),
         capacity_deliveries_per_s: Some(1_600_000.0),
         error: None,
+        round: 0,
     };
     let proxy = SystemResult {
         system: "grpc-proxy".into(),
@@ -146,6 +147,7 @@ fn sample_run() -> RunResult {
         saturate: saturate(&[54, 1400, 2500], 19.0),
         capacity_deliveries_per_s: Some(200_000.0),
         error: None,
+        round: 0,
     };
     let etcd = SystemResult {
         system: "etcd".into(),
@@ -169,6 +171,7 @@ fn sample_run() -> RunResult {
         saturate: Vec::new(),
         capacity_deliveries_per_s: None,
         error: None,
+        round: 0,
     };
     RunResult {
         started_at: "2025-01-01T12:00:00Z".into(),
@@ -179,6 +182,7 @@ fn sample_run() -> RunResult {
         value_bytes: 1024,
         rate: 200.0,
         duration_s: 20.0,
+        repeat: 1,
         systems: vec![meshsync, proxy, etcd, floor],
     }
 }
@@ -236,23 +240,32 @@ fn writes_everything() -> anyhow::Result<()> {
     assert!(md.contains("## Targets"));
     assert!(md.contains("**etcd** failed: etcd exited with status 1: bind: address in use"));
 
-    let row = target_row(&md, "CPU per delivered update vs grpc-proxy");
-    assert!(row.contains("| 0.20× |") && row.ends_with("✅ |"), "{row}");
-    let row = target_row(&md, "CPU per delivered update vs floor");
-    assert!(row.contains("| 1.25× |") && row.ends_with("✅ |"), "{row}");
+    let row = target_row(&md, "Capacity vs direct etcd");
+    assert!(row.contains("etcd n/a") && row.ends_with("n/a |"), "{row}");
     let row = target_row(&md, "Capacity vs grpc-proxy");
     assert!(row.contains("| 8.00× |") && row.ends_with("✅ |"), "{row}");
-    let row = target_row(&md, "p99 write → agent vs grpc-proxy");
+    // meshsync's capacity step: 1,600 writes/s at 2.0 µs; the floor only has its churn step
+    // (3.2 µs), so that is the floor's figure at every rate.
+    let row = target_row(&md, "Server CPU per delivery at meshsync's capacity");
+    assert!(
+        row.contains("at 1,598/s") && row.contains("| 0.62× |") && row.ends_with("✅ |"),
+        "{row}"
+    );
+    let row = target_row(&md, "p99 write → agent at 200 writes/s vs grpc-proxy");
     assert!(row.contains("| 0.17× |") && row.ends_with("✅ |"), "{row}");
+    let row = target_row(&md, "p99 write → agent at 200 writes/s vs direct etcd");
+    assert!(row.ends_with("n/a |"), "{row}");
     let row = target_row(&md, "All agents in sync vs grpc-proxy");
     assert!(row.contains("| 0.20× |") && row.ends_with("✅ |"), "{row}");
+    let row = target_row(&md, "Server CPU per delivery at 200 writes/s vs floor");
+    assert!(row.contains("| 1.25× |") && row.ends_with("✅ |"), "{row}");
     let row = target_row(&md, "Server memory per connected agent");
     assert!(
         row.contains("| 5.50 KiB |") && row.ends_with("✅ |"),
         "{row}"
     );
-    let row = target_row(&md, "Lost updates");
-    assert!(row.contains("etcd n/a") && row.ends_with("✅ |"), "{row}");
+    let row = target_row(&md, "Updates lost");
+    assert!(row.contains("| 0 |") && row.ends_with("✅ |"), "{row}");
     Ok(())
 }
 
@@ -265,11 +278,11 @@ fn missing_and_failing_targets() {
         c.lost = 3;
     }
     let md = markdown(&run);
-    let row = target_row(&md, "CPU per delivered update vs grpc-proxy");
-    assert!(row.contains("| 0.75× |") && row.ends_with("❌ |"), "{row}");
-    let row = target_row(&md, "CPU per delivered update vs floor");
+    let row = target_row(&md, "Server CPU per delivery at 200 writes/s vs floor");
     assert!(row.contains("floor n/a") && row.ends_with("n/a |"), "{row}");
-    let row = target_row(&md, "Lost updates");
+    let row = target_row(&md, "Server CPU per delivery at meshsync's capacity");
+    assert!(row.contains("floor n/a") && row.ends_with("n/a |"), "{row}");
+    let row = target_row(&md, "Updates lost");
     assert!(row.ends_with("❌ |"), "{row}");
     // No saturate chart without saturate steps.
     run.systems.iter_mut().for_each(|s| s.saturate.clear());
@@ -295,4 +308,46 @@ fn report_subcommand_rerenders() -> anyhow::Result<()> {
     })?;
     assert!(other.join("results.json").exists() && other.join("latency-cdf.png").exists());
     Ok(())
+}
+
+/// Three rounds: the summary gives median (range) per system, the targets table the median and
+/// range of the per-round ratios, and every round keeps its own tables.
+#[test]
+fn repeated_rounds_report_median_and_range() {
+    let base = sample_run();
+    let mut run = base.clone();
+    run.repeat = 3;
+    run.systems.clear();
+    for (round, cap) in [(0usize, 1_600_000.0), (1, 1_000_000.0), (2, 2_000_000.0)] {
+        for s in &base.systems {
+            let mut s = s.clone();
+            s.round = round;
+            if s.system == "meshsync" {
+                s.capacity_deliveries_per_s = Some(cap);
+            }
+            run.systems.push(s);
+        }
+    }
+    assert_eq!(run.rounds(), 3);
+    let md = markdown(&run);
+    assert!(
+        md.contains("## Summary: median (range) over 3 rounds"),
+        "{md}"
+    );
+    let row = target_row(&md, "Capacity, deliveries/s");
+    assert!(
+        row.contains("| 1,600,000 (1,000,000–2,000,000) |") && row.contains("| 200,000 |"),
+        "{row}"
+    );
+    // Ratios per round: 8×, 5×, 10× → median 8×, range 5–10×.
+    let row = target_row(&md, "Capacity vs grpc-proxy");
+    assert!(
+        row.contains("| 8.00× (5.00×–10.00×) |") && row.ends_with("✅ |"),
+        "{row}"
+    );
+    for r in 1..=3 {
+        assert!(md.contains(&format!("# Round {r} of 3")), "round {r}");
+    }
+    assert!(md.contains("**etcd** failed in round 2"));
+    assert_eq!(md.matches("## Snapshot").count(), 3);
 }

@@ -38,11 +38,30 @@ impl Spread {
 
     /// `median (min–max)`, or just the value when there is one, or `n/a`.
     pub(crate) fn show(&self, fmt: impl Fn(f64) -> String) -> String {
-        match self.median {
-            None => "n/a".into(),
-            Some(m) if self.n == 1 || fmt(self.min) == fmt(self.max) => fmt(m),
-            Some(m) => format!("{} ({}–{})", fmt(m), fmt(self.min), fmt(self.max)),
+        self.show_with(fmt, "", 0)
+    }
+
+    /// As [`Spread::show`], with `unit` after the range (`5 (4–6) ms`), and `(k of n rounds)` when
+    /// only k of the `rounds` had the figure (the others could not measure it, e.g. no step within
+    /// limits).
+    pub(crate) fn show_with(
+        &self,
+        fmt: impl Fn(f64) -> String,
+        unit: &str,
+        rounds: usize,
+    ) -> String {
+        let Some(m) = self.median else {
+            return "n/a".into();
+        };
+        let mut out = if self.n == 1 || fmt(self.min) == fmt(self.max) {
+            format!("{}{unit}", fmt(m))
+        } else {
+            format!("{} ({}–{}){unit}", fmt(m), fmt(self.min), fmt(self.max))
+        };
+        if rounds > 1 && self.n < rounds {
+            out.push_str(&format!(" ({} of {rounds} rounds)", self.n));
         }
+        out
     }
 }
 
@@ -59,5 +78,9 @@ mod tests {
         assert_eq!(even.median, Some(2.5));
         assert_eq!(Spread::of([Some(7.0)]).show(|v| format!("{v}")), "7");
         assert_eq!(Spread::of([None]).show(|v| format!("{v}")), "n/a");
+        assert_eq!(
+            s.show_with(|v| format!("{v:.0}"), " ms", 4),
+            "2 (1–3) ms (3 of 4 rounds)"
+        );
     }
 }

@@ -106,7 +106,7 @@ pub(super) fn summary_table(md: &mut String, run: &RunResult) {
                     .filter(|s| s.system == *n && s.error.is_none())
                     .map(f.value),
             );
-            let _ = write!(md, " {} |", spread.show(f.fmt));
+            let _ = write!(md, " {} |", spread.show_with(f.fmt, "", rounds));
         }
         md.push('\n');
     }

@@ -276,7 +276,7 @@ pub(super) fn targets_table(md: &mut String, run: &RunResult) {
         let fmt = t.fmt;
         let unit = t.unit;
         let ours = Spread::of(rows.iter().map(|t| t.ours));
-        let measured = ours.show(|v| format!("{}{unit}", fmt(v)));
+        let measured = ours.show_with(fmt, unit, rounds);
         let reference = match t.reference {
             None => "—".to_string(),
             Some((name, _)) => {
@@ -286,15 +286,12 @@ pub(super) fn targets_table(md: &mut String, run: &RunResult) {
                 } else {
                     ""
                 };
-                format!(
-                    "{name} {}{note}",
-                    theirs.show(|v| format!("{}{unit}", fmt(v)))
-                )
+                format!("{name} {}{note}", theirs.show_with(fmt, unit, rounds))
             }
         };
         let (ratio, judged) = if t.reference.is_some() {
             let r = Spread::of(rows.iter().map(|t| t.ratio()));
-            (r.show(|x| format!("{x:.2}×")), r.median)
+            (r.show_with(|x| format!("{x:.2}"), "×", rounds), r.median)
         } else {
             (
                 "—".to_string(),

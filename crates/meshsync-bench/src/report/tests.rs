@@ -342,7 +342,7 @@ fn repeated_rounds_report_median_and_range() {
     // Ratios per round: 8×, 5×, 10× → median 8×, range 5–10×.
     let row = target_row(&md, "Capacity vs grpc-proxy");
     assert!(
-        row.contains("| 8.00× (5.00×–10.00×) |") && row.ends_with("✅ |"),
+        row.contains("| 8.00 (5.00–10.00)× |") && row.ends_with("✅ |"),
         "{row}"
     );
     for r in 1..=3 {

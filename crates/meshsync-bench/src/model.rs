@@ -53,6 +53,9 @@ pub struct ProcessUsage {
     pub peak_rss_bytes: u64,
     /// Bytes written by the process during the phase (`wchar`), sockets included.
     pub bytes_written: u64,
+    /// Write-type syscalls of the process during the phase (`syscw`); 0 in older files.
+    #[serde(default)]
+    pub write_syscalls: u64,
 }
 
 /// The `snapshot` scenario: N agents connect at once to K preloaded keys.

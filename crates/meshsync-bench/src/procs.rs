@@ -18,6 +18,8 @@ pub struct Sample {
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
     pub wchar: u64,
+    /// Write-type syscalls so far (`syscw`: write, writev, sendmsg, …).
+    pub syscw: u64,
 }
 
 fn clock_ticks() -> f64 {
@@ -59,6 +61,8 @@ pub fn sample(pid: u32) -> Sample {
         for line in io.lines() {
             if let Some(v) = line.strip_prefix("wchar:") {
                 s.wchar = v.trim().parse().unwrap_or(0);
+            } else if let Some(v) = line.strip_prefix("syscw:") {
+                s.syscw = v.trim().parse().unwrap_or(0);
             }
         }
     }
@@ -73,6 +77,7 @@ pub fn usage(role: &str, before: Sample, after: Sample) -> ProcessUsage {
         rss_bytes: after.rss_bytes,
         peak_rss_bytes: after.peak_rss_bytes,
         bytes_written: after.wchar.saturating_sub(before.wchar),
+        write_syscalls: after.syscw.saturating_sub(before.syscw),
     }
 }
 

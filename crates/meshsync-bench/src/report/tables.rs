@@ -127,8 +127,8 @@ pub(super) fn churn_table(md: &mut String, run: &RunResult) {
         let _ = write!(head, " {role} CPU s |");
         align.push_str("---:|");
     }
-    head.push_str(" Server µs/delivery | Agents CPU s |");
-    align.push_str("---:|---:|");
+    head.push_str(" Server µs/delivery | Fan-out writes/delivery | Agents CPU s |");
+    align.push_str("---:|---:|---:|");
     let _ = writeln!(md, "{head}\n{align}");
     for (s, c) in rows {
         let mut row = format!(
@@ -158,8 +158,9 @@ pub(super) fn churn_table(md: &mut String, run: &RunResult) {
         }
         let _ = write!(
             row,
-            " {} | {} |",
+            " {} | {} | {} |",
             per_delivery(c),
+            writes_per_delivery(c),
             num(c.agents_process.cpu_seconds, 2)
         );
         let _ = writeln!(md, "{row}");
@@ -190,19 +191,22 @@ pub(super) fn saturate_tables(md: &mut String, run: &RunResult) {
         let _ = writeln!(md, "### {}\n", s.system);
         let _ = writeln!(
             md,
-            "| Rate /s | Achieved writes/s | Deliveries/s | p99 ms | Lost | Within limits |\n\
-             |---:|---:|---:|---:|---:|:---:|"
+            "| Rate /s | Achieved writes/s | Deliveries/s | p99 ms | Lost | Server µs/delivery | \
+             Fan-out writes/delivery | Within limits |\n\
+             |---:|---:|---:|---:|---:|---:|---:|:---:|"
         );
         for c in &s.saturate {
             let ok = c.within_limits();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 int_f(c.rate),
                 num(c.achieved_rate, 1),
                 int_f(c.deliveries_per_s),
                 ms(c.latency.p99_us),
                 int(c.lost),
+                per_delivery(c),
+                writes_per_delivery(c),
                 if ok { "✅" } else { "❌" }
             );
         }
@@ -252,6 +256,23 @@ pub(super) fn per_delivery(c: &ChurnResult) -> String {
         num(c.server_cpu_us_per_delivery, 2)
     } else {
         "n/a".into()
+    }
+}
+
+/// Write syscalls of the process serving the agents per delivered update: below 1 when one write
+/// carries several updates to a connection.
+pub(super) fn writes_per_delivery(c: &ChurnResult) -> String {
+    let fanout = c
+        .server
+        .iter()
+        .rev()
+        .find(|p| p.role != "etcd")
+        .or_else(|| c.server.iter().find(|p| p.role == "etcd"));
+    match fanout {
+        Some(p) if c.deliveries > 0 && p.write_syscalls > 0 => {
+            num(p.write_syscalls as f64 / c.deliveries as f64, 3)
+        }
+        _ => "n/a".into(),
     }
 }
 

@@ -61,7 +61,8 @@ pub(super) fn saturate_series(run: &RunResult) -> Vec<SaturateSeries<'_>> {
     run.systems
         .iter()
         .filter_map(|s| {
-            let steps: Vec<(f64, f64, bool)> = s
+            // Sorted by rate: the bisection's steps come after the ramp's.
+            let mut steps: Vec<(f64, f64, bool)> = s
                 .saturate
                 .iter()
                 .filter(|c| c.deliveries_per_s.is_finite() && c.deliveries_per_s > 0.0)
@@ -70,6 +71,7 @@ pub(super) fn saturate_series(run: &RunResult) -> Vec<SaturateSeries<'_>> {
                     (c.deliveries_per_s, p99_ms, c.lost > 0)
                 })
                 .collect();
+            steps.sort_by(|a, b| a.0.total_cmp(&b.0));
             (!steps.is_empty()).then_some((s.system.as_str(), s.capacity_deliveries_per_s, steps))
         })
         .collect()

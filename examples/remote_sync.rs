@@ -9,6 +9,8 @@
 
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
+#[path = "../tests/support/process.rs"]
+mod process;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -21,6 +21,25 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 echo "using $(etcd --version | sed -n 1p)"
 
+# The peers the tests and benchmarks run against (real kube-apiserver, Calico Typha) are built from
+# the pinned Go modules in peers/ by scripts/peers.sh (minutes the first time, seconds after that).
+if ! command -v go >/dev/null 2>&1; then
+  echo "Go (>= 1.26) is required: scripts/peers.sh builds kube-apiserver and Calico Typha for the tests" >&2
+  exit 1
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "kubectl is required: the API-server tests write and read objects with it" >&2
+  exit 1
+fi
+step "building the test peers (scripts/peers.sh)"
+peers_bin="$(./scripts/peers.sh | tail -n 1)"
+if [ ! -x "$peers_bin/kube-apiserver" ]; then
+  echo "scripts/peers.sh did not produce $peers_bin/kube-apiserver" >&2
+  exit 1
+fi
+export MESHSYNC_PEERS_BIN="$peers_bin"
+echo "using the peers in $MESHSYNC_PEERS_BIN"
+
 # The file watcher needs inotify instances; hundreds of agents need file descriptors.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -1,6 +1,7 @@
 //! Real etcd processes for tests: one per simulated cluster, on free loopback ports, in a
-//! temporary directory, stopped (killed) when dropped. Needs the `etcd` binary (Debian's
-//! `etcd-server`; `scripts/test.sh` installs it).
+//! temporary directory, stopped (killed) when dropped, and killed with the test binary in any case
+//! ([`super::process::spawn_tied`]). Needs the `etcd` binary (Debian's `etcd-server`;
+//! `scripts/test.sh` installs it).
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -48,6 +49,11 @@ impl Etcd {
         etcd
     }
 
+    /// The temporary folder (data, log).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -66,8 +72,8 @@ impl Etcd {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log file");
-        let child = Command::new("etcd")
-            .arg("--name")
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -85,8 +91,8 @@ impl Etcd {
             .arg("--log-level=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+            .stderr(log);
+        let child = super::process::spawn_tied(cmd)
             .expect("etcd must be installed (Debian package etcd-server); run scripts/test.sh");
         self.child = Some(child);
         self.wait_ready().await;

@@ -2,6 +2,7 @@
 //! clients, and condition waits with timeouts (no sleep-and-hope).
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod binary;
 pub mod etcd;
 pub mod federation;
@@ -10,6 +11,7 @@ pub mod hostile;
 pub mod log_text;
 pub mod logs;
 pub mod mesh;
+pub mod process;
 pub mod source;
 
 use std::future::Future;

@@ -36,14 +36,9 @@ impl Spread {
         }
     }
 
-    /// `median (min–max)`, or just the value when there is one, or `n/a`.
-    pub(crate) fn show(&self, fmt: impl Fn(f64) -> String) -> String {
-        self.show_with(fmt, "", 0)
-    }
-
-    /// As [`Spread::show`], with `unit` after the range (`5 (4–6) ms`), and `(k of n rounds)` when
-    /// only k of the `rounds` had the figure (the others could not measure it, e.g. no step within
-    /// limits).
+    /// `median (min–max)` with `unit` after the range (`5 (4–6) ms`), or just the value when
+    /// there is one, or `n/a`; and `(k of n rounds)` when only k of the `rounds` had the figure
+    /// (the others could not measure it, e.g. no step within limits).
     pub(crate) fn show_with(
         &self,
         fmt: impl Fn(f64) -> String,
@@ -73,11 +68,17 @@ mod tests {
     fn median_and_range() {
         let s = Spread::of([Some(3.0), None, Some(1.0), Some(f64::NAN), Some(2.0)]);
         assert_eq!((s.median, s.min, s.max, s.n), (Some(2.0), 1.0, 3.0, 3));
-        assert_eq!(s.show(|v| format!("{v:.1}")), "2.0 (1.0–3.0)");
+        assert_eq!(s.show_with(|v| format!("{v:.1}"), "", 3), "2.0 (1.0–3.0)");
         let even = Spread::of([Some(4.0), Some(1.0)]);
         assert_eq!(even.median, Some(2.5));
-        assert_eq!(Spread::of([Some(7.0)]).show(|v| format!("{v}")), "7");
-        assert_eq!(Spread::of([None]).show(|v| format!("{v}")), "n/a");
+        assert_eq!(
+            Spread::of([Some(7.0)]).show_with(|v| format!("{v}"), "", 1),
+            "7"
+        );
+        assert_eq!(
+            Spread::of([None]).show_with(|v| format!("{v}"), "", 1),
+            "n/a"
+        );
         assert_eq!(
             s.show_with(|v| format!("{v:.0}"), " ms", 4),
             "2 (1–3) ms (3 of 4 rounds)"

@@ -36,12 +36,14 @@ impl Spread {
         }
     }
 
-    /// `median (min–max)`, or just the value when there is one, or `n/a`.
+    /// `median (min–max)`, or just the value when there is one, or `n/a` (the tests' shorthand
+    /// for [`Spread::show_with`] without a unit).
+    #[cfg(test)]
     pub(crate) fn show(&self, fmt: impl Fn(f64) -> String) -> String {
         self.show_with(fmt, "", 0)
     }
 
-    /// As [`Spread::show`], with `unit` after the range (`5 (4–6) ms`), and `(k of n rounds)` when
+    /// `median (min–max)`, or just the value when there is one, or `n/a`, with `unit` after the range (`5 (4–6) ms`), and `(k of n rounds)` when
     /// only k of the `rounds` had the figure (the others could not measure it, e.g. no step within
     /// limits).
     pub(crate) fn show_with(

@@ -3,7 +3,8 @@
 # from the pinned Go modules in peers/ (never linked into meshsync, never shipped with it):
 #
 #   kube-apiserver       peers/kubernetes   (k8s.io/kubernetes/cmd/kube-apiserver)
-#   calico-typha         peers/calico       (github.com/projectcalico/calico/typha/cmd/calico-typha)
+#   calico-typha         peers/calico       (./cmd/calico-typha: Calico's typha/pkg/daemon, as
+#                                           typha/cmd/calico-typha runs it, + a Go 1.26 JSON fix)
 #   typha-client         peers/calico       (github.com/projectcalico/calico/typha/cmd/typha-client)
 #   typha-bench-agents   peers/calico       (./cmd/typha-bench-agents, when that folder exists)
 #
@@ -120,14 +121,16 @@ CALICO_LDFLAGS+=" -X github.com/projectcalico/calico/pkg/buildinfo.GitRevision=$
 total_start=$(date +%s)
 say "building into $BIN (Kubernetes $K8S_VERSION, Calico $CALICO_VERSION)"
 build kube-apiserver "$PEERS/kubernetes" k8s.io/kubernetes/cmd/kube-apiserver "$PIN" "$K8S_LDFLAGS"
-build calico-typha "$PEERS/calico" github.com/projectcalico/calico/typha/cmd/calico-typha "$PIN" "$CALICO_LDFLAGS"
+# Binaries with a main of this repository: their stamp also covers every Go file of the module.
+LOCAL_STAMP="$(
+  cd "$PEERS/calico" && find . -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+)-$PIN"
+# Calico's own typha/cmd/calico-typha built with Go >= 1.26 panics on the first labelled resource
+# (peers/calico/internal/jsonfix says why); ./cmd/calico-typha is that main plus the fix.
+build calico-typha "$PEERS/calico" ./cmd/calico-typha "$LOCAL_STAMP" "$CALICO_LDFLAGS"
 build typha-client "$PEERS/calico" github.com/projectcalico/calico/typha/cmd/typha-client "$PIN" "$CALICO_LDFLAGS"
 if [ -d "$PEERS/calico/cmd/typha-bench-agents" ]; then
-  # The benchmark client is this repository's own code: its stamp covers every Go file of the module.
-  BENCH_STAMP="$(
-    cd "$PEERS/calico" && find . -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
-  )-$PIN"
-  build typha-bench-agents "$PEERS/calico" ./cmd/typha-bench-agents "$BENCH_STAMP" "$CALICO_LDFLAGS"
+  build typha-bench-agents "$PEERS/calico" ./cmd/typha-bench-agents "$LOCAL_STAMP" "$CALICO_LDFLAGS"
 fi
 say "done in $(fmt_secs $(($(date +%s) - total_start)))"
 echo "$BIN"

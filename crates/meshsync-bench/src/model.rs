@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub enum System {
     /// etcd ← meshsync (etcd datastore) ← N agents.
     Meshsync,
+    /// etcd ← Calico's `calico-typha` (etcdv3 datastore) ← N clients of Typha's own `syncclient`
+    /// (the Go program `typha-bench-agents`, built by `scripts/peers.sh`).
+    Typha,
     /// etcd ← `etcd grpc-proxy start` ← N watchers.
     GrpcProxy,
     /// N watchers straight on etcd.
@@ -21,6 +24,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Meshsync => "meshsync",
+            System::Typha => "typha",
             System::GrpcProxy => "grpc-proxy",
             System::Etcd => "etcd",
             System::Floor => "floor",
@@ -44,7 +48,7 @@ pub struct Latency {
 /// CPU and memory of one process over a phase.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ProcessUsage {
-    /// `etcd`, `grpc-proxy`, `meshsync`, `floor`, `agents`.
+    /// `etcd`, `grpc-proxy`, `meshsync`, `typha`, `floor`, `agents`.
     pub role: String,
     pub cpu_seconds: f64,
     /// Resident set at the end of the phase, bytes.

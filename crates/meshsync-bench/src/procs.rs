@@ -125,6 +125,32 @@ impl Proc {
         })
     }
 
+    /// Like [`Proc::spawn`], with stdout going to the same log (for programs that log on stdout).
+    pub fn spawn_logging_stdout(
+        role: &str,
+        mut command: Command,
+        log: &Path,
+    ) -> anyhow::Result<Proc> {
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let stdout = file
+            .try_clone()
+            .with_context(|| format!("opening {} twice", log.display()))?;
+        command
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {role}"))?;
+        let pid = child.id().context("child has no pid")?;
+        Ok(Proc {
+            role: role.to_string(),
+            child,
+            pid,
+        })
+    }
+
     pub fn sample(&self) -> Sample {
         sample(self.pid)
     }
@@ -141,6 +167,13 @@ impl Proc {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
+}
+
+/// The last `lines` lines of a log file ("" when it cannot be read), for error messages.
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A single-member etcd in its own directory.

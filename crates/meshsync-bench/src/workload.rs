@@ -1,6 +1,11 @@
 //! The data every system serves: realistic ~1 KiB Calico WorkloadEndpoint JSON under Calico's
 //! etcdv3 layout, each value stamped with a generation and its write time so receivers can
 //! measure write→receipt latency without any side channel.
+//!
+//! The stamp is written twice: as the first two top-level fields (`benchGen`, `benchTs`: what
+//! [`stamp`] reads without parsing the rest) and as the label `bench-stamp: "<gen>.<ts_ns>"`.
+//! Typha converts each v3 WorkloadEndpoint into Felix's v1 model, which drops unknown top-level
+//! fields but keeps the labels, so its clients read the label.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,7 +37,8 @@ pub fn key(i: usize) -> String {
 }
 
 /// WorkloadEndpoint `i` as Calico v3 JSON (~1 KiB), stamped with `generation` and `ts_ns`. The
-/// stamp comes first so [`stamp`] finds it without parsing the rest.
+/// stamp comes first so [`stamp`] finds it without parsing the rest, and again in the label
+/// `bench-stamp` (`"<generation>.<write time ns>"`), which survives Typha's conversion to the v1 model.
 pub fn value(i: usize, generation: u64, ts_ns: u64) -> Bytes {
     let node = i % 1000;
     let pod = pod(i);
@@ -43,7 +49,8 @@ pub fn value(i: usize, generation: u64, ts_ns: u64) -> Bytes {
             r#""metadata":{{"name":"node--{node}-k8s-{podname}-eth0","namespace":"bench","uid":"{uid:032x}","#,
             r#""creationTimestamp":"2026-11-27T10:00:00Z","labels":{{"app":"app-{app}","tier":"backend","#,
             r#""version":"v{ver}","projectcalico.org/namespace":"bench","projectcalico.org/orchestrator":"k8s","#,
-            r#""projectcalico.org/serviceaccount":"default","pod-template-hash":"{hash:08x}"}}}},"#,
+            r#""projectcalico.org/serviceaccount":"default","pod-template-hash":"{hash:08x}","#,
+            r#""bench-stamp":"{gen}.{ts}"}}}},"#,
             r#""spec":{{"orchestrator":"k8s","node":"node-{node}","pod":"{pod}","endpoint":"eth0","#,
             r#""serviceAccountName":"default","containerID":"{cid:064x}","interfaceName":"cali{iface:011x}","#,
             r#""ipNetworks":["10.{a}.{b}.{c}/32"],"profiles":["kns.bench","ksa.bench.default"],"#,
@@ -93,6 +100,11 @@ mod tests {
         assert_eq!(parsed["kind"], "WorkloadEndpoint");
         assert!((800..1300).contains(&v.len()), "{} bytes", v.len());
         assert_eq!(stamp(&v), Some((7, 1_700_000_000_123_456_789)));
+        assert_eq!(
+            parsed["metadata"]["labels"]["bench-stamp"],
+            "7.1700000000123456789"
+        );
+        assert_eq!(parsed["spec"]["ipNetworks"][0], "10.64.48.57/32");
         assert_eq!(stamp(b"{}"), None);
         assert!(key(5).starts_with(PREFIX));
         assert_ne!(key(5), key(6));

@@ -16,6 +16,8 @@
 //!
 //! One file per kind of client: [`meshsync`] (the agent library), [`events`] (the floor and raw
 //! meshsync clients), [`etcd`] (etcd and grpc-proxy); all record into one [`recorder::Recorder`].
+//! Typha's clients speak this same protocol from a Go program built on Typha's own `syncclient`
+//! (`peers/calico/cmd/typha-bench-agents`), which the orchestrator starts instead of this one.
 
 mod etcd;
 mod events;
@@ -152,8 +154,12 @@ async fn run_inner(args: AgentsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The floor takes `host:port`; every other system a URL.
+/// The floor takes `host:port`; every other system a URL. Typha's clients are not here.
 fn check_target(args: &AgentsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.system != System::Typha,
+        "Typha's clients are the Go program typha-bench-agents (peers/calico), not this process"
+    );
     if matches!(args.system, System::Floor) {
         anyhow::ensure!(
             !args.target.contains("://"),
@@ -192,6 +198,8 @@ fn spawn_clients(args: Arc<AgentsArgs>, shared: &Arc<Recorder>) {
                     etcd::etcd_client(id, &args, &shared, slot).await
                 }
                 System::Floor => events::event_client(id, &args, &shared, slot).await,
+                // Refused by `check_target`: Typha's clients are the Go program.
+                System::Typha => shared.mark_failed(id, "not a Typha client"),
             }
         });
     }

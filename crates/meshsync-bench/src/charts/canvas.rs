@@ -22,10 +22,11 @@ pub(super) const LIMIT: Rgb = Rgb(200, 40, 40);
 pub(super) fn system_color(name: &str) -> Rgb {
     match name {
         "meshsync" => Rgb(31, 119, 180),
+        "typha" => Rgb(148, 103, 189),
         "grpc-proxy" => Rgb(255, 127, 14),
         "etcd" => Rgb(127, 127, 127),
         "floor" => Rgb(44, 160, 44),
-        _ => Rgb(148, 103, 189),
+        _ => Rgb(140, 86, 75),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The agents process seen from the orchestrator: the `agents` subcommand started as a child,
-//! commands written to its stdin, its JSON lines read back as [`AgentsMessage`]s.
+//! The agents process seen from the orchestrator: the `agents` subcommand started as a child (for
+//! Typha, the Go program `typha-bench-agents`, which speaks the same protocol), commands written
+//! to its stdin, its JSON lines read back as [`AgentsMessage`]s.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -10,9 +11,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc;
 
+use super::peers::Bins;
 use super::{RunArgs, bar};
 use crate::model::{AgentsMessage, Latency, System};
 use crate::procs::Proc;
+
+/// The Typha clients: a Go program on Typha's own `syncclient` (`peers/calico`).
+pub(super) const TYPHA_AGENTS_BIN: &str = "typha-bench-agents";
 
 /// The agents process and its message stream.
 pub(super) struct AgentsProc {
@@ -27,24 +32,29 @@ impl AgentsProc {
         system: System,
         target: &str,
         args: &RunArgs,
+        bins: &Bins,
         logs: &Path,
     ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("agents")
-            .arg("--system")
-            .arg(system.name())
-            .arg("--target")
+        let mut cmd = if system == System::Typha {
+            Command::new(bins.peer(TYPHA_AGENTS_BIN)?)
+        } else {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.arg("agents")
+                .arg("--system")
+                .arg(system.name())
+                .arg("--meshsync-client")
+                .arg(match args.meshsync_client {
+                    crate::agents::MeshsyncClient::Raw => "raw",
+                    crate::agents::MeshsyncClient::Agent => "agent",
+                });
+            cmd
+        };
+        cmd.arg("--target")
             .arg(target)
             .arg("--n")
             .arg(args.agents.to_string())
             .arg("--keys")
             .arg(args.keys.to_string())
-            .arg("--meshsync-client")
-            .arg(match args.meshsync_client {
-                crate::agents::MeshsyncClient::Raw => "raw",
-                crate::agents::MeshsyncClient::Agent => "agent",
-            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let mut proc = Proc::spawn(

@@ -4,9 +4,11 @@
 
 //!
 //! [`servers`] starts each system's server side, [`agents_proc`] drives the agents process,
-//! [`writer`] preloads and writes, [`steps`] measures.
+//! [`writer`] preloads and writes, [`steps`] measures, [`peers`] finds the binaries built from Go
+//! modules (Typha).
 
 mod agents_proc;
+mod peers;
 mod servers;
 mod steps;
 mod writer;
@@ -21,6 +23,7 @@ use crate::model::{RunResult, System, SystemResult};
 use crate::procs::{self, EtcdProc};
 use crate::workload;
 use agents_proc::AgentsProc;
+use peers::{Bins, peers_bin};
 use servers::start_server;
 use steps::Bench;
 use writer::{etcd_client, preload};
@@ -57,7 +60,7 @@ pub struct RunArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "meshsync,grpc-proxy,etcd,floor"
+        default_value = "meshsync,typha,grpc-proxy,etcd,floor"
     )]
     systems: Vec<System>,
     /// `saturate`: first write rate.
@@ -93,6 +96,11 @@ pub struct RunArgs {
     /// The etcd binary.
     #[arg(long, default_value = "etcd")]
     etcd_bin: String,
+    /// The folder with the peers built from Go modules (`calico-typha`, `typha-bench-agents`).
+    /// Default: the last line printed by `scripts/peers.sh` of the checkout this binary was built
+    /// from (which builds them when missing). Only needed for the `typha` system.
+    #[arg(long, value_name = "DIR", env = "MESHSYNC_PEERS_BIN")]
+    peers_bin: Option<PathBuf>,
     /// meshsync's simulated agents: `raw` (generated gRPC client + a plain map: the same work the
     /// etcd and floor clients do) or `agent` (the full agent library: mirror, digests).
     #[arg(long, value_enum, default_value_t = crate::agents::MeshsyncClient::Raw)]
@@ -122,6 +130,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let meshsync_bin = meshsync_binary(&args)?;
+    // Looked up once, and only for the systems that need them; a failure fails those systems.
+    let peers = if args.systems.contains(&System::Typha) {
+        peers_bin(&args).await.map_err(|e| {
+            eprintln!("warning: the typha system will fail: {e:#}");
+            format!("{e:#}")
+        })
+    } else {
+        Err("no system needs them".into())
+    };
+    let bins = Bins::new(meshsync_bin, peers);
     let started = utc_now();
     let dir = args.out.join(format!(
         "{}-{}",
@@ -174,7 +192,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             };
             std::fs::create_dir_all(&logs)
                 .with_context(|| format!("creating {}", logs.display()))?;
-            let mut result = match run_system(system, &args, &meshsync_bin, &logs).await {
+            let mut result = match run_system(system, &args, &bins, &logs).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{}: failed: {e:#}", system.name());
@@ -239,13 +257,18 @@ fn bar(len: u64, prefix: &str) -> ProgressBar {
 async fn run_system(
     system: System,
     args: &RunArgs,
-    meshsync_bin: &Path,
+    bins: &Bins,
     logs: &Path,
 ) -> anyhow::Result<SystemResult> {
+    if system == System::Typha {
+        // Before anything starts, so a missing peer fails fast and says why.
+        bins.peer(servers::TYPHA_BIN)?;
+        bins.peer(agents_proc::TYPHA_AGENTS_BIN)?;
+    }
     let etcd = EtcdProc::start(&args.etcd_bin, logs, &format!("etcd-{}", system.name())).await?;
     let writer = etcd_client(&etcd.url()).await?;
     preload(&writer, args.keys).await?;
-    let (server, target) = start_server(system, &etcd, args, meshsync_bin, logs).await?;
+    let (server, target) = start_server(system, &etcd, args, bins, logs).await?;
     let mut result = SystemResult {
         system: system.name().into(),
         ..SystemResult::default()
@@ -259,7 +282,7 @@ async fn run_system(
         }
         v
     };
-    let agents = AgentsProc::spawn(system, &target, args, logs)?;
+    let agents = AgentsProc::spawn(system, &target, args, bins, logs)?;
     let agents_before = agents.proc.sample();
     let mut bench = Bench {
         system,
@@ -319,4 +342,63 @@ fn utc_now() -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The whole `typha` system on real processes: etcd, Calico's `calico-typha` on it, and the Go
+    /// clients on Typha's `syncclient`, driven like every other system. Every client must hold
+    /// every key, and every write of the churn step must reach every client with its stamp (the
+    /// label survived Typha's conversion to the v1 model). Needs the peers: `MESHSYNC_PEERS_BIN`
+    /// (scripts/test.sh sets it), else `scripts/peers.sh` builds or finds them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typha_system_end_to_end() -> anyhow::Result<()> {
+        let logs = tempfile::tempdir()?;
+        let cli = Cli::try_parse_from([
+            "run",
+            "churn",
+            "--systems",
+            "typha",
+            "--agents",
+            "8",
+            "--keys",
+            "60",
+            "--rate",
+            "40",
+            "--duration",
+            "2",
+            "--drain-timeout",
+            "20",
+        ])?;
+        let args = cli.run;
+        let bins = Bins::new(PathBuf::from("unused"), Ok(peers_bin(&args).await?));
+        let result = run_system(System::Typha, &args, &bins, logs.path()).await?;
+        let snapshot = result.snapshot.context("no snapshot")?;
+        assert_eq!(snapshot.failed_agents, 0);
+        assert!(
+            snapshot.total_s > 0.0 && snapshot.total_s < 60.0,
+            "{snapshot:?}"
+        );
+        assert!(snapshot.server.iter().any(|p| p.role == "typha"));
+        let churn = result.churn.context("no churn step")?;
+        assert_eq!(churn.writes, 80);
+        assert_eq!(churn.expected_deliveries, 80 * 8);
+        assert_eq!(churn.lost, 0, "{churn:?}");
+        assert_eq!(churn.deliveries, 80 * 8);
+        assert_eq!(churn.latency.count, 80 * 8);
+        assert!(churn.latency.p50_us > 0 && churn.latency.p50_us < 10_000_000);
+        assert!(!churn.latency.cdf.is_empty());
+        assert!(churn.server_cpu_us_per_delivery > 0.0);
+        Ok(())
+    }
 }

@@ -88,7 +88,7 @@ pub(super) fn snapshot_table(md: &mut String, run: &RunResult) {
     }
     let _ = writeln!(
         md,
-        "\nServer = every server-side process (etcd and the proxy, meshsync or floor); peak RSS \
+        "\nServer = every server-side process (etcd and the proxy, meshsync, Typha or floor); peak RSS \
          is their sum. KiB/agent = (RSS of the fan-out process with N agents − with none) / N. \
          Sent = bytes written by the process serving the agents.\n"
     );

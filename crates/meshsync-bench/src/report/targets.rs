@@ -1,5 +1,6 @@
 //! The targets table: meshsync's figures against the other systems' of the same round, as ratios
-//! with the goal each must meet (issue 10's targets), plus memory per agent and lost updates.
+//! with the goal each must meet (issue 10's targets, and issue 11's against Calico's Typha, the
+//! system meshsync must beat), plus memory per agent and lost updates.
 //! With `--repeat N` every ratio is taken within its round (the baselines of the same run) and
 //! the table gives the median and the range of the N ratios.
 
@@ -126,6 +127,7 @@ pub(super) fn cpu_at_rate(s: &SystemResult, writes_per_s: f64) -> Option<f64> {
 /// The issue's targets for one round (a run with one round, or a [`RunResult::round_view`]).
 pub(super) fn targets(run: &RunResult) -> Vec<Target> {
     let ms_sys = find(run, "meshsync");
+    let typha = find(run, "typha");
     let proxy = find(run, "grpc-proxy");
     let etcd = find(run, "etcd");
     let floor = find(run, "floor");
@@ -150,6 +152,56 @@ pub(super) fn targets(run: &RunResult) -> Vec<Target> {
         cpu_at_cap.reference_note = format!(" at {}/s", int_f(c.achieved_rate));
     }
     let mut out = vec![
+        relative(
+            "Capacity vs Typha (saturate)",
+            "≥ 2×",
+            |x| x >= 2.0,
+            " /s",
+            int_f,
+            cap(ms_sys),
+            "typha",
+            cap(typha),
+        ),
+        relative(
+            format!("p99 write → agent at {rate} writes/s vs Typha (churn)"),
+            "≤ 1/2 (0.5×)",
+            |x| x <= 0.5,
+            " ms",
+            num2,
+            churn_p99_ms(ms_sys),
+            "typha",
+            churn_p99_ms(typha),
+        ),
+        relative(
+            "All agents in sync vs Typha (snapshot)",
+            "≤ 1/4 (0.25×)",
+            |x| x <= 0.25,
+            " s",
+            num2,
+            snap(ms_sys),
+            "typha",
+            snap(typha),
+        ),
+        relative(
+            format!("Server CPU per delivery at {rate} writes/s vs Typha (churn)"),
+            "≤ 1/2 (0.5×)",
+            |x| x <= 0.5,
+            " µs",
+            num2,
+            churn_cpu(ms_sys),
+            "typha",
+            churn_cpu(typha),
+        ),
+        relative(
+            "Server memory per connected agent vs Typha (snapshot)",
+            "≤ 1/2 (0.5×)",
+            |x| x <= 0.5,
+            " KiB",
+            num2,
+            kib(ms_sys).filter(|v| v.is_finite()),
+            "typha",
+            kib(typha).filter(|v| v.is_finite()),
+        ),
         relative(
             "Capacity vs direct etcd (saturate)",
             "≥ 2×",

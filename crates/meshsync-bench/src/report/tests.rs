@@ -125,6 +125,26 @@ fn sample_run() -> RunResult {
         error: None,
         round: 0,
     };
+    let typha = SystemResult {
+        system: "typha".into(),
+        snapshot: Some(snapshot(
+            6.0,
+            120.0,
+            vec![usage("etcd", 0.9, 90, 12), usage("typha", 4.1, 160, 9700)],
+        )),
+        churn: Some(churn(
+            200.0,
+            9.0,
+            latency(8_000, 18_000, 30_000, 45_000, 60_000),
+            0,
+            vec![usage("etcd", 0.4, 90, 5), usage("typha", 35.6, 170, 800)],
+        )),
+        // Deliveries/s 200k, 400k within limits; lost at 800k/s.
+        saturate: saturate(&[20, 60, 1400], 8.0),
+        capacity_deliveries_per_s: Some(400_000.0),
+        error: None,
+        round: 0,
+    };
     let proxy = SystemResult {
         system: "grpc-proxy".into(),
         snapshot: Some(snapshot(
@@ -184,7 +204,7 @@ fn sample_run() -> RunResult {
         rate: 200.0,
         duration_s: 20.0,
         repeat: 1,
-        systems: vec![meshsync, proxy, etcd, floor],
+        systems: vec![meshsync, typha, proxy, etcd, floor],
     }
 }
 
@@ -214,7 +234,7 @@ fn writes_everything() -> anyhow::Result<()> {
     }
     let back: RunResult =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
-    assert_eq!(back.systems.len(), 4);
+    assert_eq!(back.systems.len(), 5);
     for chart in [
         "latency-cdf.png",
         "cpu.png",
@@ -247,6 +267,31 @@ fn writes_everything() -> anyhow::Result<()> {
         .find(|l| l.starts_with("| meshsync | 199.8 |"))
         .unwrap_or("");
     assert!(churn_row.contains("| 0.200 |"), "{churn_row}");
+    // Against Typha: 1.6M vs 400k deliveries/s, p99 9 vs 30 ms, in sync 2.4 vs 6 s, 4 vs 9 µs,
+    // 5.5 vs 120 KiB per agent.
+    let row = target_row(&md, "Capacity vs Typha");
+    assert!(
+        row.contains("| typha 400,000 /s |") && row.contains("| 4.00× |") && row.ends_with("✅ |"),
+        "{row}"
+    );
+    let row = target_row(&md, "p99 write → agent at 200 writes/s vs Typha");
+    assert!(row.contains("| 0.30× |") && row.ends_with("✅ |"), "{row}");
+    let row = target_row(&md, "All agents in sync vs Typha");
+    assert!(row.contains("| 0.40× |") && row.ends_with("❌ |"), "{row}");
+    let row = target_row(&md, "Server CPU per delivery at 200 writes/s vs Typha");
+    assert!(row.contains("| 0.44× |") && row.ends_with("✅ |"), "{row}");
+    let row = target_row(&md, "Server memory per connected agent vs Typha");
+    assert!(row.contains("| 0.05× |") && row.ends_with("✅ |"), "{row}");
+    // Typha appears in every table.
+    for table in ["## Snapshot", "## Churn", "## Saturate"] {
+        let section = md.split(table).nth(1).unwrap_or_default();
+        let section = section.split("\n## ").next().unwrap_or_default();
+        assert!(section.contains("| typha |"), "no typha row under {table}");
+    }
+    assert!(
+        md.contains("| typha CPU s |"),
+        "no typha CPU column in churn"
+    );
     let row = target_row(&md, "Capacity vs direct etcd");
     assert!(row.contains("etcd n/a") && row.ends_with("n/a |"), "{row}");
     let row = target_row(&md, "Capacity vs grpc-proxy");
@@ -279,7 +324,8 @@ fn writes_everything() -> anyhow::Result<()> {
 #[test]
 fn missing_and_failing_targets() {
     let mut run = sample_run();
-    run.systems.retain(|s| s.system != "floor");
+    run.systems
+        .retain(|s| s.system != "floor" && s.system != "typha");
     if let Some(c) = run.systems[0].churn.as_mut() {
         c.server_cpu_us_per_delivery = 15.0;
         c.lost = 3;
@@ -291,6 +337,8 @@ fn missing_and_failing_targets() {
     assert!(row.contains("floor n/a") && row.ends_with("n/a |"), "{row}");
     let row = target_row(&md, "Updates lost");
     assert!(row.ends_with("❌ |"), "{row}");
+    let row = target_row(&md, "Capacity vs Typha");
+    assert!(row.contains("typha n/a") && row.ends_with("n/a |"), "{row}");
     // No saturate chart without saturate steps.
     run.systems.iter_mut().for_each(|s| s.saturate.clear());
     assert!(!markdown(&run).contains("saturate.png"));

@@ -40,6 +40,10 @@ fi
 export MESHSYNC_PEERS_BIN="$peers_bin"
 echo "using the peers in $MESHSYNC_PEERS_BIN"
 
+step "go vet and go test of our Go code in peers/calico (the Typha benchmark clients, the JSON fix)"
+(cd peers/calico && GONOSUMDB=github.com/projectcalico CGO_ENABLED=0 go vet ./cmd/... ./internal/... &&
+  GONOSUMDB=github.com/projectcalico CGO_ENABLED=0 go test ./cmd/... ./internal/...)
+
 # The file watcher needs inotify instances; hundreds of agents need file descriptors.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -7,6 +7,7 @@
 
 pub mod etcd;
 pub mod file;
+pub mod kubernetes;
 mod url;
 pub mod validate;
 

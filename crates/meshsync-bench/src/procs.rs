@@ -113,16 +113,8 @@ impl Proc {
     pub fn spawn(role: &str, mut command: Command, log: &Path) -> anyhow::Result<Proc> {
         let file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        command.stderr(Stdio::from(file)).kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {role}"))?;
-        let pid = child.id().context("child has no pid")?;
-        Ok(Proc {
-            role: role.to_string(),
-            child,
-            pid,
-        })
+        command.stderr(Stdio::from(file));
+        Proc::start(role, command)
     }
 
     /// Like [`Proc::spawn`], with stdout going to the same log (for programs that log on stdout).
@@ -138,9 +130,14 @@ impl Proc {
             .with_context(|| format!("opening {} twice", log.display()))?;
         command
             .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true);
+            .stderr(Stdio::from(file));
+        Proc::start(role, command)
+    }
+
+    /// Starts `command`, killed when the returned `Proc` is dropped.
+    fn start(role: &str, mut command: Command) -> anyhow::Result<Proc> {
         let child = command
+            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {role}"))?;
         let pid = child.id().context("child has no pid")?;

@@ -51,6 +51,9 @@ pub fn controller_datastore(
             })
         }
         DatastoreUrl::File(dir) => Ok(LocalDatastore::Files { dir: dir.clone() }),
+        DatastoreUrl::Kubernetes { .. } => anyhow::bail!(
+            "federation into a Kubernetes datastore (server-side apply) is not implemented yet; use etcd:// or file:"
+        ),
     }
 }
 

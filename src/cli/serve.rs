@@ -11,6 +11,7 @@ use futures::Stream;
 use meshsync_agent::AgentConfig;
 use meshsync_cache::{CacheConfig, SnapshotCache};
 use meshsync_datastore::etcd::EtcdSourceConfig;
+use meshsync_datastore::kubernetes::{self, KubeAccess, KubeSourceConfig};
 use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, SourceEvent, file};
 use meshsync_federation::controller::{self, ControllerConfig, LocalDatastore};
 use meshsync_mesh::{MeshConfig, RemoteLimits};
@@ -22,7 +23,8 @@ use super::etcd_flags::EtcdFlags;
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The local cluster's datastore: `file:DIR` (a directory of YAML/JSON manifests, watched
-    /// live) or `etcd://host:port[,host:port…][?prefix=/calico]`.
+    /// live), `etcd://host:port[,host:port…][?prefix=/calico]`, or `kubernetes[:KUBECONFIG]` (the
+    /// Kubernetes API: that kubeconfig, else `$KUBECONFIG`/`~/.kube/config`, else in-cluster).
     #[arg(long, env = "MESHSYNC_DATASTORE")]
     datastore: DatastoreUrl,
     #[command(flatten)]
@@ -219,6 +221,9 @@ fn local_identities(datastore: &DatastoreUrl) -> Vec<String> {
             .iter()
             .map(|e| meshsync_mesh::etcd_identity(e, prefix))
             .collect(),
+        // An RCC pointing back at the local API server is not detected (its address is only known
+        // once the kubeconfig is read); see ARCHITECTURE.md.
+        DatastoreUrl::Kubernetes { .. } => Vec::new(),
     }
 }
 
@@ -248,6 +253,14 @@ fn local_source(
             config.counters = counters.clone();
             info!(endpoints = ?endpoints, prefix = %prefix, "starting the etcd datastore");
             Ok((Box::pin(meshsync_datastore::etcd::watch(config)), None))
+        }
+        DatastoreUrl::Kubernetes { kubeconfig } => {
+            let access = KubeAccess::Kubeconfig(kubeconfig.clone());
+            let mut config = KubeSourceConfig::new(access, LOCAL_CLUSTER.into());
+            config.max_value_bytes = args.max_value_bytes;
+            config.counters = counters.clone();
+            info!(kubeconfig = ?kubeconfig, "starting the Kubernetes datastore");
+            Ok((Box::pin(kubernetes::watch(config)), None))
         }
     }
 }

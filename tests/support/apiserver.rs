@@ -329,6 +329,56 @@ impl ApiServer {
             .map(Child::id)
     }
 
+    /// Kills kube-apiserver and starts it again on the same port, etcd and credentials (its data
+    /// and its CRDs survive); blocks until `/readyz` says ok.
+    pub fn restart(&self) {
+        self.kill();
+        let bin = peers_bin().join("kube-apiserver");
+        let child = spawn_apiserver(
+            &bin,
+            self.dir.path(),
+            self.port,
+            &self.etcd,
+            &self.etcd_prefix,
+            &self.credentials,
+        );
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        self.wait_ready();
+    }
+
+    /// A kubeconfig (its text) that authenticates as ServiceAccount `namespace/name` with a token
+    /// from the TokenRequest API (`kubectl create token`), as a user of `deploy/kubernetes/rbac.yaml`
+    /// hands a remote cluster's access to the local one.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> String {
+        let token = self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=24h"]);
+        let ca = std::fs::read_to_string(&self.credentials.server_ca).expect("server CA");
+        use base64::Engine;
+        let ca_data = base64::engine::general_purpose::STANDARD.encode(ca);
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: {cluster}
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority-data: {ca_data}
+users:
+- name: {name}
+  user:
+    token: {token}
+contexts:
+- name: {cluster}
+  context:
+    cluster: {cluster}
+    user: {name}
+current-context: {cluster}
+",
+            cluster = self.name,
+            port = self.port,
+            token = token.trim(),
+        )
+    }
+
     /// Kills kube-apiserver (its etcd stops when this is dropped).
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {

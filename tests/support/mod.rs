@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod federation;
 pub mod h2raw;
 pub mod hostile;
+pub mod kdd;
 pub mod log_text;
 pub mod logs;
 pub mod mesh;

@@ -15,6 +15,9 @@ pub enum DatastoreUrl {
         /// Key prefix (default `/calico`).
         prefix: String,
     },
+    /// `kubernetes[:KUBECONFIG]` — the Kubernetes API (Calico's KDD): the kubeconfig file given,
+    /// else `$KUBECONFIG` / `~/.kube/config`, else in-cluster configuration.
+    Kubernetes { kubeconfig: Option<PathBuf> },
 }
 
 /// Why a datastore URL was rejected.
@@ -25,7 +28,7 @@ pub enum UrlError {
     #[error("`file:` datastore needs a directory, e.g. file:examples/mesh/cluster-a")]
     MissingPath,
     #[error(
-        "unsupported datastore `{0}`: supported are file:DIR and etcd://host:port[,host:port…][?prefix=/calico]"
+        "unsupported datastore `{0}`: supported are file:DIR, etcd://host:port[,host:port…][?prefix=/calico] and kubernetes[:KUBECONFIG]"
     )]
     Unsupported(String),
     #[error("`etcd://` datastore needs at least one host:port, e.g. etcd://127.0.0.1:2379")]
@@ -55,6 +58,18 @@ impl FromStr for DatastoreUrl {
         }
         if let Some(rest) = s.strip_prefix("etcd://") {
             return parse_etcd(rest);
+        }
+        if s == "kubernetes" || s == "kdd" {
+            return Ok(DatastoreUrl::Kubernetes { kubeconfig: None });
+        }
+        if let Some(path) = s
+            .strip_prefix("kubernetes:")
+            .or_else(|| s.strip_prefix("kdd:"))
+        {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            return Ok(DatastoreUrl::Kubernetes {
+                kubeconfig: (!path.is_empty()).then(|| PathBuf::from(path)),
+            });
         }
         Err(UrlError::Unsupported(s.to_string()))
     }
@@ -113,6 +128,24 @@ mod tests {
             "etcd2://x".parse::<DatastoreUrl>(),
             Err(UrlError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn parses_kubernetes_urls() {
+        assert_eq!(
+            "kubernetes".parse(),
+            Ok(DatastoreUrl::Kubernetes { kubeconfig: None })
+        );
+        assert_eq!(
+            "kubernetes:/etc/kube/config".parse(),
+            Ok(DatastoreUrl::Kubernetes {
+                kubeconfig: Some("/etc/kube/config".into())
+            })
+        );
+        assert_eq!(
+            "kubernetes:".parse(),
+            Ok(DatastoreUrl::Kubernetes { kubeconfig: None })
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum SecretError {
     },
     #[error("Secret data key {0:?} is not UTF-8")]
     NotUtf8(String),
+    /// The local datastore could not read it (the Kubernetes API's message, e.g. RBAC).
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
 }
 
 /// Why an RCC is `ConfigIncomplete`.
@@ -92,8 +95,6 @@ pub enum ConfigError {
         annotation: &'static str,
         reason: String,
     },
-    #[error("datastoreType kubernetes is not supported yet by this meshsync")]
-    KubernetesUnsupported,
     /// Its datastore is already in the mesh (the local one, or another running RCC's).
     #[error("duplicate cluster: it points at {0}")]
     Duplicate(String),

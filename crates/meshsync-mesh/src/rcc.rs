@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshsync_datastore::kubernetes::{EndpointAccess, KubeAccess};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, SecretError};
@@ -78,6 +79,9 @@ pub enum RemoteDatastore {
     },
     /// meshsync's extension: a directory of manifests (`spec.filePath`).
     File { dir: PathBuf },
+    /// The Kubernetes API (`datastoreType: kubernetes`): `kubeconfigInline` (or a Secret's
+    /// `kubeconfig`), else the `kubeconfig` file, else `k8sAPIEndpoint` with its credentials.
+    Kubernetes { access: KubeAccess },
 }
 
 /// The prefix under which Calico keeps its etcdv3 data; remotes are always read there.
@@ -101,6 +105,21 @@ pub fn file_identity(dir: &Path) -> String {
     format!("file {}", dir.display())
 }
 
+/// Identifies a Kubernetes datastore by how it is reached (best effort: the API server's address
+/// is only known once a kubeconfig is read, so two kubeconfigs for one cluster are not recognised
+/// as one).
+pub fn kube_identity(access: &KubeAccess) -> String {
+    match access {
+        KubeAccess::InCluster => "kubernetes in-cluster".into(),
+        KubeAccess::Kubeconfig(path) => format!("kubernetes kubeconfig {path:?}"),
+        KubeAccess::KubeconfigInline(text) => format!(
+            "kubernetes kubeconfig text {:016x}",
+            xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+        ),
+        KubeAccess::Endpoint(e) => format!("kubernetes {}", e.server.to_ascii_lowercase()),
+    }
+}
+
 impl RemoteDatastore {
     /// What identifies the datastore, so that two RCCs (or an RCC and the local cluster) that
     /// name one datastore are recognised: any shared identity means the same data.
@@ -111,6 +130,7 @@ impl RemoteDatastore {
                 .map(|e| etcd_identity(e, CALICO_ETCD_PREFIX))
                 .collect(),
             RemoteDatastore::File { dir } => vec![file_identity(dir)],
+            RemoteDatastore::Kubernetes { access } => vec![kube_identity(access)],
         }
     }
 }
@@ -433,6 +453,41 @@ fn path_field(v: &Option<String>, field: &'static str) -> Result<Option<PathBuf>
     }
 }
 
+/// How a `datastoreType: kubernetes` RCC reaches its API server (calico-model.md §4.1:
+/// `kubeconfigInline` overrides `kubeconfig`; the endpoint fields are the alternative).
+fn kube_access(spec: &RccSpec, base_dir: Option<&Path>) -> Result<KubeAccess, ConfigError> {
+    if let Some(text) = non_empty(&spec.kubeconfig_inline) {
+        return Ok(KubeAccess::KubeconfigInline(text));
+    }
+    if let Some(path) = path_field(&spec.kubeconfig, "Kubeconfig")? {
+        let path = match base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        };
+        return Ok(KubeAccess::Kubeconfig(Some(path)));
+    }
+    let Some(server) = non_empty(&spec.k8s_api_endpoint) else {
+        return Err(ConfigError::field(
+            "Kubeconfig",
+            "kubernetes needs kubeconfig, kubeconfigInline (or a Secret's kubeconfig) or k8sAPIEndpoint",
+        ));
+    };
+    if !endpoint_ok(&server) {
+        return Err(ConfigError::field(
+            "K8sAPIEndpoint",
+            format!("{server:?} is not http(s)://host:port"),
+        ));
+    }
+    Ok(KubeAccess::Endpoint(EndpointAccess {
+        server,
+        token: non_empty(&spec.k8s_api_token),
+        ca_file: path_field(&spec.k8s_ca_file, "K8sCAFile")?,
+        cert_file: path_field(&spec.k8s_cert_file, "K8sCertFile")?,
+        key_file: path_field(&spec.k8s_key_file, "K8sKeyFile")?,
+        insecure_skip_tls_verify: spec.k8s_insecure_skip_tls_verify.unwrap_or(false),
+    }))
+}
+
 fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, ConfigError> {
     match spec.datastore_type.as_deref().unwrap_or("") {
         "etcdv3" => {
@@ -485,7 +540,7 @@ fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, 
                     "kubernetes does not take etcd fields",
                 ));
             }
-            Err(ConfigError::KubernetesUnsupported)
+            kube_access(spec, base_dir).map(|access| RemoteDatastore::Kubernetes { access })
         }
         "file" => {
             let path = non_empty(&spec.file_path).ok_or_else(|| {
@@ -554,8 +609,12 @@ mod tests {
                 "EtcdEndpoints",
             ),
             (
-                r#"{"spec":{"datastoreType":"kubernetes","kubeconfig":"/k"}}"#,
-                "not supported yet",
+                r#"{"spec":{"datastoreType":"kubernetes"}}"#,
+                "Kubeconfig: kubernetes needs kubeconfig",
+            ),
+            (
+                r#"{"spec":{"datastoreType":"kubernetes","k8sAPIEndpoint":"nohost"}}"#,
+                "K8sAPIEndpoint",
             ),
             (
                 r#"{"spec":{"datastoreType":"kubernetes","etcdEndpoints":"http://a:1"}}"#,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use meshsync_datastore::etcd::{EtcdSourceConfig, TlsFiles};
 use meshsync_datastore::file::FileSourceConfig;
+use meshsync_datastore::kubernetes::KubeSourceConfig;
 use meshsync_etcd::{EtcdConfig, EtcdTls};
 use meshsync_model::{ClusterName, SourceEvent, SourceStatus};
 use tokio::sync::mpsc;
@@ -80,6 +81,13 @@ pub fn start(cluster: &str, config: &RemoteConfig, limits: &RemoteLimits) -> Sou
             source.max_value_bytes = limits.max_value_bytes;
             source.counters = limits.counters.clone();
             Box::pin(meshsync_datastore::etcd::watch(source))
+        }
+        RemoteDatastore::Kubernetes { access } => {
+            let mut source = KubeSourceConfig::new(access.clone(), name.clone());
+            source.kinds = Some(kinds.clone());
+            source.max_value_bytes = limits.max_value_bytes;
+            source.counters = limits.counters.clone();
+            Box::pin(meshsync_datastore::kubernetes::watch(source))
         }
         RemoteDatastore::File { dir } => {
             let mut source = FileSourceConfig::new(dir.clone(), name.clone());

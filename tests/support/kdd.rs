@@ -81,3 +81,76 @@ pub fn held_names(m: &Mirror, cluster: &str, kind: &str, namespace: &str) -> Vec
         .map(|k| k.name.clone())
         .collect()
 }
+
+/// What `deploy/kubernetes/rbac.yaml` holds (applied as it is in the tests).
+pub fn rbac_yaml() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/rbac.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A namespace with the `default` ServiceAccount (no controller manager runs here to create it)
+/// and `pods` pods on node `node`, each with an IP (`10.<octet>.0.<i>`) in its status, as the CNI
+/// plugin would set it.
+pub fn namespace_with_pods(
+    api: &super::apiserver::ApiServer,
+    ns: &str,
+    node: &str,
+    pods: u32,
+    octet: u8,
+) {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: {ns}\n"
+    );
+    for i in 0..pods {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{i}\n  namespace: {ns}\n  labels:\n    app: a{i}\nspec:\n  nodeName: {node}\n  containers:\n    - name: c\n      image: registry.invalid/c:1\n"
+        ));
+    }
+    api.apply(&yaml);
+    for i in 0..pods {
+        let ip = format!("10.{octet}.0.{}", i + 1);
+        api.kubectl_ok(&[
+            "patch",
+            &format!("pod/pod-{i}"),
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#),
+        ]);
+    }
+}
+
+/// Writes `text` to a file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+/// Pulls source events until a `Status` satisfies `pred`; returns its status.
+pub async fn source_status_until(
+    source: &mut Events,
+    what: &str,
+    pred: impl Fn(&meshsync_datastore::SourceStatus) -> bool,
+) -> meshsync_datastore::SourceStatus {
+    use futures::StreamExt;
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(KDD_WAIT, async {
+        while let Some(event) = source.next().await {
+            if let meshsync_datastore::SourceEvent::Status { status, .. } = event {
+                if pred(&status) {
+                    return Some(status);
+                }
+                seen.push(status);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(status)) => status,
+        _ => panic!("{what}: not seen within {KDD_WAIT:?}; statuses seen: {seen:?}"),
+    }
+}

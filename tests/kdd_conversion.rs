@@ -285,3 +285,65 @@ async fn core_objects_reach_agents_converted_as_calico_does() {
     .await;
     assert!(agent.mirror().in_sync());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_sends_only_what_changed() {
+    let api = ApiServer::start("restart");
+    support::kdd::namespace_with_pods(&api, "app", "node-1", 3, 6);
+    let server = TestServer::start(kdd_mesh(api.kubeconfig())).await;
+    let mut agent = server.agent("all");
+    pump(&mut agent, "in sync with three pods", KDD_WAIT, |m| {
+        m.in_sync() && held_names(m, "", WEP, "app").len() == 3
+    })
+    .await;
+    let before = agent.mirror().resources().clone();
+
+    api.restart();
+    // One real change after the restart: a pod deleted. Agents get exactly its deletion.
+    api.kubectl_ok(&[
+        "delete",
+        "pod",
+        "pod-1",
+        "-n",
+        "app",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let events = pump(
+        &mut agent,
+        "the deleted pod's endpoint gone",
+        KDD_WAIT,
+        |m| held_names(m, "", WEP, "app").len() == 2,
+    )
+    .await;
+    api.apply("apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkSet\nmetadata:\n  name: sentinel-restart\nspec: {}\n");
+    let mut more = pump(&mut agent, "the sentinel", KDD_WAIT, |m| {
+        held(m, "", "GlobalNetworkSet", "", "sentinel-restart").is_some()
+    })
+    .await;
+    more.pop();
+    let sent: Vec<(String, String, String)> = updates(&events)
+        .into_iter()
+        .chain(updates(&more))
+        .map(|u| (u.kind.clone(), u.name.clone(), format!("{:?}", u.r#type())))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![(
+            WEP.to_string(),
+            wep_name("node-1", "pod-1"),
+            "Deleted".to_string()
+        )],
+        "only the real difference crosses a restart"
+    );
+    pump(&mut agent, "in sync after the restart", KDD_WAIT, |m| {
+        m.in_sync()
+    })
+    .await;
+    let after = agent.mirror().resources();
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "one endpoint fewer, one sentinel more"
+    );
+}

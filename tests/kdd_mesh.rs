@@ -289,3 +289,61 @@ async fn unreachable_and_refusing_remotes_fail_with_a_reason() {
     let e = error_of(agent.mirror(), "unreachable");
     assert!(e.contains("onnect") || e.contains("refused"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_meshes_kdd_with_etcd_either_way() {
+    // Local KDD with an etcd remote and a KDD remote (kubeconfig file path).
+    let local = ApiServer::start("mixed-local");
+    namespace_with_pods(&local, "app-a", "node-a", 1, 1);
+    let kdd_remote = ApiServer::start("mixed-kdd");
+    namespace_with_pods(&kdd_remote, "app-k", "node-k", 2, 3);
+    let mut etcd_remote = Cluster::start("mixed-etcd").await;
+    etcd_remote
+        .put_wep("app-e", "e-0", "node-e", "10.4.0.1", "kns.app-e")
+        .await;
+    local.apply(&format!(
+        "apiVersion: crd.projectcalico.org/v1\nkind: RemoteClusterConfiguration\nmetadata:\n  name: cluster-e\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: {}\n---\napiVersion: crd.projectcalico.org/v1\nkind: RemoteClusterConfiguration\nmetadata:\n  name: cluster-k\nspec:\n  datastoreType: kubernetes\n  kubeconfig: {}\n",
+        etcd_remote.url(),
+        kdd_remote.kubeconfig().display()
+    ));
+    let server = TestServer::start(kdd_mesh(local.kubeconfig())).await;
+    let mut agent = server.agent("all");
+    pump(
+        &mut agent,
+        "local KDD with an etcd and a KDD remote",
+        KDD_WAIT,
+        |m| {
+            m.in_sync()
+                && is(m, "cluster-e", pb::ClusterState::InSync)
+                && is(m, "cluster-k", pb::ClusterState::InSync)
+                && held_names(m, "cluster-k", "WorkloadEndpoint", "app-k").len() == 2
+                && held_names(m, "cluster-e", "WorkloadEndpoint", "app-e").len() == 1
+                && held_names(m, "", "WorkloadEndpoint", "app-a").len() == 1
+        },
+    )
+    .await;
+    drop(agent);
+    server.stop().await;
+
+    // Local etcd with the KDD remote.
+    let mut a = Cluster::start("mixed-etcd-local").await;
+    a.put_wep("app-l", "l-0", "node-l", "10.5.0.1", "kns.app-l")
+        .await;
+    a.put_rcc(
+        "cluster-k",
+        json!({"datastoreType": "kubernetes", "kubeconfig": kdd_remote.kubeconfig().display().to_string()}),
+    )
+    .await;
+    let server = TestServer::start(mesh_over(&a.etcd)).await;
+    let mut agent = server.agent("all");
+    pump(&mut agent, "local etcd with a KDD remote", KDD_WAIT, |m| {
+        m.in_sync()
+            && is(m, "cluster-k", pb::ClusterState::InSync)
+            && held_names(m, "cluster-k", "WorkloadEndpoint", "app-k").len() == 2
+            && held_names(m, "", "WorkloadEndpoint", "app-l").len() == 1
+    })
+    .await;
+    // Profiles from a KDD remote arrive without rules here too.
+    let p = held(agent.mirror(), "cluster-k", "Profile", "", "kns.app-k").expect("profile");
+    assert!(p["spec"].get("ingress").is_none(), "{p}");
+}

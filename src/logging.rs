@@ -13,8 +13,17 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. The filter comes from `--log-level` (or `MESHSYNC_LOG_LEVEL`),
 /// in `tracing`'s directive syntax (`info`, `meshsync_cache=debug,info`).
+///
+/// Unless the filter names `kube_client`, its warnings are left out: it logs one line per broken
+/// watch connection (`eof in poll`, dozens when an API server restarts), which the Kubernetes
+/// source already reports once per resource, with the API's own message.
 pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(level)
+    let directives = if level.contains("kube_client") {
+        level.to_string()
+    } else {
+        format!("{level},kube_client=error")
+    };
+    let filter = EnvFilter::try_new(&directives)
         .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

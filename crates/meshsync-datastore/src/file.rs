@@ -1036,4 +1036,33 @@ mod tests {
         );
         assert_eq!(a[0].revision, revision_of(&a[0].value));
     }
+
+    #[test]
+    fn namespaced_kinds_without_a_namespace_go_to_default() {
+        let parse = |text: &str| {
+            parse_file(
+                Path::new("a.yaml"),
+                text.as_bytes(),
+                "c",
+                &ValueLimits::default(),
+                &SourceCounters::default(),
+            )
+            .unwrap()
+        };
+        let wep = parse("kind: WorkloadEndpoint\nmetadata: {name: w}\nspec: {}\n");
+        assert_eq!(
+            wep[0].key,
+            ResourceKey::new("c", "WorkloadEndpoint", "default", "w")
+        );
+        assert!(
+            std::str::from_utf8(&wep[0].value)
+                .unwrap()
+                .contains(r#""namespace":"default""#)
+        );
+        // Cluster-scoped and unknown kinds keep no namespace.
+        let pool = parse("kind: IPPool\nmetadata: {name: p}\n");
+        assert_eq!(pool[0].key, ResourceKey::new("c", "IPPool", "", "p"));
+        let other = parse("kind: Unknown\nmetadata: {name: u}\n");
+        assert_eq!(other[0].key, ResourceKey::new("c", "Unknown", "", "u"));
+    }
 }

@@ -200,6 +200,7 @@ fn expand(document: Value, index: usize, out: &mut Vec<(Location, Value)>) {
 /// the object changing), objects' keys sorted, compact `serde_json` output. Equal content therefore
 /// gives equal bytes whatever the key order, the formatting or YAML vs JSON.
 fn canonical_object(mut value: Value, cluster: &str) -> Result<Object, String> {
+    default_namespace(&mut value);
     let key = key_of(&value, cluster)?;
     if let Some(Value::Object(metadata)) = value.get_mut("metadata") {
         metadata.remove("resourceVersion");
@@ -215,6 +216,24 @@ fn canonical_object(mut value: Value, cluster: &str) -> Result<Object, String> {
         value: Bytes::from(bytes),
         revision,
     })
+}
+
+/// A namespaced kind without `metadata.namespace` goes to `default`, as `kubectl apply` puts it
+/// (so the same manifest lands under the same key in a file datastore and in Kubernetes).
+fn default_namespace(value: &mut Value) {
+    let namespaced = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .and_then(meshsync_model::kinds::lookup)
+        .is_some_and(|k| k.namespaced);
+    if !namespaced {
+        return;
+    }
+    if let Some(Value::Object(metadata)) = value.get_mut("metadata")
+        && matches!(metadata.get("namespace"), None | Some(Value::Null))
+    {
+        metadata.insert("namespace".into(), Value::String("default".into()));
+    }
 }
 
 fn key_of(value: &Value, cluster: &str) -> Result<ResourceKey, String> {

@@ -347,3 +347,96 @@ async fn an_api_server_restart_sends_only_what_changed() {
         "one endpoint fewer, one sentinel more"
     );
 }
+
+/// A kubeconfig like `api`'s admin one, but through `127.0.0.1:<port>`.
+fn kubeconfig_via(api: &ApiServer, port: u16, dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(api.kubeconfig()).expect("kubeconfig");
+    let text = text.replace(
+        &format!("127.0.0.1:{}", api.port),
+        &format!("127.0.0.1:{port}"),
+    );
+    support::kdd::write_file(dir, "relayed.kubeconfig", &text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_watch_history_relists_and_sends_only_the_differences() {
+    // Without the watch cache, a watch resumes from etcd itself: once etcd compacted past the
+    // watcher's resourceVersion, the API server answers 410 Gone and the watcher must relist.
+    let api = ApiServer::start_with("gone", &["--watch-cache=false"]);
+    support::kdd::namespace_with_pods(&api, "app", "node-1", 3, 8);
+    let relay = support::relay::Relay::start(([127, 0, 0, 1], api.port).into()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kubeconfig_via(&api, relay.port, dir.path());
+    let mut config = kdd_config(&kubeconfig, "");
+    let counters = config.counters.clone();
+    config.probe_interval = std::time::Duration::from_millis(300);
+    let source = Box::pin(meshsync_datastore::kubernetes::watch(config));
+    let mesh = meshsync_mesh::mesh(source, meshsync_mesh::MeshConfig::default());
+    let server = TestServer::start(mesh).await;
+    let mut agent = server.agent("all");
+    pump(&mut agent, "in sync with three pods", KDD_WAIT, |m| {
+        m.in_sync() && held_names(m, "", WEP, "app").len() == 3
+    })
+    .await;
+    let before = agent.mirror().resources().clone();
+    assert_eq!(counters.expired_relists(), 0);
+
+    // The link goes away; meanwhile one pod is deleted, one created, one relabelled, and etcd
+    // compacts all of that history.
+    relay.cut();
+    pump(&mut agent, "the cut noticed", KDD_WAIT, |m| {
+        m.clusters()
+            .get("")
+            .is_some_and(|c| c.state == pb::ClusterState::ConnectionFailed)
+    })
+    .await;
+    api.kubectl_ok(&[
+        "delete",
+        "pod",
+        "pod-1",
+        "-n",
+        "app",
+        "--grace-period=0",
+        "--force",
+    ]);
+    api.kubectl_ok(&["label", "pod", "pod-0", "-n", "app", "moved=yes"]);
+    api.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-9\n  namespace: app\n  annotations:\n    cni.projectcalico.org/podIP: 10.8.0.99/32\nspec:\n  nodeName: node-1\n  containers:\n    - name: c\n      image: registry.invalid/c:1\n");
+    let etcd = api.etcd.client().await;
+    let (_, revision) = etcd
+        .list_prefix(b"/nothing-here/", 0, 1)
+        .await
+        .expect("revision");
+    etcd.compact(revision).await.expect("compact");
+
+    relay.restore();
+    let events = pump(&mut agent, "the relisted differences", KDD_WAIT, |m| {
+        m.in_sync()
+            && held_names(m, "", WEP, "app").len() == 3
+            && held(m, "", WEP, "app", &wep_name("node-1", "pod-9")).is_some()
+            && held(m, "", WEP, "app", &wep_name("node-1", "pod-0"))
+                .is_some_and(|w| w["metadata"]["labels"]["moved"] == "yes")
+    })
+    .await;
+    api.apply("apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkSet\nmetadata:\n  name: sentinel-gone\nspec: {}\n");
+    let mut more = pump(&mut agent, "the sentinel", KDD_WAIT, |m| {
+        held(m, "", "GlobalNetworkSet", "", "sentinel-gone").is_some()
+    })
+    .await;
+    more.pop();
+    let mut sent: Vec<(String, String)> = updates(&events)
+        .into_iter()
+        .chain(updates(&more))
+        .map(|u| (u.name.clone(), format!("{:?}", u.r#type())))
+        .collect();
+    sent.sort();
+    let mut want = vec![
+        (wep_name("node-1", "pod-0"), "Updated".to_string()),
+        (wep_name("node-1", "pod-1"), "Deleted".to_string()),
+        (wep_name("node-1", "pod-9"), "New".to_string()),
+    ];
+    want.sort();
+    assert_eq!(sent, want, "a relist sends the differences only");
+    // The path taken was the relist after 410 Gone (at least the pods' watch expired).
+    assert!(counters.expired_relists() >= 1, "no 410 relist happened");
+    assert_eq!(agent.mirror().resources().len(), before.len() + 1);
+}

@@ -122,12 +122,20 @@ pub struct ApiServer {
     dir: tempfile::TempDir,
     client_issuer: Issuer<'static, KeyPair>,
     child: Mutex<Option<Child>>,
+    extra_args: Vec<String>,
 }
 
 impl ApiServer {
     /// Starts a private API server (stopped when dropped) and installs the CRDs. Blocks; fails the
     /// test with the server's log when it does not come up.
     pub fn start(name: &str) -> ApiServer {
+        Self::start_with(name, &[])
+    }
+
+    /// [`ApiServer::start`] with extra kube-apiserver flags (kept across [`ApiServer::restart`]),
+    /// e.g. `--watch-cache=false`.
+    pub fn start_with(name: &str, extra_args: &[&str]) -> ApiServer {
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let bin = peers_bin().join("kube-apiserver");
         assert!(
             bin.is_file(),
@@ -152,7 +160,15 @@ impl ApiServer {
         );
 
         let t1 = Instant::now();
-        let child = spawn_apiserver(&bin, dir.path(), port, &etcd, &etcd_prefix, &credentials);
+        let child = spawn_apiserver(
+            &bin,
+            dir.path(),
+            port,
+            &etcd,
+            &etcd_prefix,
+            &credentials,
+            &extra_args,
+        );
         let mut server = ApiServer {
             name: name.to_string(),
             port,
@@ -167,6 +183,7 @@ impl ApiServer {
             dir,
             client_issuer,
             child: Mutex::new(Some(child)),
+            extra_args,
         };
         server.wait_ready();
         let ready = t1.elapsed();
@@ -341,6 +358,7 @@ impl ApiServer {
             &self.etcd,
             &self.etcd_prefix,
             &self.credentials,
+            &self.extra_args,
         );
         *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         self.wait_ready();
@@ -527,6 +545,7 @@ fn spawn_apiserver(
     etcd: &Etcd,
     etcd_prefix: &str,
     c: &Credentials,
+    extra_args: &[String],
 ) -> Child {
     let log = std::fs::File::create(dir.join("kube-apiserver.log")).expect("log file");
     let sa_key = dir.join("service-account.key");
@@ -560,6 +579,7 @@ fn spawn_apiserver(
         .arg("--endpoint-reconciler-type=none")
         .arg("--profiling=false")
         .arg("--v=1")
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log);

@@ -13,6 +13,7 @@ pub mod log_text;
 pub mod logs;
 pub mod mesh;
 pub mod process;
+pub mod relay;
 pub mod source;
 
 use std::future::Future;

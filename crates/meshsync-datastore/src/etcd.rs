@@ -328,6 +328,7 @@ impl EtcdSource {
                     give_up_at = None;
                 }
                 Err(e) if e.is_compacted() => {
+                    self.config.counters.count_expired_relist();
                     info!(cluster = %self.config.cluster, error = %e, "watch compacted; relisting");
                     return Ok(WatchEnd::Compacted);
                 }

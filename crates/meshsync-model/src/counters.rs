@@ -11,6 +11,7 @@ pub struct SourceCounters {
     invalid_values: AtomicU64,
     malformed_keys: AtomicU64,
     refused_files: AtomicU64,
+    expired_relists: AtomicU64,
 }
 
 impl SourceCounters {
@@ -31,6 +32,16 @@ impl SourceCounters {
     /// one was read.
     pub fn refused_files(&self) -> u64 {
         self.refused_files.load(Ordering::Relaxed)
+    }
+
+    /// Relists forced because the datastore's history no longer reached back to where a watch
+    /// was (etcd compaction; Kubernetes `410 Gone`).
+    pub fn expired_relists(&self) -> u64 {
+        self.expired_relists.load(Ordering::Relaxed)
+    }
+
+    pub fn count_expired_relist(&self) {
+        self.expired_relists.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_invalid_value(&self) {

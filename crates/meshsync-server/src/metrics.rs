@@ -199,6 +199,11 @@ fn counters(
             sources.malformed_keys(),
         ),
         (
+            "meshsync_datastore_expired_relists_total",
+            "Relists forced because the datastore's history no longer reached a watch's position (etcd compaction, Kubernetes 410 Gone); agents still receive only the differences.",
+            sources.expired_relists(),
+        ),
+        (
             "meshsync_datastore_refused_files_total",
             "Files of a file datastore refused whole (above the file-size limit).",
             sources.refused_files(),

@@ -735,6 +735,14 @@ impl<'a> Running<'a> {
             self.streams.insert(id, stream);
             return Ok(());
         }
+        // A watch too old for the server's history (`410 Gone`): the watcher relists, and the
+        // relist sends only the differences. Routine, not a failure.
+        if is_gone(&error) {
+            self.source.config.counters.count_expired_relist();
+            info!(cluster = %cluster, resource = %label, error = %message,
+                "watch history expired; relisting");
+            return Ok(());
+        }
         let first = w.failed.is_none();
         w.failed = Some(message.clone());
         if let Target::Secret { namespace, name } = &w.target {
@@ -843,6 +851,16 @@ fn watcher_message(error: &watcher::Error) -> String {
             )
         }
         other => error_chain(other),
+    }
+}
+
+/// The watch's resourceVersion is older than the server's history (`410 Gone`, "too old resource
+/// version"): the watcher relists.
+fn is_gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(s) => s.code == 410,
+        watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code == 410,
+        _ => false,
     }
 }
 

@@ -347,3 +347,51 @@ async fn mixed_meshes_kdd_with_etcd_either_way() {
     let p = held(agent.mirror(), "cluster-k", "Profile", "", "kns.app-k").expect("profile");
     assert!(p["spec"].get("ingress").is_none(), "{p}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_kubeconfig_file_takes_effect_without_a_restart() {
+    let b = ApiServer::start("rotate-b");
+    namespace_with_pods(&b, "app-b", "node-b", 2, 9);
+    let c = ApiServer::start("rotate-c");
+    namespace_with_pods(&c, "app-c", "node-c", 1, 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("remote.kubeconfig");
+    std::fs::copy(b.kubeconfig(), &file).expect("copy kubeconfig");
+    let mut a = Cluster::start("rotate-local").await;
+    a.put_rcc(
+        "cluster-k",
+        json!({"datastoreType": "kubernetes", "kubeconfig": file.display().to_string()}),
+    )
+    .await;
+    let server = TestServer::start(mesh_over(&a.etcd)).await;
+    let mut agent = server.agent("all");
+    pump(
+        &mut agent,
+        "cluster-k in sync through B's kubeconfig",
+        KDD_WAIT,
+        |m| {
+            is(m, "cluster-k", pb::ClusterState::InSync)
+                && held_names(m, "cluster-k", "WorkloadEndpoint", "app-b").len() == 2
+        },
+    )
+    .await;
+
+    // The file now points at C (written aside and renamed in, as a kubelet or an operator would).
+    let staged = dir.path().join("remote.kubeconfig.new");
+    std::fs::copy(c.kubeconfig(), &staged).expect("copy kubeconfig");
+    std::fs::rename(&staged, &file).expect("rename");
+    pump(
+        &mut agent,
+        "cluster-k now C's data, B's gone",
+        KDD_WAIT,
+        |m| {
+            is(m, "cluster-k", pb::ClusterState::InSync)
+                && held_names(m, "cluster-k", "WorkloadEndpoint", "app-c").len() == 1
+                && held_names(m, "cluster-k", "WorkloadEndpoint", "app-b").is_empty()
+                && held(m, "cluster-k", "Profile", "", "kns.app-b").is_none()
+                && held(m, "cluster-k", "Profile", "", "kns.app-c").is_some()
+        },
+    )
+    .await;
+    assert!(agent.mirror().in_sync());
+}

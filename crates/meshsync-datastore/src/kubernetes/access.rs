@@ -83,6 +83,42 @@ impl KubeAccess {
         kube::Client::try_from(config).map_err(|e| AccessError::Client(e.to_string()))
     }
 
+    /// A hash of the contents of the files this access reads (the kubeconfig file; an endpoint's
+    /// CA, certificate and key; the in-cluster CA), or `None` when it reads none. A source
+    /// compares it periodically and reconnects when it changes: a rotated kubeconfig or
+    /// certificate takes effect without a restart. (Token files are re-read by the client itself.)
+    pub fn fingerprint(&self) -> Option<u64> {
+        let files: Vec<PathBuf> = match self {
+            KubeAccess::InCluster => vec![PathBuf::from(
+                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            )],
+            KubeAccess::Kubeconfig(Some(path)) => vec![path.clone()],
+            KubeAccess::Kubeconfig(None) => std::env::var_os("KUBECONFIG")
+                .map(|v| std::env::split_paths(&v).collect())
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|h| vec![PathBuf::from(h).join(".kube").join("config")])
+                })
+                .unwrap_or_default(),
+            KubeAccess::KubeconfigInline(_) => Vec::new(),
+            KubeAccess::Endpoint(e) => [&e.ca_file, &e.cert_file, &e.key_file]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+        };
+        if files.is_empty() {
+            return None;
+        }
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for file in files {
+            // A missing file hashes as empty: its appearance is a change too.
+            hasher.update(&std::fs::read(&file).unwrap_or_default());
+            hasher.update(b"\0");
+        }
+        Some(hasher.digest())
+    }
+
     async fn config(&self) -> Result<kube::Config, AccessError> {
         let options = KubeConfigOptions::default();
         match self {

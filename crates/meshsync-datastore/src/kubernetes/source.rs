@@ -151,9 +151,12 @@ impl KubeSource {
                     Err(reason) => Phase::Failed { reason, attempt },
                 },
                 Phase::Running { client, resources } => {
-                    let mut running = Running::new(self, client, resources);
+                    let fingerprint = self.config.access.fingerprint();
+                    let mut running = Running::new(self, client, resources, fingerprint);
                     running.run().await?;
-                    return Ok(());
+                    // The kubeconfig (or a certificate) changed: connect anew; the relist sends
+                    // agents only the differences.
+                    Phase::Connecting { attempt: 0 }
                 }
                 Phase::Failed { reason, attempt } => {
                     warn!(cluster = %self.config.cluster, error = %reason,
@@ -274,6 +277,8 @@ struct Running<'a> {
     synced: bool,
     /// The server refused a streaming list: new watches list in pages.
     streaming_refused: bool,
+    /// [`KubeAccess::fingerprint`] when connected.
+    fingerprint: Option<u64>,
     /// Objects whose conversion failed, logged once per object and reason.
     logged_errors: HashSet<(usize, String, String)>,
 }
@@ -283,6 +288,7 @@ impl<'a> Running<'a> {
         source: &'a mut KubeSource,
         client: kube::Client,
         resources: Vec<WatchedResource>,
+        fingerprint: Option<u64>,
     ) -> Self {
         let mut running = Running {
             source,
@@ -294,6 +300,7 @@ impl<'a> Running<'a> {
             secret_streams: BTreeMap::new(),
             synced: false,
             streaming_refused: false,
+            fingerprint,
             logged_errors: HashSet::new(),
         };
         for resource in resources {
@@ -383,10 +390,28 @@ impl<'a> Running<'a> {
                         }
                     }
                 },
-                _ = probe.tick() => self.probe_failed().await?,
+                _ = probe.tick() => {
+                    if self.access_changed() {
+                        return Ok(());
+                    }
+                    self.probe_failed().await?
+                }
                 _ = self.source.tx.closed() => return Err(Closed),
             }
         }
+    }
+
+    fn access_changed(&self) -> bool {
+        if self.fingerprint.is_none() {
+            return false;
+        }
+        let now = self.source.config.access.fingerprint();
+        if now != self.fingerprint {
+            info!(cluster = %self.cluster(), access = ?self.source.config.access,
+                "the kubeconfig or a certificate file changed; reconnecting");
+            return true;
+        }
+        false
     }
 
     async fn on_event(&mut self, id: usize, event: Event<DynamicObject>) -> Result<(), Closed> {

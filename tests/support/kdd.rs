@@ -154,3 +154,8 @@ pub async fn source_status_until(
         _ => panic!("{what}: not seen within {KDD_WAIT:?}; statuses seen: {seen:?}"),
     }
 }
+
+/// The WorkloadEndpoint name of pod `pod` on `node`.
+pub fn wep_name_of(node: &str, pod: &str) -> String {
+    meshsync_datastore::kubernetes::pod::workload_endpoint_name(node, "k8s", pod, "eth0")
+}

@@ -440,3 +440,24 @@ async fn expired_watch_history_relists_and_sends_only_the_differences() {
     assert!(counters.expired_relists() >= 1, "no 410 relist happened");
     assert_eq!(agent.mirror().resources().len(), before.len() + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_v3_crds_are_read_as_they_are() {
+    let api = ApiServer::start_with_crds("v3", support::apiserver::V3_CRD_FILES, &[]);
+    api.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: v3-pool\n  labels:\n    zone: a\nspec:\n  cidr: 10.88.0.0/16\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: v3-set\nspec:\n  nets: [192.0.2.0/24]\n",
+    );
+    let server = TestServer::start(kdd_mesh(api.kubeconfig())).await;
+    let mut agent = server.agent("all");
+    pump(&mut agent, "in sync with the v3 objects", KDD_WAIT, |m| {
+        m.in_sync() && held(m, "", "GlobalNetworkSet", "", "v3-set").is_some()
+    })
+    .await;
+    let pool = held(agent.mirror(), "", "IPPool", "", "v3-pool").expect("v3 pool");
+    assert_eq!(pool["apiVersion"], "projectcalico.org/v3");
+    assert_eq!(pool["metadata"]["labels"], json!({"zone": "a"}));
+    assert_eq!(pool["spec"]["cidr"], "10.88.0.0/16");
+    assert!(pool["metadata"].get("resourceVersion").is_none());
+    let set = held(agent.mirror(), "", "GlobalNetworkSet", "", "v3-set").unwrap();
+    assert_eq!(set["spec"]["nets"], json!(["192.0.2.0/24"]));
+}

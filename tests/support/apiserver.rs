@@ -40,6 +40,12 @@ pub const CRD_FILES: &[&str] = &[
     "deploy/crds/remoteclusterconfigurations.yaml",
 ];
 
+/// Calico's native `projectcalico.org/v3` CRDs (its v3 CRD mode) and meshsync's RCC CRD.
+pub const V3_CRD_FILES: &[&str] = &[
+    "tests/data/crds/calico-projectcalico.org-v3.yaml",
+    "deploy/crds/remoteclusterconfigurations.yaml",
+];
+
 /// The service-account issuer the API server signs tokens as.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -135,6 +141,12 @@ impl ApiServer {
     /// [`ApiServer::start`] with extra kube-apiserver flags (kept across [`ApiServer::restart`]),
     /// e.g. `--watch-cache=false`.
     pub fn start_with(name: &str, extra_args: &[&str]) -> ApiServer {
+        Self::start_with_crds(name, CRD_FILES, extra_args)
+    }
+
+    /// [`ApiServer::start_with`] installing `crd_files` (paths from the repository root) instead of
+    /// [`CRD_FILES`].
+    pub fn start_with_crds(name: &str, crd_files: &[&str], extra_args: &[&str]) -> ApiServer {
         let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
         let bin = peers_bin().join("kube-apiserver");
         assert!(
@@ -188,7 +200,7 @@ impl ApiServer {
         server.wait_ready();
         let ready = t1.elapsed();
         let t2 = Instant::now();
-        let applied = server.install_crds();
+        let applied = server.install_crds(crd_files);
         let crds = t2.elapsed();
         server.startup.ready = ready;
         server.startup.crds = crds;
@@ -452,9 +464,9 @@ current-context: {cluster}
         }
     }
 
-    /// Applies [`CRD_FILES`] and waits until every CRD is Established; returns how long the apply
+    /// Applies `crd_files` and waits until every CRD is Established; returns how long the apply
     /// took.
-    fn install_crds(&self) -> Duration {
+    fn install_crds(&self, crd_files: &[&str]) -> Duration {
         // `create`, not `apply`: the server is new, and applying (server-side) these large CRDs takes
         // seconds longer.
         let mut apply = vec!["create"];
@@ -463,7 +475,7 @@ current-context: {cluster}
             "--for=condition=Established".to_string(),
             format!("--timeout={}s", CRD_TIMEOUT.as_secs()),
         ];
-        let files: Vec<String> = CRD_FILES
+        let files: Vec<String> = crd_files
             .iter()
             .map(|f| repo().join(f).display().to_string())
             .collect();

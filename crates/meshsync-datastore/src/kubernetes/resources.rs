@@ -101,10 +101,14 @@ pub fn plan(
     let want = |kind: &str| wanted.is_none_or(|w| w.contains(kind));
     let v1 = served.get(&format!("{CALICO_V1_GROUP}/v1"));
     let v3 = served.get(&format!("{CALICO_V3_GROUP}/v3"));
-    let mode = match (v1, v3) {
-        (Some(_), _) => CalicoMode::V1,
-        (None, Some(_)) => CalicoMode::V3,
-        (None, None) => CalicoMode::None,
+    // v1 mode when the v1 group holds Calico's own kinds: meshsync's RCC CRD alone (installed
+    // beside native v3 CRDs) does not make a cluster v1.
+    let v1_calico = v1.is_some_and(|r| r.keys().any(|p| p != "remoteclusterconfigurations"));
+    let mode = match (v1_calico, v3.is_some()) {
+        (true, _) => CalicoMode::V1,
+        (false, true) => CalicoMode::V3,
+        (false, false) if v1.is_some() => CalicoMode::V1,
+        (false, false) => CalicoMode::None,
     };
     let mut out = Vec::new();
     let mut missing = Vec::new();
@@ -137,7 +141,15 @@ pub fn plan(
                         namespaced,
                         conversion,
                     }),
-                    None => missing.push(info.name),
+                    // In v3 mode, RCCs may still come from meshsync's v1 CRD.
+                    None => match v1.and_then(|r| r.get(plural)) {
+                        Some(&namespaced) if mode == CalicoMode::V3 => out.push(WatchedResource {
+                            api: api_resource(&format!("{CALICO_V1_GROUP}/v1"), plural, info.name),
+                            namespaced,
+                            conversion: Conversion::CalicoV1 { kind: info.name },
+                        }),
+                        _ => missing.push(info.name),
+                    },
                 }
             }
             KubeApi::DerivedFrom {
@@ -321,6 +333,43 @@ mod tests {
         let services = resources.iter().find(|r| r.name() == "services").unwrap();
         assert_eq!(services.kinds(), vec!["Service", "KubernetesService"]);
         assert!(missing.contains(&"BGPPeer"));
+    }
+
+    #[test]
+    fn native_v3_crds_with_meshsyncs_rcc_crd_are_v3_mode() {
+        let mut entries = core();
+        entries.push((
+            "projectcalico.org/v3",
+            &[("ippools", false), ("ipamconfigurations", false)],
+        ));
+        entries.push((
+            "crd.projectcalico.org/v1",
+            &[("remoteclusterconfigurations", false)],
+        ));
+        let (mode, resources, _) = plan(&served(&entries), None);
+        assert_eq!(mode, CalicoMode::V3);
+        let find = |n: &str| {
+            resources
+                .iter()
+                .find(|r| r.name() == n)
+                .map(|r| r.conversion.clone())
+        };
+        assert_eq!(
+            find("ippools.projectcalico.org"),
+            Some(Conversion::CalicoV3 { kind: "IPPool" })
+        );
+        assert_eq!(
+            find("ipamconfigurations.projectcalico.org"),
+            Some(Conversion::CalicoV3 {
+                kind: "IPAMConfiguration"
+            })
+        );
+        assert_eq!(
+            find("remoteclusterconfigurations.crd.projectcalico.org"),
+            Some(Conversion::CalicoV1 {
+                kind: "RemoteClusterConfiguration"
+            })
+        );
     }
 
     #[test]

@@ -395,3 +395,68 @@ async fn a_rewritten_kubeconfig_file_takes_effect_without_a_restart() {
     .await;
     assert!(agent.mirror().in_sync());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kdd_remote_overlay_kinds_and_lost_cluster_withdrawal() {
+    let b = ApiServer::start("lost-b");
+    namespace_with_pods(&b, "app-b", "node-b", 1, 12);
+    b.apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-b\n  annotations:\n    projectcalico.org/IPv4Address: 192.168.12.1/24\n---\napiVersion: crd.projectcalico.org/v1\nkind: IPPool\nmetadata:\n  name: pool-b\nspec:\n  cidr: 10.12.0.0/16\n---\napiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata:\n  name: never-remote\nspec:\n  selector: all()\n");
+    let mut a = Cluster::start("lost-local").await;
+    a.put(
+        RCC,
+        "",
+        "cluster-b",
+        json!({"apiVersion": "projectcalico.org/v3", "kind": RCC,
+            "metadata": {"name": "cluster-b", "annotations": {
+                "meshsync.io/lost-cluster-policy": "withdraw",
+                "meshsync.io/lost-cluster-grace-period": "2s"}},
+            "spec": {"datastoreType": "kubernetes",
+                "kubeconfig": b.kubeconfig().display().to_string(),
+                "syncOptions": {"overlayRoutingMode": "Enabled"}}}),
+    )
+    .await;
+    let server = TestServer::start(mesh_over(&a.etcd)).await;
+    let mut agent = server.agent("all");
+    let full = |m: &Mirror| {
+        is(m, "cluster-b", pb::ClusterState::InSync)
+            && held(m, "cluster-b", "Node", "", "node-b").is_some()
+            && held(m, "cluster-b", "IPPool", "", "pool-b").is_some()
+            && b_weps(m).len() == 1
+    };
+    pump(
+        &mut agent,
+        "overlay kinds from the KDD remote",
+        KDD_WAIT,
+        full,
+    )
+    .await;
+    let node = held(agent.mirror(), "cluster-b", "Node", "", "node-b").unwrap();
+    assert_eq!(node["spec"]["bgp"]["ipv4Address"], "192.168.12.1/24");
+    assert!(
+        held(
+            agent.mirror(),
+            "cluster-b",
+            "GlobalNetworkPolicy",
+            "",
+            "never-remote"
+        )
+        .is_none()
+    );
+
+    // The remote's API server dies: after the grace period its data is withdrawn...
+    b.kill();
+    pump(
+        &mut agent,
+        "cluster-b withdrawn after its grace period",
+        KDD_WAIT,
+        |m| {
+            is(m, "cluster-b", pb::ClusterState::ConnectionFailed)
+                && m.resources().keys().all(|k| k.cluster != "cluster-b")
+        },
+    )
+    .await;
+    assert!(agent.mirror().in_sync(), "the local cluster stays in sync");
+    // ...and restored when it is back.
+    b.restart();
+    pump(&mut agent, "cluster-b restored", KDD_WAIT, full).await;
+}

@@ -221,9 +221,11 @@ fn local_identities(datastore: &DatastoreUrl) -> Vec<String> {
             .iter()
             .map(|e| meshsync_mesh::etcd_identity(e, prefix))
             .collect(),
-        // An RCC pointing back at the local API server is not detected (its address is only known
-        // once the kubeconfig is read); see ARCHITECTURE.md.
-        DatastoreUrl::Kubernetes { .. } => Vec::new(),
+        // The same kubeconfig as an RCC's is recognised; another kubeconfig for this API server
+        // is not (its address is only known once the kubeconfig is read); see ARCHITECTURE.md.
+        DatastoreUrl::Kubernetes { kubeconfig } => vec![meshsync_mesh::kube_identity(
+            &KubeAccess::Kubeconfig(kubeconfig.clone()),
+        )],
     }
 }
 

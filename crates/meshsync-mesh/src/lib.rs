@@ -27,7 +27,7 @@ pub use manager::{MeshConfig, RCC_KIND, RemoteClusterManager, SECRET_KIND};
 pub use rcc::{
     CALICO_ETCD_PREFIX, InvalidClusterName, LOST_CLUSTER_GRACE_ANNOTATION,
     LOST_CLUSTER_POLICY_ANNOTATION, LostClusterPolicy, MAX_LOST_CLUSTER_GRACE, Rcc, RemoteConfig,
-    RemoteDatastore, Secrets, etcd_identity, file_identity, validate_cluster_name,
+    RemoteDatastore, Secrets, etcd_identity, file_identity, kube_identity, validate_cluster_name,
 };
 pub use remote::RemoteLimits;
 pub use secret::SecretData;

@@ -7,7 +7,7 @@
 use futures::Stream;
 use meshsync_model::{ClusterName, SourceEvent, SourceStatus};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::manager::RemoteClusterManager;
 use crate::rcc::LostClusterPolicy;
@@ -32,12 +32,33 @@ where
         {
             *reason = withdrawn_reason(reason);
         }
+        if let SourceEvent::ResyncStart { .. } = &event
+            && let RemoteState::Running {
+                link: Link::Withdrawn { relisting },
+                ..
+            } = &mut remote.state
+        {
+            *relisting = true;
+        }
         if let SourceEvent::Status { status, .. } = &event
             && let RemoteState::Running { config, link } = &mut remote.state
         {
             match status {
                 SourceStatus::InSync => {
+                    let resumed_without_data = matches!(link, Link::Withdrawn { relisting: false });
                     *link = Link::Up;
+                    if resumed_without_data {
+                        // Its source resumed its watches without listing: the withdrawn data
+                        // comes back only with a full listing, so start the source anew.
+                        info!(
+                            cluster,
+                            "remote cluster is back; restarting its source to restore its withdrawn data"
+                        );
+                        let stream = crate::remote::start(cluster, config, &self.config.limits);
+                        self.sources
+                            .insert(cluster.to_string(), crate::manager::supervised(stream));
+                        return;
+                    }
                     self.release(cluster);
                 }
                 SourceStatus::ConnectionFailed(reason) => {
@@ -56,7 +77,7 @@ where
                             reason: reason.clone(),
                             withdraw_at,
                         },
-                        Link::Withdrawn => Link::Withdrawn,
+                        Link::Withdrawn { .. } => Link::Withdrawn { relisting: false },
                     };
                     self.release(cluster);
                 }
@@ -81,7 +102,7 @@ where
                 } if *at <= now => std::mem::take(reason),
                 _ => continue,
             };
-            *link = Link::Withdrawn;
+            *link = Link::Withdrawn { relisting: false };
             warn!(cluster = %name, "remote cluster lost for longer than its grace period; withdrawing its data (lost-cluster policy withdraw)");
             let cluster: ClusterName = name.as_str().into();
             self.out.push_back(SourceEvent::ResyncStart {

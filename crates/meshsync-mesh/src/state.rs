@@ -39,8 +39,11 @@ pub(crate) enum Link {
         reason: String,
         withdraw_at: Option<Instant>,
     },
-    /// Lost for longer than the grace period: its data was withdrawn (restored by its relist).
-    Withdrawn,
+    /// Lost for longer than the grace period: its data was withdrawn, to be restored by a full
+    /// listing: the one its source started after reconnecting (`relisting`: the etcd source
+    /// relists on reconnect), or, for a source that resumes without one (the Kubernetes
+    /// watchers), a restart of the source when it is in sync again.
+    Withdrawn { relisting: bool },
 }
 
 impl Remote {
@@ -81,7 +84,7 @@ impl Remote {
         matches!(
             self.state,
             RemoteState::Running {
-                link: Link::Withdrawn,
+                link: Link::Withdrawn { .. },
                 ..
             }
         )

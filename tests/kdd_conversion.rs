@@ -53,6 +53,9 @@ metadata:
     app: web
   annotations:
     cni.projectcalico.org/containerID: c0ffee
+    cni.projectcalico.org/floatingIPs: '["203.0.113.7"]'
+    kubernetes.io/ingress-bandwidth: 10M
+    k8s.v1.cni.cncf.io/network-status: '[{{"name":"net1"}}]'
 spec:
   nodeName: node-1
   serviceAccountName: api

@@ -7,8 +7,10 @@
 //! endpoint; the name is `[node, "k8s", pod, "eth0"]` with `-` doubled in each segment; labels
 //! gain `projectcalico.org/{namespace,orchestrator,serviceaccount}`; IPs come from the first
 //! source that has any, in Calico's priority order; a finished pod keeps its endpoint without IPs.
-//! Not converted yet: `ipNATs`, `allowSpoofedSourcePrefixes`, QoS and the network-status
-//! annotation.
+//! The annotation-driven fields (`ipNATs`, `allowSpoofedSourcePrefixes`, QoS, the network status)
+//! are in [`annotations`].
+
+pub mod annotations;
 
 use std::net::IpAddr;
 
@@ -22,6 +24,8 @@ pub enum PodError {
     NoName,
     #[error("malformed pod IP {0:?} (from {1})")]
     MalformedIp(String, &'static str),
+    #[error("annotation {0} {1}")]
+    MalformedAnnotation(&'static str, &'static str),
 }
 
 /// The annotation Calico's CNI plugin writes with the container's ID.
@@ -242,6 +246,17 @@ pub fn pod_to_workload_endpoint(
         }
     }
     metadata.insert("labels".into(), Value::Object(labels));
+    let pod_annotations: Map<String, Value> = pod
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(status) = pod_annotations.get(annotations::NETWORK_STATUS) {
+        metadata.insert(
+            "annotations".into(),
+            json!({ annotations::NETWORK_STATUS: status }),
+        );
+    }
 
     let mut profiles = vec![json!(format!("kns.{namespace}"))];
     if !sa.is_empty() {
@@ -269,7 +284,18 @@ pub fn pod_to_workload_endpoint(
         "interfaceName".into(),
         json!(interface_name(interface_prefix, namespace, name)),
     );
+    let nats = annotations::ip_nats(&pod_annotations, &ips)?;
+    let allowed = annotations::allowed_source_prefixes(&pod_annotations)?;
     spec.insert("ipNetworks".into(), json!(ips));
+    if !nats.is_empty() {
+        spec.insert("ipNATs".into(), Value::Array(nats));
+    }
+    if !allowed.is_empty() {
+        spec.insert("allowSpoofedSourcePrefixes".into(), json!(allowed));
+    }
+    if let Some(qos) = annotations::qos_controls(&pod_annotations) {
+        spec.insert("qosControls".into(), qos);
+    }
     spec.insert("profiles".into(), Value::Array(profiles));
     if !sa.is_empty() {
         spec.insert("serviceAccountName".into(), json!(sa));

@@ -31,6 +31,8 @@ pub struct AgentArgs {
     /// Server URL(s), e.g. http://127.0.0.1:5473; repeat or comma-separate for failover.
     #[arg(long, required = true, value_delimiter = ',', env = "MESHSYNC_SERVER")]
     server: Vec<String>,
+    #[command(flatten)]
+    tls: super::tls_flags::ClientTlsFlags,
     /// Subscription type: felix, bgp, tunnel-ip-allocation, node-status, federation or all.
     #[arg(long, default_value = "felix")]
     syncer: String,
@@ -57,6 +59,7 @@ pub struct AgentArgs {
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut config = AgentConfig::new(String::new());
     config.servers = args.server.clone();
+    config.tls = args.tls.client_tls()?;
     config.subscription = args.syncer.clone();
     config.required_clusters = args.required_clusters.clone();
     if let Some(node) = &args.node_name {

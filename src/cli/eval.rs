@@ -43,6 +43,8 @@ pub struct EvalArgs {
     /// Server URL(s), e.g. http://127.0.0.1:5473; repeat or comma-separate for failover.
     #[arg(long, required = true, value_delimiter = ',', env = "MESHSYNC_SERVER")]
     pub server: Vec<String>,
+    #[command(flatten)]
+    pub tls: super::tls_flags::ClientTlsFlags,
     /// How to print the matches.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -73,6 +75,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = AgentConfig::new(String::new());
     config.servers = args.server.clone();
+    config.tls = args.tls.client_tls()?;
     config.subscription = "felix".into();
     config.node_name = "meshsync-eval".into();
     let mut agent = match Agent::new(config) {

@@ -25,6 +25,8 @@ pub struct FederateArgs {
     #[arg(long, required = true, value_delimiter = ',', env = "MESHSYNC_SERVER")]
     server: Vec<String>,
     #[command(flatten)]
+    tls: super::tls_flags::ClientTlsFlags,
+    #[command(flatten)]
     etcd: EtcdFlags,
     /// Recalculate this many milliseconds after the first update of a batch.
     #[arg(
@@ -61,6 +63,7 @@ pub async fn run(args: FederateArgs) -> anyhow::Result<ExitCode> {
     let datastore = controller_datastore(&args.datastore, &args.etcd)?;
     let mut agent = AgentConfig::new(String::new());
     agent.servers = args.server.clone();
+    agent.tls = args.tls.client_tls()?;
     agent.node_name = "meshsync-federation".into();
     let mut config = ControllerConfig::with_datastore(agent, datastore);
     config.debounce = Duration::from_millis(args.debounce_ms);

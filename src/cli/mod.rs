@@ -8,6 +8,7 @@ pub mod federate;
 pub mod selector;
 pub mod serve;
 pub mod status;
+pub mod tls_flags;
 
 /// The longest time any flag of seconds accepts: beyond it `Duration` and `Instant` arithmetic
 /// overflow (and panic), and nothing sensible waits that long.

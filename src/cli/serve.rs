@@ -29,6 +29,8 @@ pub struct ServeArgs {
     datastore: DatastoreUrl,
     #[command(flatten)]
     etcd: EtcdFlags,
+    #[command(flatten)]
+    tls: super::tls_flags::ServerTlsFlags,
     /// gRPC listen address (Typha's port).
     #[arg(long, default_value = "0.0.0.0:5473", env = "MESHSYNC_LISTEN")]
     listen: SocketAddr,
@@ -87,6 +89,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.max_sockets != Some(0),
         "--max-sockets must be at least 1"
+    );
+    let tls = args.tls.files()?;
+    anyhow::ensure!(
+        !(args.federation && tls.is_some()),
+        "--federation with TLS on the agents' port is not supported yet: run `meshsync federate` with --tls-* flags beside the server"
     );
     // One set of counters for every source of the process (local and remote), on `/metrics`.
     let counters = std::sync::Arc::new(meshsync_datastore::SourceCounters::default());
@@ -176,6 +183,7 @@ fn server_config(
         write_timeout: super::seconds("--write-timeout", args.write_timeout, true)?,
         max_backlog_bytes: args.max_backlog_bytes,
         source_counters: counters.clone(),
+        tls: args.tls.files()?,
         ..ServerConfig::default()
     })
 }

@@ -7,7 +7,6 @@ use clap::{Args, ValueEnum};
 use meshsync_agent::{cluster_state_name, sync_state_name};
 use meshsync_proto::{self as pb, sync_client::SyncClient};
 use serde_json::json;
-use tonic::transport::Endpoint;
 
 use super::common::{cluster_label, cluster_status_json};
 
@@ -28,14 +27,14 @@ pub struct StatusArgs {
     /// Give up after SECS.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     timeout: f64,
+    #[command(flatten)]
+    tls: super::tls_flags::ClientTlsFlags,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let timeout = super::seconds("--timeout", args.timeout, true)?;
-    let endpoint = Endpoint::from_shared(args.server.clone())
-        .with_context(|| format!("invalid server address {:?}", args.server))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    let tls = args.tls.client_tls()?;
+    let endpoint = meshsync_agent::endpoint(&args.server, tls.as_ref(), timeout)?.timeout(timeout);
     let channel = endpoint
         .connect()
         .await

@@ -20,11 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair};
 
+use super::certs::{new_ca, new_leaf};
 use super::etcd::Etcd;
 
 /// Longest wait for `/readyz` (a first start on a loaded 2-core machine takes seconds).
@@ -596,57 +594,6 @@ fn spawn_apiserver(
         .stdout(log.try_clone().expect("log file"))
         .stderr(log);
     super::process::spawn_tied(cmd).unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
-}
-
-/// A certificate authority: its certificate in PEM and the issuer that signs with it.
-fn new_ca(common_name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-    ];
-    let key = KeyPair::generate().expect("generate a key");
-    let cert = params.self_signed(&key).expect("self-sign the CA");
-    (cert.pem(), Issuer::new(params, key))
-}
-
-/// A leaf certificate and its key (PEM) for `names` (DNS names or IPs), signed by `issuer`.
-fn new_leaf(
-    issuer: &Issuer<'static, KeyPair>,
-    common_name: &str,
-    organizations: &[&str],
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<String>>())
-            .expect("valid subject names");
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    for org in organizations {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, *org);
-    }
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![usage];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().expect("generate a key");
-    let cert = params
-        .signed_by(&key, issuer)
-        .expect("sign the certificate");
-    (cert.pem(), key.serialize_pem())
 }
 
 fn write(path: &Path, text: &str) {

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod binary;
+pub mod certs;
 pub mod etcd;
 pub mod federation;
 pub mod h2raw;

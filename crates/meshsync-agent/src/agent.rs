@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// Largest message accepted from the server.
     pub max_message_bytes: usize,
+    /// TLS towards the server(s); `None`: plaintext.
+    pub tls: Option<crate::ClientTls>,
 }
 
 impl AgentConfig {
@@ -46,6 +48,7 @@ impl AgentConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             max_message_bytes: 64 << 20,
+            tls: None,
         }
     }
 }
@@ -87,6 +90,8 @@ pub enum AgentError {
     BadAddress { server: String, reason: String },
     #[error("server {server} refused the subscription: {message}")]
     Refused { server: String, message: String },
+    #[error("{0}")]
+    BadTls(String),
 }
 
 /// A message received from the server, not yet applied.
@@ -152,6 +157,13 @@ impl Agent {
                 server: server.clone(),
                 reason: e.to_string(),
             })?;
+        }
+        if let Some(tls) = &config.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return Err(AgentError::BadTls(
+                crate::ConnectError::HalfIdentity.to_string(),
+            ));
         }
         Ok(Agent {
             mirror: Mirror::new(config.required_clusters.clone()),
@@ -241,12 +253,12 @@ impl Agent {
         &self,
         server: &str,
     ) -> Result<tonic::Streaming<pb::SyncEvent>, tonic::Status> {
-        let endpoint = Endpoint::from_shared(server.to_string())
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20));
+        let endpoint = crate::endpoint(
+            server,
+            self.config.tls.as_ref(),
+            self.config.connect_timeout,
+        )
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let channel: Channel = endpoint.connect().await.map_err(|e| {
             tonic::Status::unavailable(format!("cannot connect: {}", error_chain(&e)))
         })?;
@@ -370,9 +382,15 @@ fn is_fatal(status: &tonic::Status) -> bool {
 }
 
 fn describe(status: &tonic::Status) -> String {
-    if status.message().is_empty() {
+    let mut text = if status.message().is_empty() {
         format!("{:?}", status.code())
     } else {
         format!("{:?}: {}", status.code(), status.message())
+    };
+    // A transport failure keeps its cause (e.g. the TLS alert the server sent) as the source.
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&error_chain(source));
     }
+    text
 }

@@ -3,9 +3,11 @@
 //! command, the benchmark's simulated agents and the federation controller are built on it.
 
 mod agent;
+mod connect;
 mod mirror;
 
 pub use agent::{Agent, AgentConfig, AgentError, AgentEvent};
+pub use connect::{ClientTls, ConnectError, connect, endpoint};
 pub use mirror::{
     ClusterInfo, DigestMismatch, Dump, Mirror, MirrorEntry, MirrorKey, cluster_state_name,
     sync_state_name,

@@ -22,8 +22,13 @@ pub struct Connections {
     pub(crate) released: AtomicU64,
     /// The largest backlog (bytes of changes) any stream pinned at the last check.
     pub(crate) backlog_max: AtomicU64,
+    /// Connections refused for a failed TLS handshake (no TLS, wrong CA, identity not allowed,
+    /// expired) or for speaking TLS to the plaintext port.
+    pub(crate) refused_tls: AtomicU64,
     pub(crate) refused_log: RateLimit,
     pub(crate) handshake_log: RateLimit,
+    /// One rate limit per kind of TLS refusal, so each cause is logged (not once per packet).
+    pub(crate) tls_log: [RateLimit; crate::tls::REFUSAL_KINDS],
     pub(crate) release_log: RateLimit,
 }
 
@@ -66,6 +71,10 @@ impl Connections {
     }
 
     /// Connections closed by the write timeout.
+    pub fn refused_tls(&self) -> u64 {
+        self.refused_tls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn closed_stalled(&self) -> u64 {
         self.closed_stalled.load(Ordering::Relaxed)
     }

@@ -5,6 +5,13 @@
 //! tonic's own accept loop retries a failing `accept` immediately and logs at `trace`: at the
 //! open-file limit that is a busy loop on one core. Here every accept error is handled in the
 //! stream itself, which never yields an error to tonic.
+//!
+//! With TLS ([`crate::tls`]) each accepted socket's handshake runs in its own task, within the
+//! handshake timeout and holding its slot of the socket cap, so a slow or hostile handshake never
+//! delays the next accept; only completed handshakes reach tonic. A failed handshake (a plaintext
+//! client, a wrong CA, an identity not allowed) is one rate-limited log line with its reason. On a
+//! plaintext port, a client whose first byte opens a TLS record is told apart from garbage the
+//! same way.
 
 use std::io;
 use std::net::SocketAddr;
@@ -93,9 +100,19 @@ impl Drop for SocketPermit {
     }
 }
 
+/// The bytes under HTTP/2: a plain socket or a TLS session over one.
+pub(crate) enum Transport {
+    Plain {
+        socket: TcpStream,
+        /// The first bytes were looked at (a TLS ClientHello on a plaintext port is refused).
+        sniffed: bool,
+    },
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
 /// An accepted gRPC socket. See the module documentation.
 pub(crate) struct GuardedIo {
-    inner: TcpStream,
+    inner: Transport,
     state: Arc<ConnState>,
     /// Armed until the connection completes a request.
     handshake: Option<Pin<Box<Sleep>>>,
@@ -152,7 +169,48 @@ impl AsyncRead for GuardedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.check(cx)?;
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        match &mut this.inner {
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Transport::Plain { socket, sniffed } => {
+                let before = buf.filled().len();
+                let result = Pin::new(socket).poll_read(cx, buf);
+                if !*sniffed && buf.filled().len() > before {
+                    *sniffed = true;
+                    // A TLS record (handshake, version 3.x) where the HTTP/2 preface belongs.
+                    if buf.filled()[before..].starts_with(&[0x16, 0x03]) {
+                        this.counters.refused_tls.fetch_add(1, Ordering::Relaxed);
+                        let kind = crate::tls::refusal_kind("plaintext gRPC port");
+                        if let Some(more) = this.counters.tls_log[kind].hit() {
+                            warn!(peer = %this.state.peer, also_refused_since_last_line = more,
+                                "refusing a TLS client on the plaintext gRPC port (serve has no --tls-cert-file)");
+                        }
+                        this.state.killed.store(true, Ordering::Release);
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "TLS on a plaintext port",
+                        )));
+                    }
+                }
+                result
+            }
+        }
+    }
+}
+
+impl Transport {
+    fn pin_write(&mut self) -> Pin<&mut (dyn AsyncWrite + Send + Unpin)> {
+        match self {
+            Transport::Plain { socket, .. } => Pin::new(socket),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain { socket, .. } => socket.is_write_vectored(),
+            Transport::Tls(tls) => tls.is_write_vectored(),
+        }
     }
 }
 
@@ -163,7 +221,7 @@ impl AsyncWrite for GuardedIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.inner.pin_write().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -172,7 +230,7 @@ impl AsyncWrite for GuardedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.inner.pin_write().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -181,11 +239,11 @@ impl AsyncWrite for GuardedIo {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.check(cx)?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.inner.pin_write().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.inner.pin_write().poll_shutdown(cx)
     }
 }
 
@@ -321,55 +379,99 @@ pub(crate) async fn accept_with_backoff(
     }
 }
 
-/// The gRPC listener as tonic's incoming stream: capped, backed off, wrapped. Never yields an error.
+/// The gRPC listener as tonic's incoming stream: capped, backed off, wrapped, and with `tls` each
+/// connection's handshake done in its own task. Never yields an error.
 pub(crate) fn incoming(
     listener: TcpListener,
     config: AcceptConfig,
     counters: Arc<Connections>,
+    tls: Option<Arc<crate::tls::TlsReloader>>,
 ) -> impl Stream<Item = Result<GuardedIo, io::Error>> + Send {
-    futures::stream::unfold(
-        (listener, config, counters),
-        |(listener, config, counters)| async move {
-            let io = loop {
-                let (socket, peer) = accept_with_backoff(&listener, "grpc").await;
-                let taken =
-                    counters
-                        .sockets
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n < config.max_sockets).then_some(n + 1)
-                        });
-                if taken.is_err() {
-                    counters.refused_sockets.fetch_add(1, Ordering::Relaxed);
-                    if let Some(more) = counters.refused_log.hit() {
-                        warn!(peer = %peer, max_sockets = config.max_sockets,
-                            also_refused_since_last_line = more,
-                            "socket limit reached; closing new connections");
-                    }
-                    drop(socket);
-                    continue;
-                }
-                let permit = SocketPermit(counters.clone());
-                // With our own listener tonic applies neither; Nagle's algorithm would hold small
-                // frames back for up to a delayed-ACK timeout (~40 ms).
-                let _ = socket.set_nodelay(true);
-                let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
-                let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
-                break GuardedIo {
-                    inner: socket,
-                    state: Arc::new(ConnState {
-                        peer,
-                        handshake_done: AtomicBool::new(false),
-                        killed: AtomicBool::new(false),
-                        waker: AtomicWaker::new(),
-                    }),
-                    handshake: Some(Box::pin(tokio::time::sleep(config.handshake_timeout))),
-                    counters: counters.clone(),
-                    _permit: permit,
-                };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<GuardedIo, io::Error>>(64);
+    tokio::spawn(async move {
+        loop {
+            let (socket, peer) = tokio::select! {
+                accepted = accept_with_backoff(&listener, "grpc") => accepted,
+                _ = tx.closed() => return,
             };
-            Some((Ok(io), (listener, config, counters)))
-        },
-    )
+            let taken = counters
+                .sockets
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < config.max_sockets).then_some(n + 1)
+                });
+            if taken.is_err() {
+                counters.refused_sockets.fetch_add(1, Ordering::Relaxed);
+                if let Some(more) = counters.refused_log.hit() {
+                    warn!(peer = %peer, max_sockets = config.max_sockets,
+                        also_refused_since_last_line = more,
+                        "socket limit reached; closing new connections");
+                }
+                drop(socket);
+                continue;
+            }
+            let permit = SocketPermit(counters.clone());
+            // With our own listener tonic applies neither; Nagle's algorithm would hold small
+            // frames back for up to a delayed-ACK timeout (~40 ms).
+            let _ = socket.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
+            let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
+            let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+            let io_counters = counters.clone();
+            let guarded = move |inner: Transport| GuardedIo {
+                inner,
+                state: Arc::new(ConnState {
+                    peer,
+                    handshake_done: AtomicBool::new(false),
+                    killed: AtomicBool::new(false),
+                    waker: AtomicWaker::new(),
+                }),
+                handshake: Some(Box::pin(tokio::time::sleep_until(deadline))),
+                counters: io_counters,
+                _permit: permit,
+            };
+            match &tls {
+                None => {
+                    let io = guarded(Transport::Plain {
+                        socket,
+                        sniffed: false,
+                    });
+                    if tx.send(Ok(io)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    let tx = tx.clone();
+                    let counters = counters.clone();
+                    // The permit moves into the connection (or is dropped with a failed one).
+                    let make = move |stream| guarded(Transport::Tls(Box::new(stream)));
+                    tokio::spawn(async move {
+                        let reason = match tokio::time::timeout_at(
+                            deadline,
+                            acceptor.accept(socket),
+                        )
+                        .await
+                        {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send(Ok(make(stream))).await;
+                                return;
+                            }
+                            Ok(Err(e)) => crate::tls::handshake_reason(&e),
+                            Err(_) => "no TLS handshake within the handshake timeout".to_string(),
+                        };
+                        counters.refused_tls.fetch_add(1, Ordering::Relaxed);
+                        if let Some(more) =
+                            counters.tls_log[crate::tls::refusal_kind(&reason)].hit()
+                        {
+                            warn!(peer = %peer, reason = %reason, also_refused_since_last_line = more,
+                                "refusing a connection: TLS handshake failed");
+                        }
+                    });
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// The health and metrics listeners for axum, with the same backoff (axum's own logs every

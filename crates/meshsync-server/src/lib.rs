@@ -9,6 +9,7 @@ mod metrics;
 mod routes;
 mod service;
 mod streams;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub use service::{
     MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES, SERVER_VERSION,
     SyncService,
 };
+pub use tls::{TlsError, TlsFiles};
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -61,6 +63,8 @@ pub struct ServerConfig {
     /// What the sources refused (invalid values, malformed keys, refused files), shared with
     /// every source of the process; rendered on `/metrics`.
     pub source_counters: Arc<meshsync_model::SourceCounters>,
+    /// TLS on the gRPC port (with client identity when a client CA is given); `None`: plaintext.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(120),
             max_backlog_bytes: 4 << 20,
             source_counters: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -97,6 +102,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("health server failed: {0}")]
     Health(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Thousands of agents may connect at once (after a restart); the default backlog of 128 would
@@ -134,6 +141,7 @@ pub struct BoundServer {
     config: ServerConfig,
     cache: SnapshotCache,
     connections: Arc<Connections>,
+    tls: Option<Arc<tls::TlsReloader>>,
 }
 
 impl BoundServer {
@@ -143,6 +151,10 @@ impl BoundServer {
             addr: config.listen,
             source,
         })?;
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(tls::TlsReloader::new(files.clone())?)),
+            None => None,
+        };
         let health = bind_http(config.health_listen).await?;
         let metrics = bind_http(config.metrics_listen).await?;
         Ok(BoundServer {
@@ -152,6 +164,7 @@ impl BoundServer {
             config,
             cache,
             connections: Arc::new(Connections::default()),
+            tls,
         })
     }
 
@@ -248,7 +261,7 @@ impl BoundServer {
             "gRPC server listening");
         // Our own accept loop: TCP_NODELAY and keepalive per socket, the socket cap, backoff at
         // the open-file limit, the handshake timeout and the kill switch of stalled connections.
-        let incoming = incoming::incoming(self.grpc, accept, counters);
+        let incoming = incoming::incoming(self.grpc, accept, counters, self.tls);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.config.keepalive_interval))

@@ -182,6 +182,11 @@ fn counters(
             &connections.closed_stalled,
         ),
         (
+            "meshsync_connections_refused_tls_total",
+            "Connections refused for a failed TLS handshake (not TLS, unknown CA, identity not allowed, expired, timeout) or for TLS on the plaintext port.",
+            &connections.refused_tls,
+        ),
+        (
             "meshsync_streams_released_total",
             "Times a stream that was not keeping up released the breadcrumbs it pinned.",
             &connections.released,

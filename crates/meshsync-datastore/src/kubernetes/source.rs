@@ -750,14 +750,28 @@ impl<'a> Running<'a> {
         // A server without streaming lists refuses `sendInitialEvents`: list in pages instead.
         if w.streaming && !w.initial_done && refuses_streaming(&error) {
             w.streaming = false;
+            let target_of_failed = w.target.clone();
             if !self.streaming_refused {
                 self.streaming_refused = true;
                 info!(cluster = %cluster, resource = %label, error = %message,
                     "the API server does not offer streaming lists; listing in pages");
             }
-            let target = w.target.clone();
-            let stream = self.stream(&target, false);
-            self.streams.insert(id, stream);
+            // Every watch still waiting for its streaming list lists in pages now, rather than
+            // each waiting for its own refusal (slower for CRDs, seen 1.3 s).
+            let pending: Vec<(usize, Target)> = self
+                .watched
+                .iter_mut()
+                .filter(|(_, w)| w.streaming && !w.initial_done)
+                .map(|(other, w)| {
+                    w.streaming = false;
+                    (*other, w.target.clone())
+                })
+                .chain(std::iter::once((id, target_of_failed)))
+                .collect();
+            for (other, target) in pending {
+                let stream = self.stream(&target, false);
+                self.streams.insert(other, stream);
+            }
             return Ok(());
         }
         // A watch too old for the server's history (`410 Gone`): the watcher relists, and the

@@ -20,6 +20,8 @@
 
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;
+#[path = "../tests/support/certs.rs"]
+mod certs;
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
 #[path = "../tests/support/process.rs"]

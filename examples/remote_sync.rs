@@ -69,7 +69,7 @@ async fn main() {
         }
     }
     let c_key = key_path("/calico", "WorkloadEndpoint", "default", "ticker").expect("known kind");
-    cc.put(c_key.clone(), r#"{"kind":"WorkloadEndpoint","t":0}"#)
+    cc.put(c_key.clone(), r#"{"kind":"WorkloadEndpoint","metadata":{"name":"ticker","namespace":"default"},"t":0}"#)
         .await
         .expect("put");
     ca.put(
@@ -118,7 +118,7 @@ async fn main() {
             sent.insert(n, Instant::now());
             cc.put(
                 c_key.clone(),
-                format!(r#"{{"kind":"WorkloadEndpoint","t":{n}}}"#),
+                format!(r#"{{"kind":"WorkloadEndpoint","metadata":{{"name":"ticker","namespace":"default"}},"t":{n}}}"#),
             )
             .await
             .expect("put");

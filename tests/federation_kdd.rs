@@ -17,12 +17,13 @@ use meshsync_federation::controller::{ControllerConfig, FIELD_MANAGER, KubeConne
 use serde_json::{Value, json};
 use support::TestServer;
 use support::apiserver::ApiServer;
-use support::binary::Serve;
+use support::binary::{Serve, meshsync};
 use support::etcd::Cluster;
 use support::federation::{
     RunningController, address_set, ports_json, service, start_controller_with,
 };
 use support::kdd::{KDD_WAIT, kdd_mesh, rbac_yaml, write_file};
+use support::log_text::text_field;
 use support::logs;
 
 const NS: &str = "fed";
@@ -522,8 +523,9 @@ async fn federated_endpoints_through_server_side_apply() {
     server.stop().await;
 }
 
-/// The binary: `meshsync serve --datastore kubernetes:KUBECONFIG --federation` writes the
-/// federated objects of a local backing service through the API.
+/// The binary: `meshsync serve --datastore kubernetes:KUBECONFIG --federation`, then `meshsync
+/// federate --datastore kubernetes:KUBECONFIG`, write the federated objects of a local backing
+/// service through the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_federation_into_kubernetes() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -558,4 +560,47 @@ async fn serve_federation_into_kubernetes() {
     )
     .await;
     assert!(applied_by_us(&slice));
+    drop(serve);
+
+    // `meshsync federate --datastore kubernetes:KUBECONFIG` against a `serve` without the
+    // controller: a change of the backing endpoints is written by that process.
+    let mut serve = Serve::on_loopback(&datastore, &[]);
+    let serving = serve.wait_serving();
+    let grpc = text_field(&serving, "grpc").unwrap_or_else(|| panic!("no grpc= in {serving:?}"));
+    let mut federate = meshsync();
+    federate.args([
+        "federate",
+        "--datastore",
+        &datastore,
+        "--server",
+        &format!("http://{grpc}"),
+    ]);
+    let mut federate = Serve::spawn(federate);
+    apply_as(
+        &api,
+        "endpoints-controller",
+        &endpoints_yaml("my-app-local", "10.9.0.2", false),
+    );
+    wait_object(
+        &api,
+        "endpoints",
+        "my-app-federated",
+        "the new address written by meshsync federate",
+        |e| address_set(e, &["addresses"]) == set(&[("10.9.0.2", "")]),
+    )
+    .await;
+    wait_object(
+        &api,
+        SLICES,
+        "my-app-federated-federated-ipv4",
+        "the new address in the slice, by meshsync federate",
+        |s| slice_ips(s) == BTreeSet::from(["10.9.0.2".to_owned()]),
+    )
+    .await;
+    let lines = federate.kill_and_collect();
+    assert!(
+        lines.iter().any(|l| l.contains("wrote federated object")),
+        "{lines:#?}"
+    );
+    drop(serve);
 }

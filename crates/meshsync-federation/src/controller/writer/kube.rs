@@ -167,6 +167,8 @@ async fn apply_attempt(api: &Api<DynamicObject>, action: &Action) -> Result<Atte
         return Ok(Attempt::Done(Outcome::Unmanaged));
     };
     if comparable(&existing) == comparable(&merged) {
+        debug!(target: LOG_TARGET, kind = action.kind, namespace = %action.namespace,
+            name = %action.name, "already as desired; nothing sent");
         return Ok(Attempt::Done(Outcome::Unchanged));
     }
     apply(api, action, want, resource_version).await
@@ -199,6 +201,10 @@ async fn apply(
         Ok(applied) => {
             let same =
                 resource_version.is_some() && applied.metadata.resource_version == resource_version;
+            if same {
+                debug!(target: LOG_TARGET, kind = action.kind, namespace = %action.namespace,
+                    name = %action.name, "applied; the API server changed nothing");
+            }
             Ok(Attempt::Done(if same {
                 Outcome::Unchanged
             } else {

@@ -69,9 +69,12 @@ async fn main() {
         }
     }
     let c_key = key_path("/calico", "WorkloadEndpoint", "default", "ticker").expect("known kind");
-    cc.put(c_key.clone(), r#"{"kind":"WorkloadEndpoint","metadata":{"name":"ticker","namespace":"default"},"t":0}"#)
-        .await
-        .expect("put");
+    cc.put(
+        c_key.clone(),
+        r#"{"kind":"WorkloadEndpoint","metadata":{"name":"ticker","namespace":"default"},"t":0}"#,
+    )
+    .await
+    .expect("put");
     ca.put(
         key_path("/calico", "RemoteClusterConfiguration", "", "cluster-c").expect("kind"),
         rcc("cluster-c", &c.url()),

@@ -1,7 +1,8 @@
 //! `meshsync federate --datastore URL --server URL`: the federated services controller
 //! (calico-model.md §6). Subscribes to the server with the `federation` subscription and keeps the
-//! federated Services' `Endpoints` and EndpointSlices in the local datastore: etcd (compare-and-swap)
-//! or, for `file:DIR`, JSON files under `DIR/generated/`. See `meshsync_federation::controller`.
+//! federated Services' `Endpoints` and EndpointSlices in the local datastore: etcd (compare-and-swap),
+//! for `file:DIR` JSON files under `DIR/generated/`, or for `kubernetes[:KUBECONFIG]` the API
+//! (server-side apply as the field manager `meshsync-federation`). See `meshsync_federation::controller`.
 //! `meshsync serve --federation` runs the same controller in-process ([`controller_datastore`]).
 
 use std::process::ExitCode;
@@ -10,15 +11,18 @@ use std::time::Duration;
 use clap::Args;
 use meshsync_agent::AgentConfig;
 use meshsync_datastore::DatastoreUrl;
-use meshsync_federation::controller::{self, ControllerConfig, LocalDatastore};
+use meshsync_datastore::kubernetes::KubeAccess;
+use meshsync_federation::controller::{self, ControllerConfig, KubeConnect, LocalDatastore};
 use tracing::info;
 
 use super::etcd_flags::EtcdFlags;
 
 #[derive(Args, Debug)]
 pub struct FederateArgs {
-    /// The local cluster's datastore, written to: `etcd://host:port[,host:port…][?prefix=/calico]`
-    /// or `file:DIR` (objects written as files under `DIR/generated/`).
+    /// The local cluster's datastore, written to: `etcd://host:port[,host:port…][?prefix=/calico]`,
+    /// `file:DIR` (objects written as files under `DIR/generated/`), or `kubernetes[:KUBECONFIG]`
+    /// (the API, with server-side apply; that kubeconfig, else `$KUBECONFIG`/`~/.kube/config`,
+    /// else in-cluster).
     #[arg(long, env = "MESHSYNC_DATASTORE")]
     datastore: DatastoreUrl,
     /// Server URL(s), e.g. http://127.0.0.1:5473; repeat or comma-separate for failover.
@@ -53,9 +57,16 @@ pub fn controller_datastore(
             })
         }
         DatastoreUrl::File(dir) => Ok(LocalDatastore::Files { dir: dir.clone() }),
-        DatastoreUrl::Kubernetes { .. } => anyhow::bail!(
-            "federation into a Kubernetes datastore (server-side apply) is not implemented yet; use etcd:// or file:"
-        ),
+        DatastoreUrl::Kubernetes { kubeconfig } => {
+            // The kubeconfig is read again at each connection attempt, as the source does.
+            let access = KubeAccess::Kubeconfig(kubeconfig.clone());
+            Ok(LocalDatastore::Kubernetes {
+                connect: KubeConnect::new(move || {
+                    let access = access.clone();
+                    async move { access.client().await.map_err(Into::into) }
+                }),
+            })
+        }
     }
 }
 

@@ -75,7 +75,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000, env = "MESHSYNC_MAX_BATCH")]
     max_batch: usize,
     /// Also run the federated services controller (`meshsync federate`) in-process, subscribed to
-    /// this server and writing into the same local datastore (`file:DIR`: under `DIR/generated/`).
+    /// this server and writing into the same local datastore (`file:DIR`: under `DIR/generated/`;
+    /// `kubernetes`: through the API with server-side apply).
     #[arg(long, env = "MESHSYNC_FEDERATION")]
     federation: bool,
 }

@@ -39,6 +39,11 @@ pub fn start_controller(server: &TestServer, a: &Cluster) -> RunningController {
     );
     config.debounce = Duration::from_millis(20);
     config.retry_delay = Duration::from_millis(200);
+    start_controller_with(config)
+}
+
+/// Starts the controller in process with `config` as it is.
+pub fn start_controller_with(config: ControllerConfig) -> RunningController {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let result = controller::run(config, async {

@@ -1,9 +1,9 @@
 //! The federated services controller: subscribes to a meshsync server with the `federation`
 //! subscription, computes the desired federated Endpoints/EndpointSlices with
-//! [`crate::desired_endpoints`] and reconciles them into the **local** datastore: etcd, or a file
-//! datastore's `generated/` directory ([`LocalDatastore`]). This file is the run loop; the
-//! planning ([`plan`]) is shared, only the writer ([`writer`]) differs per datastore, and
-//! [`merge`] says how a desired object is laid over an existing one.
+//! [`crate::desired_endpoints`] and reconciles them into the **local** datastore: etcd, a file
+//! datastore's `generated/` directory, or the Kubernetes API ([`LocalDatastore`]). This file is
+//! the run loop; the planning ([`plan`]) is shared, only the writer ([`writer`]) differs per
+//! datastore, and [`merge`] says how a desired object is laid over an existing one.
 //!
 //! * Recalculation waits until the mirror is in sync, then runs after every batch of updates
 //!   (debounced by [`ControllerConfig::debounce`]).
@@ -19,6 +19,18 @@
 //! * A failed reconciliation (etcd unreachable) is retried after [`ControllerConfig::retry_delay`]
 //!   even without new updates.
 //!
+//! # Kubernetes datastores
+//!
+//! With [`LocalDatastore::Kubernetes`] objects are written through the API with server-side apply
+//! as the field manager [`FIELD_MANAGER`] (`meshsync-federation`), never forced: the apply carries
+//! only the fields the controller owns, and the read `resourceVersion` as a precondition; deletes
+//! carry the read `uid` and `resourceVersion`. The managed rule is the same as for etcd (an object
+//! without the selector annotation, or an EndpointSlice without our managed-by label, is left
+//! alone). Another field manager owning one of our fields with another value is a conflict: logged
+//! with the managers and fields the API names, counted as failed, retried after
+//! [`ControllerConfig::retry_delay`], never forced. The client comes from a [`KubeConnect`] (the
+//! binary builds it from a kubeconfig), again after the API answers 401; this crate never reads
+//! Kubernetes access configuration.
 //!
 //! # File datastores
 //!
@@ -38,9 +50,13 @@ mod merge;
 mod plan;
 mod writer;
 
+use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use meshsync_agent::{Agent, AgentConfig, AgentError, AgentEvent};
 use meshsync_etcd::{EtcdConfig, TlsFiles};
@@ -66,7 +82,8 @@ pub struct ControllerConfig {
     pub datastore: LocalDatastore,
     /// Wait this long after the first update of a batch before recalculating.
     pub debounce: Duration,
-    /// Compare-and-swap attempts per object (etcd).
+    /// Compare-and-swap attempts per object (etcd); attempts per object when it changed between
+    /// the read and the write (Kubernetes: `resourceVersion` and `uid` preconditions).
     pub max_attempts: u32,
     /// Retry a reconciliation that failed (etcd or file-system errors) after this long.
     pub retry_delay: Duration,
@@ -88,6 +105,54 @@ pub enum LocalDatastore {
     },
     /// A file datastore's directory; objects are written as files under `dir/generated/`.
     Files { dir: PathBuf },
+    /// The Kubernetes API; objects are written with server-side apply (field manager
+    /// [`FIELD_MANAGER`]) through the client `connect` gives.
+    Kubernetes { connect: KubeConnect },
+}
+
+/// The field manager the controller applies its objects as (server-side apply), and the value of
+/// the EndpointSlices' managed-by label.
+pub const FIELD_MANAGER: &str = crate::MANAGED_BY_VALUE;
+
+/// The error a [`KubeConnect`] returns when it cannot build a client.
+pub type KubeConnectError = Box<dyn std::error::Error + Send + Sync>;
+
+type ConnectFn =
+    dyn Fn() -> BoxFuture<'static, Result<kube::Client, KubeConnectError>> + Send + Sync;
+
+/// How the controller gets its Kubernetes client: called at each connection attempt until one
+/// succeeds (the binary reads the kubeconfig there, so a kubeconfig that appears or is fixed later
+/// is picked up). This crate does not know how access is configured; the caller does.
+#[derive(Clone)]
+pub struct KubeConnect(Arc<ConnectFn>);
+
+impl KubeConnect {
+    /// Builds the client with `connect` at each attempt.
+    pub fn new<F, Fut>(connect: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<kube::Client, KubeConnectError>> + Send + 'static,
+    {
+        KubeConnect(Arc::new(move || Box::pin(connect())))
+    }
+
+    /// Always this client.
+    pub fn client(client: kube::Client) -> Self {
+        Self::new(move || {
+            let client = client.clone();
+            async move { Ok(client) }
+        })
+    }
+
+    pub(crate) async fn connect(&self) -> Result<kube::Client, KubeConnectError> {
+        (self.0)().await
+    }
+}
+
+impl fmt::Debug for KubeConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KubeConnect(..)")
+    }
 }
 
 /// The subdirectory of a file datastore the controller writes to.
@@ -109,6 +174,11 @@ impl ControllerConfig {
     /// Writes files under `dir/generated/` (a file datastore's directory).
     pub fn files(agent: AgentConfig, dir: PathBuf) -> Self {
         Self::with_datastore(agent, LocalDatastore::Files { dir })
+    }
+
+    /// Writes through the Kubernetes API (server-side apply) with the client `connect` gives.
+    pub fn kubernetes(agent: AgentConfig, connect: KubeConnect) -> Self {
+        Self::with_datastore(agent, LocalDatastore::Kubernetes { connect })
     }
 
     pub fn with_datastore(agent: AgentConfig, datastore: LocalDatastore) -> Self {
@@ -194,7 +264,9 @@ pub async fn run(
                     continue;
                 }
                 let actions = plan(agent.mirror(), &mut log_state);
-                let stats = apply(&writer, &actions).await;
+                let mut stats = apply(&writer, &actions).await;
+                // The unmanaged objects the plan already left alone count too.
+                stats.skipped_unmanaged += log_state.blocked_count();
                 if stats.written + stats.deleted + stats.failed > 0 {
                     info!(written = stats.written, deleted = stats.deleted,
                         failed = stats.failed, unmanaged = stats.skipped_unmanaged,

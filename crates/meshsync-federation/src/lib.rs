@@ -17,8 +17,8 @@
 //!     delete.
 //! * [`controller`]: the I/O. It subscribes to a meshsync server (the `federation` subscription),
 //!   feeds the mirror to the rules, diffs the result against what the local datastore holds and
-//!   writes only what changed: into etcd with compare-and-swap, or as files into a file
-//!   datastore's `generated/` directory. `meshsync federate` and `meshsync serve --federation`
+//!   writes only what changed: into etcd with compare-and-swap, as files into a file
+//!   datastore's `generated/` directory, or through the Kubernetes API with server-side apply. `meshsync federate` and `meshsync serve --federation`
 //!   run it.
 
 mod compute;

@@ -41,6 +41,13 @@ pub(super) struct LogState {
     blocked: BTreeSet<ObjectId>,
 }
 
+impl LogState {
+    /// How many wanted objects the last plan found in the way and not managed (left alone).
+    pub(super) fn blocked_count(&self) -> usize {
+        self.blocked.len()
+    }
+}
+
 /// What the mirror holds, parsed: every cluster's Services and Endpoints, and the local
 /// Endpoints / EndpointSlices as JSON.
 struct Snapshot {

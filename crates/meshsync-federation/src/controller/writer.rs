@@ -1,13 +1,16 @@
 //! The writers: bring each planned object to its desired state in the local datastore, re-checking
 //! against what the datastore holds at that moment.
 //!
-//! [`Writer`] is the one place that knows there are two datastores: etcd, where every write is a
-//! compare-and-swap ([`etcd`]), and a file datastore's `generated/` directory, where every write is
-//! an atomic rename ([`files`]). Both leave an object the controller does not manage alone and say
-//! so with [`Outcome::Unmanaged`].
+//! [`Writer`] is the one place that knows there are three datastores: etcd, where every write is a
+//! compare-and-swap ([`etcd`]); a file datastore's `generated/` directory, where every write is an
+//! atomic rename ([`files`]); and the Kubernetes API, where every write is a server-side apply as
+//! the field manager `meshsync-federation`, never forced, and every delete has preconditions
+//! ([`kube`]). All three leave an object the controller does not manage alone and say so with
+//! [`Outcome::Unmanaged`].
 
 mod etcd;
 mod files;
+mod kube;
 
 use std::path::PathBuf;
 
@@ -16,16 +19,19 @@ use tracing::{info, warn};
 
 use super::LOG_TARGET;
 use super::plan::Action;
-use super::{ControllerConfig, GENERATED_DIR, LocalDatastore, ReconcileStats};
+use super::{ControllerConfig, GENERATED_DIR, KubeConnectError, LocalDatastore, ReconcileStats};
 
 use self::etcd::EtcdWriter;
 use self::files::FileWriter;
+use self::kube::KubeWriter;
 
-/// Writes the planned objects into the local datastore: etcd (compare-and-swap) or files.
+/// Writes the planned objects into the local datastore: etcd (compare-and-swap), files, or the
+/// Kubernetes API (server-side apply).
 pub(super) enum Writer {
     /// Boxed: it holds the configuration and a client.
     Etcd(Box<EtcdWriter>),
     Files(FileWriter),
+    Kube(KubeWriter),
 }
 
 /// What writing one object did.
@@ -43,6 +49,8 @@ pub(super) enum Outcome {
 pub(super) enum PrepareError {
     #[error("cannot connect to the local etcd: {0}")]
     Connect(#[source] EtcdError),
+    #[error("cannot build a client for the local Kubernetes API: {0}")]
+    KubeConnect(#[source] KubeConnectError),
     #[error("cannot create {}: {source}", path.display())]
     CreateDir {
         path: PathBuf,
@@ -66,8 +74,25 @@ pub(super) enum ApplyError {
     Encode(#[source] serde_json::Error),
     #[error("still conflicting after {0} compare-and-swap attempts")]
     Conflict(u32),
-    #[error("not connected to etcd")]
+    #[error("not connected to the local datastore")]
     NotConnected,
+    /// The API's own answer (its message names the object, the identity and what is missing).
+    #[error("the Kubernetes API answered {} {}: {}", .0.code, .0.reason, .0.message)]
+    Api(#[source] Box<::kube::core::Status>),
+    #[error("the Kubernetes API: {0}")]
+    Kube(#[source] ::kube::Error),
+    /// Server-side apply refused: other field managers own some of our fields with other values.
+    /// Never forced; retried, and resolved when they give the fields up.
+    #[error(
+        "server-side apply conflict: field(s) {fields} owned by field manager(s) {managers}; not forced ({message})"
+    )]
+    FieldConflict {
+        managers: String,
+        fields: String,
+        message: String,
+    },
+    #[error("changed by someone else between read and write, {0} times in a row")]
+    StillModified(u32),
     #[error("no etcd key layout for kind {0}")]
     NoLayout(&'static str),
     #[error("reading {}: {source}", path.display())]
@@ -114,14 +139,18 @@ impl Writer {
             LocalDatastore::Files { dir } => {
                 Writer::Files(FileWriter::new(dir.join(GENERATED_DIR)))
             }
+            LocalDatastore::Kubernetes { connect } => {
+                Writer::Kube(KubeWriter::new(connect.clone(), config.max_attempts))
+            }
         }
     }
 
-    /// Connects to etcd / creates `generated/` if not done yet.
+    /// Connects to etcd / creates `generated/` / builds the Kubernetes client if not done yet.
     pub(super) async fn prepare(&mut self) -> Result<(), PrepareError> {
         match self {
             Writer::Etcd(writer) => writer.prepare().await,
             Writer::Files(writer) => writer.prepare().await,
+            Writer::Kube(writer) => writer.prepare().await,
         }
     }
 
@@ -129,6 +158,7 @@ impl Writer {
         match self {
             Writer::Etcd(writer) => writer.apply_one(action).await,
             Writer::Files(writer) => writer.apply_one(action).await,
+            Writer::Kube(writer) => writer.apply_one(action).await,
         }
     }
 }

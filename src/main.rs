@@ -7,9 +7,10 @@
 //! file in `cli/`; what several print alike is in `cli/common.rs`.
 
 mod cli;
+mod config;
 mod logging;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
@@ -48,7 +49,34 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::command();
+    let (argv, file) = match config::merged_args(&command, std::env::args_os().collect()) {
+        Ok(merged) => merged,
+        Err(e) => {
+            eprintln!("meshsync: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let matches = match command.clone().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some((path, _)) = &file {
+                eprintln!("meshsync: (with settings from {})", path.display());
+            }
+            e.exit();
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Serve(args) = &cli.command
+        && args.print_config()
+        && let Some(("serve", sub)) = matches.subcommand()
+    {
+        print!("{}", config::print_config(&command, sub, file.as_ref()));
+        return std::process::ExitCode::SUCCESS;
+    }
     if let Err(e) = logging::init(cli.log_format, &cli.log_level) {
         eprintln!("meshsync: {e:#}");
         return std::process::ExitCode::from(2);

@@ -79,6 +79,20 @@ pub struct ServeArgs {
     /// `kubernetes`: through the API with server-side apply).
     #[arg(long, env = "MESHSYNC_FEDERATION")]
     federation: bool,
+    /// Read settings from this YAML file: serve's flags without `--` as keys
+    /// (`max-connections: 5000`). Flags and `MESHSYNC_*` variables win over it.
+    #[arg(long, env = "MESHSYNC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (each setting, its value and where it came from;
+    /// secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl ServeArgs {
+    pub fn print_config(&self) -> bool {
+        self.print_config
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the cache and serve agents over gRPC.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Subscribe to a server as a node agent and keep a local mirror.
     Agent(cli::agent::AgentArgs),
     /// Print a server's overall and per-cluster status.
@@ -93,7 +93,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Serve(args) => cli::serve::run(*args).await,
             Command::Agent(args) => cli::agent::run(args).await,
             Command::Status(args) => cli::status::run(args).await,
             Command::Selector(args) => cli::selector::run(args),

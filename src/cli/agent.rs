@@ -208,6 +208,9 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
                     "event": "digest_mismatch",
                     "clusters": m.iter().map(|m| m.cluster.clone()).collect::<Vec<_>>(),
                 }),
+                AgentEvent::Reconnect { server, reason } => {
+                    json!({"event": "reconnect", "server": server, "reason": reason})
+                }
                 AgentEvent::Disconnected {
                     server,
                     error,
@@ -257,6 +260,9 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
                 )
             }
             AgentEvent::DigestMismatch(m) => writeln!(out, "DIGEST-MISMATCH {m:?}"),
+            AgentEvent::Reconnect { server, reason } => {
+                writeln!(out, "RECONNECT {server}: {reason}")
+            }
             AgentEvent::Disconnected {
                 server,
                 error,

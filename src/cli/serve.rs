@@ -74,6 +74,16 @@ pub struct ServeArgs {
     /// Most source events applied as one batch.
     #[arg(long, default_value_t = 1000, env = "MESHSYNC_MAX_BATCH")]
     max_batch: usize,
+    /// On SIGTERM: `/readiness` goes 503, new connections are refused, and agents are asked to
+    /// reconnect elsewhere one by one, spread over this many seconds (Typha's graceful period);
+    /// then the server exits 0.
+    #[arg(
+        long,
+        default_value_t = 300.0,
+        env = "MESHSYNC_SHUTDOWN_DRAIN",
+        value_name = "SECS"
+    )]
+    shutdown_drain: f64,
     /// Also run the federated services controller (`meshsync federate`) in-process, subscribed to
     /// this server and writing into the same local datastore (`file:DIR`: under `DIR/generated/`;
     /// `kubernetes`: through the API with server-side apply).
@@ -199,6 +209,7 @@ fn server_config(
         max_backlog_bytes: args.max_backlog_bytes,
         source_counters: counters.clone(),
         tls: args.tls.files()?,
+        shutdown_drain: super::seconds("--shutdown-drain", args.shutdown_drain, false)?,
         ..ServerConfig::default()
     })
 }

@@ -12,9 +12,12 @@ use futures::Stream;
 use meshsync_model::{error_chain, jittered_backoff};
 use meshsync_proto::{self as pb, sync_client::SyncClient, sync_event};
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::mirror::{DigestMismatch, Mirror, MirrorKey};
+
+/// The capability an agent advertises to receive [`pb::Reconnect`].
+pub const CAPABILITY_RECONNECT: &str = "reconnect";
 
 /// How to reach the server(s) and what to ask for.
 #[derive(Clone, Debug)]
@@ -73,6 +76,9 @@ pub enum AgentEvent {
     Status { status: pb::Status, in_sync: bool },
     /// The mirror's digests disagree with the server's: the agent resubscribes.
     DigestMismatch(Vec<DigestMismatch>),
+    /// The server asked the agent to move (it drains or sheds load): the agent reconnects at once,
+    /// to the next server.
+    Reconnect { server: String, reason: String },
     /// The connection failed or ended; the agent retries after `retry_in`.
     Disconnected {
         server: String,
@@ -100,6 +106,7 @@ enum Incoming {
     /// An update, and whether it came in seq order (see `UpdateBatch.unordered`).
     Update(pb::Update, bool),
     Status(pb::Status),
+    Reconnect(pb::Reconnect),
 }
 
 /// Where the agent is with its servers. Each turn of [`Agent::next`] takes one step from here, in
@@ -269,6 +276,7 @@ impl Agent {
             client_version: env!("CARGO_PKG_VERSION").to_string(),
             subscription: self.config.subscription.clone(),
             required_clusters: self.config.required_clusters.clone(),
+            capabilities: vec![CAPABILITY_RECONNECT.to_string()],
             ..Default::default()
         };
         Ok(client.subscribe(request).await?.into_inner())
@@ -321,6 +329,19 @@ impl Agent {
                 self.events
                     .push_back(AgentEvent::Status { status, in_sync });
             }
+            Incoming::Reconnect(reconnect) => {
+                let server = self.server_url().to_string();
+                info!(server = %server, reason = %reconnect.reason, elsewhere = %reconnect.elsewhere,
+                    "the server asked this agent to reconnect elsewhere");
+                self.events.push_back(AgentEvent::Reconnect {
+                    server,
+                    reason: reconnect.reason.clone(),
+                });
+                // Asked, not failed: the next server at once, without growing the backoff.
+                self.attempt = 0;
+                self.lost(format!("server asked to reconnect: {}", reconnect.reason));
+                self.state = State::Connecting;
+            }
         }
     }
 
@@ -364,6 +385,9 @@ impl Subscribed {
             }
             Some(sync_event::Event::Status(status)) => {
                 self.received.push_back(Incoming::Status(status))
+            }
+            Some(sync_event::Event::Reconnect(reconnect)) => {
+                self.received.push_back(Incoming::Reconnect(reconnect))
             }
             Some(sync_event::Event::Compressed(_)) => {
                 // Never sent: this agent does not advertise compression.

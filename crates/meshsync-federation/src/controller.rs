@@ -242,6 +242,9 @@ pub async fn run(
                     AgentEvent::DigestMismatch(m) => {
                         warn!(clusters = m.len(), "mirror digest mismatch; resubscribing");
                     }
+                    AgentEvent::Reconnect { server, reason } => {
+                        info!(%server, %reason, "the server asked the federation controller to reconnect");
+                    }
                     AgentEvent::Update(_) | AgentEvent::Removed(_) | AgentEvent::Status { .. } => {}
                 }
                 let in_sync = agent.mirror().in_sync();

@@ -79,6 +79,26 @@ impl ClientStream {
                     let status = tonic::Status::unavailable("server is shutting down; reconnect");
                     return Some((Err(status), State::Ended));
                 }
+                if open.client.shared.asked_to_leave() {
+                    let shared = &open.client.shared;
+                    info!(node = %shared.node, peer = %shared.peer, capable = shared.reconnect_capable,
+                        "asking the agent to reconnect elsewhere; closing its stream");
+                    if shared.reconnect_capable {
+                        let frame = Frame::encode(&meshsync_proto::SyncEvent {
+                            event: Some(meshsync_proto::sync_event::Event::Reconnect(
+                                meshsync_proto::Reconnect {
+                                    reason: "server is draining".into(),
+                                    elsewhere: String::new(),
+                                },
+                            )),
+                        });
+                        return Some((Ok(frame), State::Ended));
+                    }
+                    let status = tonic::Status::unavailable(
+                        "server is draining; reconnect to another replica",
+                    );
+                    return Some((Err(status), State::Ended));
+                }
                 if let Some(frame) = open.pending.pop_front() {
                     let shared = &open.client.shared;
                     shared.pending.store(open.pending.len(), Ordering::Release);
@@ -86,9 +106,11 @@ impl ClientStream {
                     return Some((Ok(frame), State::Open(open)));
                 }
                 let mut shutdown = open.client.shutdown.clone();
+                let shared = open.client.shared.clone();
                 let advanced = tokio::select! {
                     advanced = open.advance() => advanced,
                     _ = shutdown.wait_for(|stop| *stop) => continue,
+                    _ = shared.leave_notify.notified() => continue,
                 };
                 open.client
                     .shared
@@ -139,6 +161,7 @@ impl Open {
         self.pending.extend(snap.frames.iter().cloned());
         self.pending.push_back(snap.crumb.status_frame(sub));
         *shared.position() = Position::At(snap.crumb);
+        shared.snapshot_sent();
     }
 
     /// Waits for the breadcrumb after `crumb` and queues its frames, or one coalesced difference

@@ -1,24 +1,34 @@
 //! Health endpoints, on their own port as Typha's: `/liveness` (the process serves) and
 //! `/readiness` (the cache is in sync, so a new agent would get a complete snapshot).
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use meshsync_cache::{SnapshotCache, SyncState};
 
+use crate::drain::Draining;
+
+#[derive(Clone)]
+struct Health {
+    cache: SnapshotCache,
+    draining: Arc<Draining>,
+}
+
 /// The health router.
-pub fn router(cache: SnapshotCache) -> Router {
+pub(crate) fn router(cache: SnapshotCache, draining: Arc<Draining>) -> Router {
     Router::new()
         .route("/liveness", get(liveness))
         .route("/readiness", get(readiness))
-        .with_state(cache)
+        .with_state(Health { cache, draining })
 }
 
 /// Live while the cache can still move forward: a dead writer means no agent will ever get another
 /// update, so the process should be restarted.
-async fn liveness(State(cache): State<SnapshotCache>) -> (StatusCode, String) {
-    match cache.supervisor().failure() {
+async fn liveness(State(health): State<Health>) -> (StatusCode, String) {
+    match health.cache.supervisor().failure() {
         None => (StatusCode::OK, "live\n".to_string()),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -27,7 +37,14 @@ async fn liveness(State(cache): State<SnapshotCache>) -> (StatusCode, String) {
     }
 }
 
-async fn readiness(State(cache): State<SnapshotCache>) -> (StatusCode, String) {
+async fn readiness(State(health): State<Health>) -> (StatusCode, String) {
+    if health.draining.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining for shutdown\n".to_string(),
+        );
+    }
+    let cache = &health.cache;
     if let Some(reason) = cache.supervisor().failure() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

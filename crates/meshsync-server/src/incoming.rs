@@ -386,13 +386,27 @@ pub(crate) fn incoming(
     config: AcceptConfig,
     counters: Arc<Connections>,
     tls: Option<Arc<crate::tls::TlsReloader>>,
+    mut stop_accepting: tokio::sync::watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<GuardedIo, io::Error>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<GuardedIo, io::Error>>(64);
     tokio::spawn(async move {
         loop {
-            let (socket, peer) = tokio::select! {
-                accepted = accept_with_backoff(&listener, "grpc") => accepted,
+            let accepted = tokio::select! {
+                accepted = accept_with_backoff(&listener, "grpc") => Some(accepted),
                 _ = tx.closed() => return,
+                stop = stop_accepting.wait_for(|stop| *stop) => {
+                    drop(stop);
+                    None
+                }
+            };
+            let Some((socket, peer)) = accepted else {
+                // Close the listening socket (new agents are refused by the kernel and go to
+                // another replica), but keep the stream open: tonic keeps serving what is
+                // connected until the drain is over.
+                drop(listener);
+                info!("no longer accepting gRPC connections");
+                tx.closed().await;
+                return;
             };
             let taken = counters
                 .sockets

@@ -3,6 +3,7 @@
 
 mod client_stream;
 mod connections;
+mod drain;
 mod health;
 mod incoming;
 mod metrics;
@@ -23,9 +24,9 @@ use tracing::info;
 pub use connections::Connections;
 pub use incoming::raise_open_file_limit;
 pub use service::{
-    MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES, MAX_CLUSTER_NAME_BYTES,
-    MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES, SERVER_VERSION,
-    SyncService,
+    CAPABILITY_RECONNECT, MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES,
+    MAX_CLUSTER_NAME_BYTES, MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES,
+    SERVER_VERSION, SyncService,
 };
 pub use tls::{TlsError, TlsFiles};
 
@@ -65,6 +66,9 @@ pub struct ServerConfig {
     pub source_counters: Arc<meshsync_model::SourceCounters>,
     /// TLS on the gRPC port (with client identity when a client CA is given); `None`: plaintext.
     pub tls: Option<tls::TlsFiles>,
+    /// On shutdown, `/readiness` goes 503, the listener stops accepting, and the streams are
+    /// closed (with `Reconnect`) spread over this period. Zero: all at once.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             max_backlog_bytes: 4 << 20,
             source_counters: Arc::default(),
             tls: None,
+            shutdown_drain: Duration::ZERO,
         }
     }
 }
@@ -193,9 +198,16 @@ impl BoundServer {
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let draining = Arc::new(drain::Draining::default());
+        let (stop_accepting_tx, stop_accepting) = tokio::sync::watch::channel(false);
         let http = [
-            self.health
-                .map(|l| (l, health::router(self.cache.clone()), "health")),
+            self.health.map(|l| {
+                (
+                    l,
+                    health::router(self.cache.clone(), draining.clone()),
+                    "health",
+                )
+            }),
             self.metrics.map(|l| {
                 (
                     l,
@@ -242,6 +254,9 @@ impl BoundServer {
             write_timeout = ?self.config.write_timeout,
             max_backlog_bytes = self.config.max_backlog_bytes, "connection limits");
         let counters = self.connections.clone();
+        let drain_streams = streams.clone();
+        let drain_connections = self.connections.clone();
+        let drain_period = self.config.shutdown_drain;
         let service = SyncService {
             cache: self.cache,
             connections: self.connections,
@@ -254,6 +269,11 @@ impl BoundServer {
         // shutdown can complete.
         let shutdown = async move {
             shutdown.await;
+            // Readiness first, so load balancers and agents' discovery stop sending new agents;
+            // then no new connections; then every stream, spread over the drain period.
+            draining.begin();
+            let _ = stop_accepting_tx.send(true);
+            drain::drain(&drain_streams, &drain_connections, drain_period).await;
             info!("shutting down: ending every stream");
             let _ = stop_tx.send(true);
         };
@@ -261,7 +281,7 @@ impl BoundServer {
             "gRPC server listening");
         // Our own accept loop: TCP_NODELAY and keepalive per socket, the socket cap, backoff at
         // the open-file limit, the handshake timeout and the kill switch of stalled connections.
-        let incoming = incoming::incoming(self.grpc, accept, counters, self.tls);
+        let incoming = incoming::incoming(self.grpc, accept, counters, self.tls, stop_accepting);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.config.keepalive_interval))

@@ -36,6 +36,9 @@ pub const MAX_SUBSCRIPTION_BYTES: usize = 64;
 /// Most `required_clusters` entries, and the longest one (a Kubernetes object name).
 pub const MAX_REQUIRED_CLUSTERS: usize = 256;
 pub const MAX_CLUSTER_NAME_BYTES: usize = 253;
+/// The capability of agents that understand `Reconnect` (meshsync-agent's).
+pub const CAPABILITY_RECONNECT: &str = "reconnect";
+
 /// Most `capabilities` entries, and the longest one.
 pub const MAX_CAPABILITIES: usize = 64;
 pub const MAX_CAPABILITY_BYTES: usize = 64;
@@ -128,7 +131,13 @@ impl SyncService {
             compression: pb::Compression::None as i32,
         });
         // The node is kept escaped: every later log line of this stream names it.
-        let shared = Arc::new(StreamShared::new(peer.to_string(), node.to_string(), conn));
+        let reconnect_capable = req.capabilities.iter().any(|c| c == CAPABILITY_RECONNECT);
+        let shared = Arc::new(StreamShared::new(
+            peer.to_string(),
+            node.to_string(),
+            conn,
+            reconnect_capable,
+        ));
         self.streams.register(&shared);
         let stream = ClientStream {
             shared,

@@ -45,6 +45,13 @@ pub(crate) struct StreamShared {
     /// Frames queued in the stream and not yet handed to HTTP/2.
     pub(crate) pending: AtomicUsize,
     watch: Mutex<Watch>,
+    /// The agent understands `Reconnect` (it advertised the capability).
+    pub(crate) reconnect_capable: bool,
+    /// When its snapshot was queued (the drain moves the oldest first).
+    snapshot_at: Mutex<Option<Instant>>,
+    /// The server asked this stream to end (drain, shedding).
+    leave: std::sync::atomic::AtomicBool,
+    pub(crate) leave_notify: tokio::sync::Notify,
 }
 
 /// The watcher's own memory of a stream.
@@ -56,8 +63,17 @@ struct Watch {
 }
 
 impl StreamShared {
-    pub(crate) fn new(peer: String, node: String, conn: Option<Arc<ConnState>>) -> Self {
+    pub(crate) fn new(
+        peer: String,
+        node: String,
+        conn: Option<Arc<ConnState>>,
+        reconnect_capable: bool,
+    ) -> Self {
         StreamShared {
+            reconnect_capable,
+            snapshot_at: Mutex::new(None),
+            leave: std::sync::atomic::AtomicBool::new(false),
+            leave_notify: tokio::sync::Notify::new(),
             peer,
             node,
             conn,
@@ -67,6 +83,27 @@ impl StreamShared {
             pending: AtomicUsize::new(0),
             watch: Mutex::new(Watch::default()),
         }
+    }
+
+    /// Notes that the stream's snapshot was queued now.
+    pub(crate) fn snapshot_sent(&self) {
+        *self.snapshot_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// When the snapshot was queued; streams that have none yet sort last.
+    pub(crate) fn snapshot_at(&self) -> (bool, Option<Instant>) {
+        let at = *self.snapshot_at.lock().unwrap_or_else(|e| e.into_inner());
+        (at.is_none(), at)
+    }
+
+    /// Asks the stream to end: it sends `Reconnect` (when the agent understands it) and closes.
+    pub(crate) fn ask_to_leave(&self) {
+        self.leave.store(true, Ordering::Release);
+        self.leave_notify.notify_one();
+    }
+
+    pub(crate) fn asked_to_leave(&self) -> bool {
+        self.leave.load(Ordering::Acquire)
     }
 
     pub(crate) fn position(&self) -> std::sync::MutexGuard<'_, Position> {
@@ -101,6 +138,11 @@ impl Streams {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::downgrade(stream));
+    }
+
+    /// The open streams.
+    pub(crate) fn open(&self) -> Vec<Arc<StreamShared>> {
+        self.live()
     }
 
     /// The open streams, dropping the entries of closed ones.

@@ -63,5 +63,9 @@ fi
 step "benchmarks compile and run once (smoke)"
 cargo test --benches --locked
 
+step "fuzz targets, a short pass each (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 600)"
+(cd fuzz && cargo fmt -- --check)
+./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+
 echo
 echo "all checks passed"

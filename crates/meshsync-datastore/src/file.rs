@@ -53,6 +53,24 @@
 mod parse;
 mod scan;
 
+/// Parses one manifest file's bytes as the file datastore does (YAML or JSON by `name`'s
+/// extension, several documents, `kind: List` items, canonical JSON values, validation), for
+/// tools and the fuzzer: the objects' keys (cluster `""`) and values, or why the file is refused.
+pub fn parse_manifest(
+    name: &str,
+    bytes: &[u8],
+) -> Result<Vec<(crate::ResourceKey, bytes::Bytes)>, String> {
+    let counters = crate::SourceCounters::default();
+    parse::parse_file(
+        std::path::Path::new(name),
+        bytes,
+        "",
+        &crate::validate::ValueLimits::default(),
+        &counters,
+    )
+    .map(|objects| objects.into_iter().map(|o| (o.key, o.value)).collect())
+}
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

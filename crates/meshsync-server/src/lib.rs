@@ -26,7 +26,7 @@ pub use incoming::raise_open_file_limit;
 pub use service::{
     CAPABILITY_RECONNECT, MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES,
     MAX_CLUSTER_NAME_BYTES, MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES,
-    SERVER_VERSION, SyncService,
+    SERVER_VERSION, SyncService, check_subscribe_request,
 };
 pub use tls::{TlsError, TlsFiles};
 

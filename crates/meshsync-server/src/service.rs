@@ -45,7 +45,7 @@ pub const MAX_CAPABILITY_BYTES: usize = 64;
 
 /// Refuses a request whose client-supplied strings are absurdly long or many, naming the field and
 /// its limit. Runs before anything of the request is logged.
-fn check_request(req: &pb::SubscribeRequest) -> Result<(), Status> {
+pub fn check_subscribe_request(req: &pb::SubscribeRequest) -> Result<(), Status> {
     let too_long = |field: &str, len: usize, limit: usize| {
         Status::invalid_argument(format!(
             "{field} is {len} bytes; the limit is {limit} bytes"
@@ -102,7 +102,7 @@ impl SyncService {
         conn: Option<Arc<ConnState>>,
         req: pb::SubscribeRequest,
     ) -> Result<FrameStream, Status> {
-        if let Err(status) = check_request(&req) {
+        if let Err(status) = check_subscribe_request(&req) {
             // Only the peer address and the reason: the oversized field itself is not logged.
             warn!(peer = %peer, error = %LogSafe(status.message()), "subscription refused");
             return Err(status);

@@ -63,7 +63,10 @@ pub(super) async fn meshsync_client(
                     }
                 }
             }
-            AgentEvent::Removed(_) | AgentEvent::DigestMismatch(_) => {}
+            // A Disconnected event follows it; the agent moves on by itself.
+            AgentEvent::Removed(_)
+            | AgentEvent::DigestMismatch(_)
+            | AgentEvent::Reconnect { .. } => {}
         }
         if !synced && agent.mirror().in_sync() && agent.mirror().len() >= args.keys {
             synced = true;

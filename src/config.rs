@@ -238,7 +238,10 @@ mod tests {
         .unwrap();
         let mut keys: Vec<&str> = settings.iter().map(|(k, _)| k.as_str()).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["federation", "listen", "max-connections", "no-health"]);
+        assert_eq!(
+            keys,
+            ["federation", "listen", "max-connections", "no-health"]
+        );
         assert!(parse_file(Path::new("c.yaml"), "- a\n- b\n").is_err());
         assert!(parse_file(Path::new("c.yaml"), "a: {b: 1}\n").is_err());
     }

@@ -84,6 +84,26 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     shutdown_drain: f64,
+    /// Rebalance agents across the replicas of this Kubernetes Service (`NAMESPACE/NAME`), as
+    /// Typha's `ConnectionRebalancingMode=kubernetes`: this replica's limit becomes its share
+    /// (from the local cluster's Nodes and the Service's EndpointSlices, as the cache holds them)
+    /// and agents above it are asked to move, one per second.
+    #[arg(
+        long,
+        env = "MESHSYNC_REBALANCE_SERVICE",
+        value_name = "NAMESPACE/NAME"
+    )]
+    rebalance_service: Option<String>,
+    /// The port name of the agents' port in that Service's EndpointSlices.
+    #[arg(long, default_value = "meshsync", env = "MESHSYNC_REBALANCE_PORT_NAME")]
+    rebalance_port_name: String,
+    /// The smallest share when rebalancing (Typha's lower limit).
+    #[arg(
+        long,
+        default_value_t = 400,
+        env = "MESHSYNC_REBALANCE_MIN_CONNECTIONS"
+    )]
+    rebalance_min_connections: usize,
     /// Also run the federated services controller (`meshsync federate`) in-process, subscribed to
     /// this server and writing into the same local datastore (`file:DIR`: under `DIR/generated/`;
     /// `kubernetes`: through the API with server-side apply).
@@ -210,6 +230,23 @@ fn server_config(
         source_counters: counters.clone(),
         tls: args.tls.files()?,
         shutdown_drain: super::seconds("--shutdown-drain", args.shutdown_drain, false)?,
+        rebalance: match &args.rebalance_service {
+            None => None,
+            Some(service) => {
+                let (namespace, name) = service
+                    .split_once('/')
+                    .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--rebalance-service must be NAMESPACE/NAME, got {service:?}"
+                        )
+                    })?;
+                let mut config = meshsync_server::RebalanceConfig::new(namespace, name);
+                config.port_name = args.rebalance_port_name.clone();
+                config.lower = args.rebalance_min_connections;
+                Some(config)
+            }
+        },
         ..ServerConfig::default()
     })
 }

@@ -83,20 +83,23 @@ impl ClientStream {
                     let shared = &open.client.shared;
                     info!(node = %shared.node, peer = %shared.peer, capable = shared.reconnect_capable,
                         "asking the agent to reconnect elsewhere; closing its stream");
+                    let (reason, elsewhere) = shared.leave_reason();
                     if shared.reconnect_capable {
                         let frame = Frame::encode(&meshsync_proto::SyncEvent {
                             event: Some(meshsync_proto::sync_event::Event::Reconnect(
-                                meshsync_proto::Reconnect {
-                                    reason: "server is draining".into(),
-                                    elsewhere: String::new(),
-                                },
+                                meshsync_proto::Reconnect { reason, elsewhere },
                             )),
                         });
                         return Some((Ok(frame), State::Ended));
                     }
-                    let status = tonic::Status::unavailable(
-                        "server is draining; reconnect to another replica",
-                    );
+                    let status = tonic::Status::unavailable(format!(
+                        "{reason}; reconnect to another replica{}",
+                        if elsewhere.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (e.g. {elsewhere})")
+                        }
+                    ));
                     return Some((Err(status), State::Ended));
                 }
                 if let Some(frame) = open.pending.pop_front() {

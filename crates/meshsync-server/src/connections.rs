@@ -22,6 +22,10 @@ pub struct Connections {
     pub(crate) released: AtomicU64,
     /// The largest backlog (bytes of changes) any stream pinned at the last check.
     pub(crate) backlog_max: AtomicU64,
+    /// Subscriptions accepted, refused at the connection limit, and asked to move (rebalancing).
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused_limit: AtomicU64,
+    pub(crate) shed: AtomicU64,
     /// Connections refused for a failed TLS handshake (no TLS, wrong CA, identity not allowed,
     /// expired) or for speaking TLS to the plaintext port.
     pub(crate) refused_tls: AtomicU64,

@@ -7,6 +7,7 @@ mod drain;
 mod health;
 mod incoming;
 mod metrics;
+mod rebalance;
 mod routes;
 mod service;
 mod streams;
@@ -23,6 +24,7 @@ use tracing::info;
 
 pub use connections::Connections;
 pub use incoming::raise_open_file_limit;
+pub use rebalance::{RebalanceConfig, target as rebalance_target};
 pub use service::{
     CAPABILITY_RECONNECT, MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES,
     MAX_CLUSTER_NAME_BYTES, MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES,
@@ -69,6 +71,9 @@ pub struct ServerConfig {
     /// On shutdown, `/readiness` goes 503, the listener stops accepting, and the streams are
     /// closed (with `Reconnect`) spread over this period. Zero: all at once.
     pub shutdown_drain: Duration,
+    /// Rebalance agents across the replicas of this Service (Typha's kubernetes mode): the limit
+    /// follows this replica's share, and agents above it are asked to move.
+    pub rebalance: Option<RebalanceConfig>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +96,7 @@ impl Default for ServerConfig {
             source_counters: Arc::default(),
             tls: None,
             shutdown_drain: Duration::ZERO,
+            rebalance: None,
         }
     }
 }
@@ -257,7 +263,22 @@ impl BoundServer {
         let drain_streams = streams.clone();
         let drain_connections = self.connections.clone();
         let drain_period = self.config.shutdown_drain;
+        let limit = Arc::new(rebalance::Limit::new(self.config.max_connections));
+        if let Some(config) = self.config.rebalance.clone() {
+            info!(service = %format!("{}/{}", config.service_namespace, config.service_name),
+                port = %config.port_name, "rebalancing agents across the service's replicas");
+            tokio::spawn(rebalance::govern(
+                self.cache.clone(),
+                config,
+                self.config.max_connections,
+                limit.clone(),
+                streams.clone(),
+                self.connections.clone(),
+                stop_rx.clone(),
+            ));
+        }
         let service = SyncService {
+            limit,
             cache: self.cache,
             connections: self.connections,
             max_connections: self.config.max_connections,

@@ -182,6 +182,21 @@ fn counters(
             &connections.closed_stalled,
         ),
         (
+            "meshsync_connections_accepted_total",
+            "Subscriptions accepted (Typha: typha_connections_accepted).",
+            &connections.accepted,
+        ),
+        (
+            "meshsync_connections_refused_total",
+            "Subscriptions refused at the connection limit (--max-connections, or this replica's share when rebalancing).",
+            &connections.refused_limit,
+        ),
+        (
+            "meshsync_connections_shed_total",
+            "Agents asked to move to another replica because this one was over its share (Typha drops them: typha_connections_dropped).",
+            &connections.shed,
+        ),
+        (
             "meshsync_connections_refused_tls_total",
             "Connections refused for a failed TLS handshake (not TLS, unknown CA, identity not allowed, expired, timeout) or for TLS on the plaintext port.",
             &connections.refused_tls,

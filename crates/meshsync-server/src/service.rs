@@ -22,6 +22,8 @@ pub struct SyncService {
     pub(crate) cache: SnapshotCache,
     pub(crate) connections: Arc<Connections>,
     pub(crate) max_connections: usize,
+    /// The limit in force (rebalancing lowers it below `max_connections`).
+    pub(crate) limit: Arc<crate::rebalance::Limit>,
     pub(crate) lag_limit: u64,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     pub(crate) streams: Arc<Streams>,
@@ -113,14 +115,34 @@ impl SyncService {
                 "subscription refused");
             Status::invalid_argument(e.to_string())
         })?;
-        let Some(guard) = self.connections.try_acquire(self.max_connections) else {
-            warn!(peer = %peer, node = %node, limit = self.max_connections,
+        let limit = self.limit.get();
+        let Some(guard) = self.connections.try_acquire(limit) else {
+            self.connections
+                .refused_limit
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(peer = %peer, node = %node, limit, max_connections = self.max_connections,
                 "connection limit reached; subscription refused");
+            let replicas = self
+                .limit
+                .replicas
+                .load(std::sync::atomic::Ordering::Acquire);
+            let share = if limit < self.max_connections && replicas > 1 {
+                format!(", this replica's share among {replicas} replicas")
+            } else {
+                String::new()
+            };
+            let elsewhere = self
+                .limit
+                .elsewhere()
+                .map(|a| format!(", e.g. {a}"))
+                .unwrap_or_default();
             return Err(Status::resource_exhausted(format!(
-                "server is at its connection limit ({}); try another server",
-                self.max_connections
+                "server is at its connection limit ({limit}{share}); try another server{elsewhere}"
             )));
         };
+        self.connections
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         info!(peer = %peer, node = %node, subscription = %sub,
             client_version = %LogSafe(&req.client_version), "new subscription");
         let hello = hello_frame(pb::Hello {

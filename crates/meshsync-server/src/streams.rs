@@ -51,6 +51,8 @@ pub(crate) struct StreamShared {
     snapshot_at: Mutex<Option<Instant>>,
     /// The server asked this stream to end (drain, shedding).
     leave: std::sync::atomic::AtomicBool,
+    /// Why, and another replica to suggest (for the `Reconnect` message).
+    leave_reason: Mutex<Option<(String, String)>>,
     pub(crate) leave_notify: tokio::sync::Notify,
 }
 
@@ -73,6 +75,7 @@ impl StreamShared {
             reconnect_capable,
             snapshot_at: Mutex::new(None),
             leave: std::sync::atomic::AtomicBool::new(false),
+            leave_reason: Mutex::new(None),
             leave_notify: tokio::sync::Notify::new(),
             peer,
             node,
@@ -98,8 +101,24 @@ impl StreamShared {
 
     /// Asks the stream to end: it sends `Reconnect` (when the agent understands it) and closes.
     pub(crate) fn ask_to_leave(&self) {
+        self.ask_to_leave_with("server is draining", None);
+    }
+
+    /// [`Self::ask_to_leave`] with the reason and another replica the `Reconnect` carries.
+    pub(crate) fn ask_to_leave_with(&self, reason: &str, elsewhere: Option<String>) {
+        *self.leave_reason.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((reason.to_string(), elsewhere.unwrap_or_default()));
         self.leave.store(true, Ordering::Release);
         self.leave_notify.notify_one();
+    }
+
+    /// Why the stream was asked to leave, and where to go.
+    pub(crate) fn leave_reason(&self) -> (String, String) {
+        self.leave_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| ("server is draining".into(), String::new()))
     }
 
     pub(crate) fn asked_to_leave(&self) -> bool {

@@ -269,7 +269,7 @@ fn a_tls_client_on_the_plaintext_port_is_told_apart() {
     );
     assert!(!done.status.success(), "{}", done.describe());
     serve.wait_line("the plaintext server's line", |l| {
-        l.contains("refusing a TLS client on the plaintext gRPC port")
+        l.contains("does not speak gRPC") && l.contains("a TLS client on the plaintext gRPC port")
     });
 }
 

@@ -53,3 +53,46 @@ pub async fn stalled_subscribe(addr: SocketAddr, node: &str, window: u32) -> Sta
         _send: send,
     }
 }
+
+/// One unary-or-streaming gRPC call with `message` (not necessarily protobuf) as the request,
+/// framed as gRPC frames it; returns the `grpc-status` and `grpc-message` the server ended with
+/// (trailers, or the headers of a trailers-only response).
+pub async fn grpc_call_raw(addr: SocketAddr, path: &str, message: &[u8]) -> (String, String) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = h2::client::handshake(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut send = send.ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, mut body) = send.send_request(request, false).expect("send request");
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    body.send_data(Bytes::from(framed), true)
+        .expect("send body");
+    let response = response.await.expect("response headers");
+    let header = |h: &http::HeaderMap, name: &str| {
+        h.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+    };
+    if let Some(status) = header(response.headers(), "grpc-status") {
+        let message = header(response.headers(), "grpc-message").unwrap_or_default();
+        return (status, message);
+    }
+    let mut recv = response.into_body();
+    while let Some(chunk) = recv.data().await {
+        if chunk.is_err() {
+            break;
+        }
+    }
+    let trailers = recv.trailers().await.ok().flatten().unwrap_or_default();
+    (
+        header(&trailers, "grpc-status").unwrap_or_default(),
+        header(&trailers, "grpc-message").unwrap_or_default(),
+    )
+}

@@ -27,8 +27,11 @@ pub struct Connections {
     pub(crate) refused_limit: AtomicU64,
     pub(crate) shed: AtomicU64,
     /// Connections refused for a failed TLS handshake (no TLS, wrong CA, identity not allowed,
-    /// expired) or for speaking TLS to the plaintext port.
+    /// expired, timeout).
     pub(crate) refused_tls: AtomicU64,
+    /// Plaintext connections whose first bytes were not the HTTP/2 preface (TLS, HTTP/1.x,
+    /// garbage).
+    pub(crate) refused_protocol: AtomicU64,
     pub(crate) refused_log: RateLimit,
     pub(crate) handshake_log: RateLimit,
     /// One rate limit per kind of TLS refusal, so each cause is logged (not once per packet).

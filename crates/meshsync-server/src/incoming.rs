@@ -104,8 +104,10 @@ impl Drop for SocketPermit {
 pub(crate) enum Transport {
     Plain {
         socket: TcpStream,
-        /// The first bytes were looked at (a TLS ClientHello on a plaintext port is refused).
-        sniffed: bool,
+        /// How many bytes of the HTTP/2 client preface the peer has sent correctly so far; the
+        /// first byte that differs (TLS, HTTP/1.x, garbage) closes the connection with one log
+        /// line per cause.
+        sniffed: usize,
     },
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
@@ -175,27 +177,59 @@ impl AsyncRead for GuardedIo {
             Transport::Plain { socket, sniffed } => {
                 let before = buf.filled().len();
                 let result = Pin::new(socket).poll_read(cx, buf);
-                if !*sniffed && buf.filled().len() > before {
-                    *sniffed = true;
-                    // A TLS record (handshake, version 3.x) where the HTTP/2 preface belongs.
-                    if buf.filled()[before..].starts_with(&[0x16, 0x03]) {
-                        this.counters.refused_tls.fetch_add(1, Ordering::Relaxed);
-                        let kind = crate::tls::refusal_kind("plaintext gRPC port");
-                        if let Some(more) = this.counters.tls_log[kind].hit() {
-                            warn!(peer = %this.state.peer, also_refused_since_last_line = more,
-                                "refusing a TLS client on the plaintext gRPC port (serve has no --tls-cert-file)");
+                if *sniffed < H2_PREFACE.len() && buf.filled().len() > before {
+                    let new = &buf.filled()[before..];
+                    let expected = &H2_PREFACE[*sniffed..];
+                    let n = new.len().min(expected.len());
+                    if new[..n] == expected[..n] {
+                        *sniffed += n;
+                    } else {
+                        let cause = not_http2(*sniffed, new);
+                        *sniffed = H2_PREFACE.len();
+                        this.counters
+                            .refused_protocol
+                            .fetch_add(1, Ordering::Relaxed);
+                        if let Some(more) =
+                            this.counters.tls_log[crate::tls::refusal_kind(cause)].hit()
+                        {
+                            warn!(peer = %this.state.peer, cause, also_refused_since_last_line = more,
+                                "refusing a connection that does not speak gRPC (HTTP/2)");
                         }
                         this.state.killed.store(true, Ordering::Release);
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "TLS on a plaintext port",
-                        )));
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, cause)));
                     }
                 }
                 result
             }
         }
     }
+}
+
+/// What every HTTP/2 client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Why bytes that are not the HTTP/2 preface were sent (for the one log line per cause).
+fn not_http2(offset: usize, bytes: &[u8]) -> &'static str {
+    if offset == 0 && bytes.starts_with(&[0x16, 0x03]) {
+        return "a TLS client on the plaintext gRPC port (serve has no --tls-cert-file)";
+    }
+    if offset == 0
+        && [
+            &b"GET "[..],
+            b"POST ",
+            b"PUT ",
+            b"HEAD ",
+            b"DELETE ",
+            b"OPTIONS ",
+            b"PATCH ",
+            b"CONNECT ",
+        ]
+        .iter()
+        .any(|m| bytes.starts_with(m))
+    {
+        return "an HTTP/1.x request on the gRPC port";
+    }
+    "bytes that are not an HTTP/2 client preface (garbage)"
 }
 
 impl Transport {
@@ -445,10 +479,7 @@ pub(crate) fn incoming(
             };
             match &tls {
                 None => {
-                    let io = guarded(Transport::Plain {
-                        socket,
-                        sniffed: false,
-                    });
+                    let io = guarded(Transport::Plain { socket, sniffed: 0 });
                     if tx.send(Ok(io)).await.is_err() {
                         return;
                     }

@@ -197,8 +197,13 @@ fn counters(
             &connections.shed,
         ),
         (
+            "meshsync_connections_refused_protocol_total",
+            "Plaintext connections closed because they did not start with the HTTP/2 preface (HTTP/1.x, TLS, garbage).",
+            &connections.refused_protocol,
+        ),
+        (
             "meshsync_connections_refused_tls_total",
-            "Connections refused for a failed TLS handshake (not TLS, unknown CA, identity not allowed, expired, timeout) or for TLS on the plaintext port.",
+            "Connections refused for a failed TLS handshake (not TLS, unknown CA, identity not allowed, expired, timeout).",
             &connections.refused_tls,
         ),
         (

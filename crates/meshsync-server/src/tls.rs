@@ -276,7 +276,7 @@ fn names(cert: &CertificateDer<'_>) -> Result<(Vec<String>, Vec<String>), String
 }
 
 /// How many kinds of refusal [`refusal_kind`] tells apart.
-pub(crate) const REFUSAL_KINDS: usize = 8;
+pub(crate) const REFUSAL_KINDS: usize = 10;
 
 /// The kind of a refusal (an index below [`REFUSAL_KINDS`]), so that each cause gets its own
 /// rate-limited log line.
@@ -289,6 +289,8 @@ pub(crate) fn refusal_kind(reason: &str) -> usize {
         "handshake timeout",
         "certificate",
         "plaintext grpc port",
+        "http/1.x",
+        "garbage",
     ];
     let reason = reason.to_ascii_lowercase();
     KINDS

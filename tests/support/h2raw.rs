@@ -59,9 +59,7 @@ pub async fn stalled_subscribe(addr: SocketAddr, node: &str, window: u32) -> Sta
 /// (trailers, or the headers of a trailers-only response).
 pub async fn grpc_call_raw(addr: SocketAddr, path: &str, message: &[u8]) -> (String, String) {
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let (send, conn) = h2::client::handshake(tcp)
-        .await
-        .expect("h2 handshake");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(conn);
     let mut send = send.ready().await.expect("ready");
     let request = http::Request::post(format!("http://{addr}{path}"))

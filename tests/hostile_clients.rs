@@ -149,3 +149,80 @@ async fn non_grpc_and_abusive_clients_do_not_disturb_an_agent() {
     assert_eq!(ok, 2000, "every Status call answered");
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_open_more_than_its_share_of_streams() {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(SourceEvent::Status {
+        cluster: "".into(),
+        status: SourceStatus::InSync,
+    })
+    .await
+    .unwrap();
+    let server = TestServer::start_with(
+        ReceiverStream::new(rx),
+        meshsync_cache::CacheConfig::default(),
+        meshsync_server::ServerConfig::default(),
+    )
+    .await;
+    let limit = meshsync_server::ServerConfig::default().max_streams_per_connection as usize;
+    let tcp = TcpStream::connect(server.grpc).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut open = Vec::new();
+    let request = || {
+        http::Request::post(format!("http://{}/meshsync.v1.Sync/Subscribe", server.grpc))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    let subscribe = || {
+        use prost::Message;
+        let msg = pb::SubscribeRequest {
+            node_name: "multiplexer".into(),
+            subscription: "felix".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&msg);
+        Bytes::from(framed)
+    };
+    let mut send = send;
+    for _ in 0..limit {
+        send = within("a stream slot", send.ready()).await.expect("ready");
+        let (response, mut stream) = send.send_request(request(), false).expect("send");
+        stream.send_data(subscribe(), true).expect("request body");
+        open.push((response, stream));
+    }
+    // The first `limit` streams are served (their response headers arrive).
+    let mut served = Vec::new();
+    for (response, stream) in open {
+        let response = within("a served stream", response).await.expect("response");
+        assert_eq!(response.status(), 200);
+        served.push((response, stream));
+    }
+    // One more is held back by the limit the server advertised: no response while the others
+    // stay open...
+    send = within("ready", send.ready()).await.expect("ready");
+    let (extra, mut extra_body) = send.send_request(request(), false).expect("send");
+    extra_body
+        .send_data(subscribe(), true)
+        .expect("request body");
+    let mut extra = Box::pin(extra);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut extra)
+            .await
+            .is_err(),
+        "a {}th concurrent stream was served",
+        limit + 1
+    );
+    // ...and served once one of them ends.
+    drop(served.pop());
+    let response = within("the held-back stream", extra)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+}

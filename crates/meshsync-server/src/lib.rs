@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// Rebalance agents across the replicas of this Service (Typha's kubernetes mode): the limit
     /// follows this replica's share, and agents above it are asked to move.
     pub rebalance: Option<RebalanceConfig>,
+    /// Most concurrent HTTP/2 streams one connection may open (an agent needs one, a tool a few):
+    /// a client cannot multiply its weight by multiplexing. Refused streams get `REFUSED_STREAM`.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             tls: None,
             shutdown_drain: Duration::ZERO,
             rebalance: None,
+            max_streams_per_connection: 16,
         }
     }
 }
@@ -307,6 +311,7 @@ impl BoundServer {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(self.config.keepalive_interval))
             .http2_keepalive_timeout(Some(self.config.keepalive_timeout))
+            .max_concurrent_streams(Some(self.config.max_streams_per_connection))
             .add_service(routes::SyncRoutes::new(Arc::new(service)))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;

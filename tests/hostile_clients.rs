@@ -68,12 +68,7 @@ async fn non_grpc_and_abusive_clients_do_not_disturb_an_agent() {
     })
     .await
     .unwrap();
-    let server = TestServer::start_with(
-        ReceiverStream::new(rx),
-        meshsync_cache::CacheConfig::default(),
-        meshsync_server::ServerConfig::default(),
-    )
-    .await;
+    let server = TestServer::start(ReceiverStream::new(rx)).await;
     let mut agent = server.agent("all");
     until_in_sync(&mut agent).await;
 
@@ -159,12 +154,7 @@ async fn one_connection_cannot_open_more_than_its_share_of_streams() {
     })
     .await
     .unwrap();
-    let server = TestServer::start_with(
-        ReceiverStream::new(rx),
-        meshsync_cache::CacheConfig::default(),
-        meshsync_server::ServerConfig::default(),
-    )
-    .await;
+    let server = TestServer::start(ReceiverStream::new(rx)).await;
     let limit = meshsync_server::ServerConfig::default().max_streams_per_connection as usize;
     let tcp = TcpStream::connect(server.grpc).await.unwrap();
     let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");

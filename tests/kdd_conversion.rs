@@ -132,17 +132,12 @@ spec:
 "#
     ));
     // The CNI plugin's part: the pod's IP, in its status.
-    api.kubectl_ok(&[
-        "patch",
-        "pod",
-        "web-0",
-        "-n",
+    support::kdd::patch_pod_status(
+        api,
         NS,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
+        "web-0",
         r#"{"status":{"podIP":"10.1.0.5","podIPs":[{"ip":"10.1.0.5"}]}}"#,
-    ]);
+    );
 }
 
 fn wep(m: &Mirror) -> Option<Value> {
@@ -246,17 +241,12 @@ async fn core_objects_reach_agents_converted_as_calico_does() {
     assert!(m.resources().keys().all(|k| k.kind != "Secret"));
 
     // Live: a status-only change sends nothing; a label change sends the endpoint once.
-    api.kubectl_ok(&[
-        "patch",
-        "pod",
-        "web-0",
-        "-n",
+    support::kdd::patch_pod_status(
+        &api,
         NS,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
+        "web-0",
         r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
-    ]);
+    );
     api.kubectl_ok(&["label", "pod", "web-0", "-n", NS, "app=web2", "--overwrite"]);
     let events = pump(&mut agent, "the relabelled endpoint", KDD_WAIT, |m| {
         wep(m).is_some_and(|w| w["metadata"]["labels"]["app"] == "web2")

@@ -151,16 +151,7 @@ async fn kdd_remote_through_its_secret_with_least_privilege() {
                 .into_iter()
                 .filter(|v| *v != verb)
                 .collect();
-            let patch =
-                json!([{"op": "replace", "path": format!("/rules/{index}/verbs"), "value": kept}]);
-            remote.kubectl_ok(&[
-                "patch",
-                "clusterrole",
-                "meshsync-remote",
-                "--type=json",
-                "-p",
-                &patch.to_string(),
-            ]);
+            set_rule_verbs(&remote, "clusterrole/meshsync-remote", None, index, &kept);
             recreate_rcc(&local);
             pump(
                 &mut agent,
@@ -170,15 +161,13 @@ async fn kdd_remote_through_its_secret_with_least_privilege() {
             )
             .await;
             assert!(agent.mirror().in_sync(), "the local cluster stays in sync");
-            let patch = json!([{"op": "replace", "path": format!("/rules/{index}/verbs"), "value": ["list", "watch"]}]);
-            remote.kubectl_ok(&[
-                "patch",
-                "clusterrole",
-                "meshsync-remote",
-                "--type=json",
-                "-p",
-                &patch.to_string(),
-            ]);
+            set_rule_verbs(
+                &remote,
+                "clusterrole/meshsync-remote",
+                None,
+                index,
+                &["list", "watch"],
+            );
         }
     }
     pump(
@@ -195,17 +184,13 @@ async fn kdd_remote_through_its_secret_with_least_privilege() {
             .into_iter()
             .filter(|v| *v != verb)
             .collect();
-        let patch = json!([{"op": "replace", "path": "/rules/0/verbs", "value": kept}]);
-        local.kubectl_ok(&[
-            "patch",
-            "role",
-            "meshsync-remote-secrets",
-            "-n",
-            "meshsync",
-            "--type=json",
-            "-p",
-            &patch.to_string(),
-        ]);
+        set_rule_verbs(
+            &local,
+            "role/meshsync-remote-secrets",
+            Some("meshsync"),
+            0,
+            &kept,
+        );
         recreate_rcc(&local);
         pump(
             &mut agent,
@@ -214,18 +199,13 @@ async fn kdd_remote_through_its_secret_with_least_privilege() {
             |m| is(m, "cluster-b", pb::ClusterState::ConfigIncomplete) && failed_forbidden(m, verb),
         )
         .await;
-        let patch =
-            json!([{"op": "replace", "path": "/rules/0/verbs", "value": ["get", "list", "watch"]}]);
-        local.kubectl_ok(&[
-            "patch",
-            "role",
-            "meshsync-remote-secrets",
-            "-n",
-            "meshsync",
-            "--type=json",
-            "-p",
-            &patch.to_string(),
-        ]);
+        set_rule_verbs(
+            &local,
+            "role/meshsync-remote-secrets",
+            Some("meshsync"),
+            0,
+            &["get", "list", "watch"],
+        );
     }
     recreate_rcc(&local);
     pump(&mut agent, "cluster-b in sync again", KDD_WAIT, |m| {

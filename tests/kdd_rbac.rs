@@ -17,15 +17,7 @@ fn rules(api: &ApiServer, role: &str) -> Vec<Value> {
 
 /// Replaces the verbs of rule `index` of ClusterRole `role`.
 fn set_verbs(api: &ApiServer, role: &str, index: usize, verbs: &[&str]) {
-    let patch = serde_json::json!([{"op": "replace", "path": format!("/rules/{index}/verbs"), "value": verbs}]);
-    api.kubectl_ok(&[
-        "patch",
-        "clusterrole",
-        role,
-        "--type=json",
-        "-p",
-        &patch.to_string(),
-    ]);
+    set_rule_verbs(api, &format!("clusterrole/{role}"), None, index, verbs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,17 +109,45 @@ pub fn namespace_with_pods(
     api.apply(&yaml);
     for i in 0..pods {
         let ip = format!("10.{octet}.0.{}", i + 1);
-        api.kubectl_ok(&[
-            "patch",
-            &format!("pod/pod-{i}"),
-            "-n",
+        patch_pod_status(
+            api,
             ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
+            &format!("pod-{i}"),
             &format!(r#"{{"status":{{"podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#),
-        ]);
+        );
     }
+}
+
+/// Merges `status` (JSON) into pod `ns/pod`'s status, as the kubelet or CNI plugin would.
+pub fn patch_pod_status(api: &super::apiserver::ApiServer, ns: &str, pod: &str, status: &str) {
+    api.kubectl_ok(&[
+        "patch",
+        &format!("pod/{pod}"),
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+}
+
+/// Replaces the verbs of rule `index` of RBAC `role` (`clusterrole/NAME`, or `role/NAME` with
+/// `namespace`).
+pub fn set_rule_verbs(
+    api: &super::apiserver::ApiServer,
+    role: &str,
+    namespace: Option<&str>,
+    index: usize,
+    verbs: &[&str],
+) {
+    let patch = serde_json::json!([{"op": "replace", "path": format!("/rules/{index}/verbs"), "value": verbs}]);
+    let patch = patch.to_string();
+    let mut args = vec!["patch", role, "--type=json", "-p", &patch];
+    if let Some(ns) = namespace {
+        args.extend(["-n", ns]);
+    }
+    api.kubectl_ok(&args);
 }
 
 /// Writes `text` to a file in `dir` and returns its path.

@@ -238,7 +238,6 @@ impl KubeSource {
 }
 
 /// What one watched stream is for.
-#[derive(Clone)]
 enum Target {
     Resource(WatchedResource),
     /// One Secret, watched by name.
@@ -250,7 +249,8 @@ enum Target {
 
 /// One watched stream's bookkeeping.
 struct Watched {
-    target: Target,
+    /// Shared, so the per-object path takes it without copying the resource's names.
+    target: Arc<Target>,
     /// Per object (namespace, name): the keys it produced, as last sent.
     produced: HashMap<(String, String), Vec<ResourceKey>>,
     /// During a relist: the objects listed so far.
@@ -325,7 +325,7 @@ impl<'a> Running<'a> {
         self.watched.insert(
             id,
             Watched {
-                target,
+                target: Arc::new(target),
                 produced: HashMap::new(),
                 relisting: None,
                 listed_since: None,
@@ -430,7 +430,7 @@ impl<'a> Running<'a> {
                 };
                 w.relisting = Some(HashSet::new());
                 w.listed_since = Some(Instant::now());
-                if let Target::Resource(r) = &w.target
+                if let Target::Resource(r) = &*w.target
                     && r.conversion == Conversion::Namespace
                 {
                     self.default_allow(id).await?;
@@ -528,7 +528,7 @@ impl<'a> Running<'a> {
         let failed = self
             .watched
             .iter()
-            .filter(|(_, w)| matches!(w.target, Target::Resource(_)))
+            .filter(|(_, w)| matches!(*w.target, Target::Resource(_)))
             .find_map(|(id, w)| w.failed.as_ref().map(|e| (*id, e.clone())));
         let status = match failed {
             Some((id, error)) => {
@@ -545,7 +545,7 @@ impl<'a> Running<'a> {
         let Some(oid) = object_id(object) else {
             return Ok(());
         };
-        let Some(target) = self.watched.get(&id).map(|w| w.target.clone()) else {
+        let Some(target) = self.watched.get(&id).map(|w| Arc::clone(&w.target)) else {
             return Ok(());
         };
         let cluster = self.cluster();
@@ -554,7 +554,7 @@ impl<'a> Running<'a> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let converted = match &target {
+        let converted = match &*target {
             Target::Resource(r) => {
                 if r.conversion
                     == (Conversion::CalicoV1 {
@@ -639,7 +639,7 @@ impl<'a> Running<'a> {
             .get_mut(&id)
             .and_then(|w| w.produced.remove(oid))
             .unwrap_or_default();
-        if let Some(Target::Resource(r)) = self.watched.get(&id).map(|w| &w.target)
+        if let Some(Target::Resource(r)) = self.watched.get(&id).map(|w| &*w.target)
             && matches!(r.conversion, Conversion::CalicoV1 { kind } | Conversion::CalicoV3 { kind } if kind == kinds::REMOTE_CLUSTER_CONFIGURATION)
         {
             self.rcc_secrets.remove(&oid.1);
@@ -676,7 +676,7 @@ impl<'a> Running<'a> {
     }
 
     fn label(&self, id: usize) -> String {
-        match self.watched.get(&id).map(|w| &w.target) {
+        match self.watched.get(&id).map(|w| &*w.target) {
             Some(Target::Resource(r)) => r.name(),
             Some(Target::Secret { namespace, name }) => format!("secret {namespace}/{name}"),
             None => format!("watch {id}"),
@@ -750,7 +750,7 @@ impl<'a> Running<'a> {
         // A server without streaming lists refuses `sendInitialEvents`: list in pages instead.
         if w.streaming && !w.initial_done && refuses_streaming(&error) {
             w.streaming = false;
-            let target_of_failed = w.target.clone();
+            let target_of_failed = Arc::clone(&w.target);
             if !self.streaming_refused {
                 self.streaming_refused = true;
                 info!(cluster = %cluster, resource = %label, error = %message,
@@ -758,13 +758,13 @@ impl<'a> Running<'a> {
             }
             // Every watch still waiting for its streaming list lists in pages now, rather than
             // each waiting for its own refusal (slower for CRDs, seen 1.3 s).
-            let pending: Vec<(usize, Target)> = self
+            let pending: Vec<(usize, Arc<Target>)> = self
                 .watched
                 .iter_mut()
                 .filter(|(_, w)| w.streaming && !w.initial_done)
                 .map(|(other, w)| {
                     w.streaming = false;
-                    (*other, w.target.clone())
+                    (*other, Arc::clone(&w.target))
                 })
                 .chain(std::iter::once((id, target_of_failed)))
                 .collect();
@@ -784,7 +784,7 @@ impl<'a> Running<'a> {
         }
         let first = w.failed.is_none();
         w.failed = Some(message.clone());
-        if let Target::Secret { namespace, name } = &w.target {
+        if let Target::Secret { namespace, name } = &*w.target {
             // The RCC that needs it says why; the source itself is fine.
             let (namespace, name) = (namespace.clone(), name.clone());
             w.initial_done = true;
@@ -818,7 +818,7 @@ impl<'a> Running<'a> {
         let failed: Vec<usize> = self
             .watched
             .iter()
-            .filter(|(_, w)| w.failed.is_some() && matches!(w.target, Target::Resource(_)))
+            .filter(|(_, w)| w.failed.is_some() && matches!(*w.target, Target::Resource(_)))
             .map(|(id, _)| *id)
             .collect();
         if failed.is_empty() {
@@ -826,10 +826,10 @@ impl<'a> Running<'a> {
         }
         let mut changed = false;
         for id in failed {
-            let Some(target) = self.watched.get(&id).map(|w| &w.target) else {
+            let Some(target) = self.watched.get(&id).map(|w| Arc::clone(&w.target)) else {
                 continue;
             };
-            let api = self.api(target);
+            let api = self.api(&target);
             let ok = tokio::time::timeout(Duration::from_secs(5), probe(&api))
                 .await
                 .unwrap_or(false);

@@ -254,6 +254,8 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
         events.first().map(|e| &e["event"]),
         Some(&json!("connected"))
     );
+    // The agent accepts zstd by default and the server offers it: the hello says so.
+    assert_eq!(events[0]["compression"], "zstd", "{}", events[0]);
     let last = events.last().unwrap();
     assert_eq!(last["event"], "status", "last event: {last}");
     assert_eq!(last["in_sync"], true, "last event: {last}");

@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// How to print events.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Compression to accept from the server: `zstd` (the server says in its hello whether it
+    /// uses it) or `none`.
+    #[arg(long, value_enum, default_value_t = super::common::CompressionFlag::Zstd)]
+    compression: super::common::CompressionFlag,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -62,6 +66,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     config.tls = args.tls.client_tls()?;
     config.subscription = args.syncer.clone();
     config.required_clusters = args.required_clusters.clone();
+    config.accept_compression = args.compression.accepted();
     if let Some(node) = &args.node_name {
         config.node_name = node.clone();
     }
@@ -185,6 +190,7 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
                     "event": "connected", "server": server, "epoch": hello.epoch,
                     "server_version": hello.server_version, "subscription": hello.subscription,
                     "resumed": hello.resumed,
+                    "compression": super::common::compression_name(hello.compression),
                 }),
                 AgentEvent::Update(u) => {
                     let value = if u.value.is_empty() {
@@ -225,8 +231,11 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
         Output::Text => match event {
             AgentEvent::Connected { server, hello } => writeln!(
                 out,
-                "CONNECTED {server} epoch={:016x} server_version={} subscription={}",
-                hello.epoch, hello.server_version, hello.subscription
+                "CONNECTED {server} epoch={:016x} server_version={} subscription={} compression={}",
+                hello.epoch,
+                hello.server_version,
+                hello.subscription,
+                super::common::compression_name(hello.compression)
             ),
             AgentEvent::Update(u) => writeln!(
                 out,

@@ -54,3 +54,31 @@ pub fn bad_input(command: &str, message: &str) -> ExitCode {
     eprintln!("meshsync {command}: {message}");
     ExitCode::from(2)
 }
+
+/// `--compression`: what a server offers, or an agent accepts, for its update frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressionFlag {
+    /// zstd, each frame compressed once and shared by every agent that accepts it.
+    Zstd,
+    /// Plain frames only.
+    None,
+}
+
+impl CompressionFlag {
+    /// The algorithms an agent offers in its request.
+    pub fn accepted(self) -> Vec<pb::Compression> {
+        match self {
+            CompressionFlag::Zstd => vec![pb::Compression::Zstd],
+            CompressionFlag::None => Vec::new(),
+        }
+    }
+}
+
+/// How a hello's compression is shown: `zstd` or `none`.
+pub fn compression_name(compression: i32) -> &'static str {
+    match pb::Compression::try_from(compression) {
+        Ok(pb::Compression::Zstd) => "zstd",
+        Ok(pb::Compression::None) => "none",
+        Err(_) => "unknown",
+    }
+}

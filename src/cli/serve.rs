@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// this many bytes of changes behind; it later catches up with one coalesced difference.
     #[arg(long, default_value_t = 4 << 20, env = "MESHSYNC_MAX_BACKLOG_BYTES")]
     max_backlog_bytes: u64,
+    /// Compression offered to agents that accept it: `zstd` (each update frame compressed once and
+    /// the same bytes sent to every such agent) or `none`.
+    #[arg(long, value_enum, default_value_t = super::common::CompressionFlag::Zstd,
+        env = "MESHSYNC_COMPRESSION")]
+    compression: super::common::CompressionFlag,
     /// Most source events applied as one batch.
     #[arg(long, default_value_t = 1000, env = "MESHSYNC_MAX_BATCH")]
     max_batch: usize,
@@ -230,6 +235,7 @@ fn server_config(
         source_counters: counters.clone(),
         tls: args.tls.files()?,
         shutdown_drain: super::seconds("--shutdown-drain", args.shutdown_drain, false)?,
+        compression: args.compression == super::common::CompressionFlag::Zstd,
         rebalance: match &args.rebalance_service {
             None => None,
             Some(service) => {

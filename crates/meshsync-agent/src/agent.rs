@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use meshsync_model::{error_chain, jittered_backoff};
+use meshsync_proto::compression::{CompressionError, decompress_batch};
 use meshsync_proto::{self as pb, sync_client::SyncClient, sync_event};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
@@ -38,6 +39,9 @@ pub struct AgentConfig {
     pub max_message_bytes: usize,
     /// TLS towards the server(s); `None`: plaintext.
     pub tls: Option<crate::ClientTls>,
+    /// Compressions offered in the request (the server picks one and names it in the hello).
+    /// Default: zstd, which the server compresses once per frame for every agent alike.
+    pub accept_compression: Vec<pb::Compression>,
 }
 
 impl AgentConfig {
@@ -52,6 +56,7 @@ impl AgentConfig {
             backoff_max: Duration::from_secs(5),
             max_message_bytes: 64 << 20,
             tls: None,
+            accept_compression: vec![pb::Compression::Zstd],
         }
     }
 }
@@ -127,6 +132,16 @@ struct Subscribed {
     /// Received but not yet applied.
     received: VecDeque<Incoming>,
     snapshot: SnapshotPhase,
+    /// What this stream accepts in a `CompressedBatch`: offered in the request, and at most
+    /// `max_bytes` once decompressed.
+    compression: Accepted,
+}
+
+/// The compressed batches a stream accepts.
+#[derive(Clone, Copy)]
+struct Accepted {
+    zstd: bool,
+    max_bytes: usize,
 }
 
 /// How far the server's snapshot has come on this stream.
@@ -209,7 +224,14 @@ impl Agent {
                         continue;
                     }
                     match subscribed.stream.message().await {
-                        Ok(Some(event)) => subscribed.receive(event),
+                        Ok(Some(event)) => {
+                            if let Err(e) = subscribed.receive(event) {
+                                // The batch's updates are lost: only a new snapshot repairs that.
+                                warn!(server = %self.server_url(), error = %e,
+                                    "unreadable compressed batch; resubscribing");
+                                self.lost(format!("unreadable compressed batch: {e}"));
+                            }
+                        }
                         Ok(None) => self.lost("server closed the stream".into()),
                         Err(status) => self.lost(describe(&status)),
                     }
@@ -242,6 +264,13 @@ impl Agent {
                     stream,
                     received: VecDeque::new(),
                     snapshot: SnapshotPhase::AwaitingHello,
+                    compression: Accepted {
+                        zstd: self
+                            .config
+                            .accept_compression
+                            .contains(&pb::Compression::Zstd),
+                        max_bytes: self.config.max_message_bytes,
+                    },
                 }));
                 Ok(())
             }
@@ -277,6 +306,12 @@ impl Agent {
             subscription: self.config.subscription.clone(),
             required_clusters: self.config.required_clusters.clone(),
             capabilities: vec![CAPABILITY_RECONNECT.to_string()],
+            accept_compression: self
+                .config
+                .accept_compression
+                .iter()
+                .map(|c| *c as i32)
+                .collect(),
             ..Default::default()
         };
         Ok(client.subscribe(request).await?.into_inner())
@@ -368,33 +403,40 @@ impl Agent {
 
 impl Subscribed {
     /// Queues a received message; it is applied to the mirror only when its events are returned,
-    /// so the mirror always equals the fold of the events handed out so far.
-    fn receive(&mut self, event: pb::SyncEvent) {
+    /// so the mirror always equals the fold of the events handed out so far. A compressed batch
+    /// that cannot be read is an error: its updates would be lost.
+    fn receive(&mut self, event: pb::SyncEvent) -> Result<(), CompressionError> {
         match event.event {
             Some(sync_event::Event::Hello(hello)) => {
                 self.received.push_back(Incoming::Hello(hello))
             }
-            Some(sync_event::Event::Updates(batch)) => {
-                let ordered = !batch.unordered;
-                self.received.extend(
-                    batch
-                        .updates
-                        .into_iter()
-                        .map(|u| Incoming::Update(u, ordered)),
-                )
-            }
+            Some(sync_event::Event::Updates(batch)) => self.receive_batch(batch),
             Some(sync_event::Event::Status(status)) => {
                 self.received.push_back(Incoming::Status(status))
             }
             Some(sync_event::Event::Reconnect(reconnect)) => {
                 self.received.push_back(Incoming::Reconnect(reconnect))
             }
-            Some(sync_event::Event::Compressed(_)) => {
-                // Never sent: this agent does not advertise compression.
-                warn!("ignoring a compressed batch this agent did not ask for");
+            Some(sync_event::Event::Compressed(compressed)) => {
+                if !self.compression.zstd {
+                    return Err(CompressionError::Unsupported(compressed.algorithm));
+                }
+                let batch = decompress_batch(&compressed, self.compression.max_bytes)?;
+                self.receive_batch(batch);
             }
             None => debug!("ignoring an empty or unknown event"),
         }
+        Ok(())
+    }
+
+    fn receive_batch(&mut self, batch: pb::UpdateBatch) {
+        let ordered = !batch.unordered;
+        self.received.extend(
+            batch
+                .updates
+                .into_iter()
+                .map(|u| Incoming::Update(u, ordered)),
+        )
     }
 }
 

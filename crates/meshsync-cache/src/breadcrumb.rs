@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use meshsync_model::{ResourceKey, Revision};
-use meshsync_proto::Frame;
+use meshsync_proto::{Compression, Frame, compression};
 
 use crate::change::Change;
 use crate::frames::{FrameBuilder, status_frame};
@@ -84,6 +84,8 @@ pub struct Breadcrumb {
     pub status_changed: bool,
     pub created: Instant,
     frames: [OnceLock<Arc<[Frame]>>; SUBSCRIPTION_COUNT],
+    /// `frames` compressed with zstd, once, for the agents that asked for it.
+    zstd_frames: [OnceLock<Arc<[Frame]>>; SUBSCRIPTION_COUNT],
     status_frames: [OnceLock<Frame>; SUBSCRIPTION_COUNT],
     pub(crate) next: OnceLock<Arc<Breadcrumb>>,
 }
@@ -107,6 +109,7 @@ impl Breadcrumb {
             status_changed,
             created: Instant::now(),
             frames: std::array::from_fn(|_| OnceLock::new()),
+            zstd_frames: std::array::from_fn(|_| OnceLock::new()),
             status_frames: std::array::from_fn(|_| OnceLock::new()),
             next: OnceLock::new(),
         }
@@ -128,6 +131,17 @@ impl Breadcrumb {
                 builder.finish().into()
             })
             .clone()
+    }
+
+    /// This batch's deltas for `sub` as an agent that negotiated `compression` receives them:
+    /// compressed once (from the plain frames) and shared like them.
+    pub fn frames_for(&self, sub: Subscription, compression: Compression) -> Arc<[Frame]> {
+        match compression {
+            Compression::None => self.frames(sub),
+            Compression::Zstd => self.zstd_frames[sub.index()]
+                .get_or_init(|| compression::compress_frames(self.frames(sub).iter()).into())
+                .clone(),
+        }
     }
 
     /// The status at this breadcrumb as `sub` sees it (its key counts and digests), encoded once.
@@ -162,6 +176,14 @@ pub fn snapshot_frames(snapshot: &Snapshot, sub: Subscription) -> Vec<Frame> {
     builder.finish()
 }
 
+/// `frames` as an agent that negotiated `compression` receives them.
+pub fn encode_for(frames: Vec<Frame>, compression: Compression) -> Vec<Frame> {
+    match compression {
+        Compression::None => frames,
+        Compression::Zstd => compression::compress_frames(frames.iter()),
+    }
+}
+
 /// Coalesced frames that bring a client holding `from` to `to`: the latest value of every key that
 /// differs, never the intermediate ones. Shared structure is skipped, so this is cheap when the two
 /// snapshots are close.
@@ -182,4 +204,67 @@ pub fn diff_frames(from: &Snapshot, to: &Snapshot, sub: Subscription) -> Vec<Fra
         }
     }
     builder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshsync_proto::{self as pb, compression::decompress_batch, sync_event};
+    use prost::Message;
+
+    fn crumb(n: usize) -> Breadcrumb {
+        let deltas = (0..n)
+            .map(|i| Delta {
+                seq: i as u64 + 1,
+                key: ResourceKey::new("", "WorkloadEndpoint", "default", &format!("pod-{i}")),
+                change: Change::New,
+                value: Bytes::from(format!(
+                    r#"{{"kind":"WorkloadEndpoint","metadata":{{"name":"pod-{i}"}},"spec":{{"node":"n{}"}}}}"#,
+                    i % 3
+                )),
+                revision: "7".into(),
+            })
+            .collect();
+        Breadcrumb::new(
+            n as u64,
+            0,
+            Snapshot::new(),
+            deltas,
+            Arc::new(SyncStatus::default()),
+            false,
+        )
+    }
+
+    fn batch_of(frame: &Frame) -> pb::UpdateBatch {
+        match pb::SyncEvent::decode(frame.message()).unwrap().event {
+            Some(sync_event::Event::Updates(b)) => b,
+            Some(sync_event::Event::Compressed(c)) => decompress_batch(&c, 1 << 20).unwrap(),
+            other => panic!("not a batch: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compressed_frames_are_made_once_and_carry_the_plain_frames_batches() {
+        let crumb = crumb(500);
+        let sub = Subscription::FELIX;
+        let plain = crumb.frames_for(sub, Compression::None);
+        let zstd = crumb.frames_for(sub, Compression::Zstd);
+        // Encode once, send many: every later stream gets the very same frames.
+        assert!(Arc::ptr_eq(&plain, &crumb.frames(sub)));
+        assert!(Arc::ptr_eq(
+            &zstd,
+            &crumb.frames_for(sub, Compression::Zstd)
+        ));
+        assert_eq!(plain.len(), zstd.len());
+        for (p, z) in plain.iter().zip(zstd.iter()) {
+            assert!(z.len() < p.len(), "{} !< {}", z.len(), p.len());
+            assert_eq!(batch_of(p), batch_of(z));
+        }
+        // Deltas no subscriber of this type receives stay empty, compressed or not.
+        assert!(
+            crumb
+                .frames_for(Subscription::BGP, Compression::Zstd)
+                .is_empty()
+        );
+    }
 }

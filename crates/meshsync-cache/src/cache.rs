@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use meshsync_model::SourceEvent;
-use meshsync_proto::Frame;
+use meshsync_proto::{Compression, Frame, compression};
 use tokio::sync::{Mutex, watch};
 use tracing::debug;
 
@@ -53,7 +53,37 @@ pub struct SharedSnapshot {
     pub crumb: Arc<Breadcrumb>,
     /// Every entry of `crumb.snapshot` that the subscription carries, as `New` updates.
     pub frames: Arc<[Frame]>,
+    /// `frames` compressed with zstd: made once, by the first agent that asks for it, off the
+    /// async workers; shared by every later one while this snapshot is reused.
+    zstd_frames: Arc<tokio::sync::OnceCell<Arc<[Frame]>>>,
     built: Instant,
+}
+
+impl SharedSnapshot {
+    /// The snapshot's frames as an agent that negotiated `compression` receives them.
+    pub async fn frames_for(&self, compression: Compression) -> Arc<[Frame]> {
+        match compression {
+            Compression::None => self.frames.clone(),
+            Compression::Zstd => self
+                .zstd_frames
+                .get_or_init(|| {
+                    let frames = self.frames.clone();
+                    async move {
+                        match tokio::task::spawn_blocking(move || {
+                            Arc::<[Frame]>::from(compression::compress_frames(frames.iter()))
+                        })
+                        .await
+                        {
+                            Ok(frames) => frames,
+                            // Compression cannot fail; a panic there is a bug worth surfacing.
+                            Err(e) => std::panic::resume_unwind(e.into_panic()),
+                        }
+                    }
+                })
+                .await
+                .clone(),
+        }
+    }
 }
 
 struct Inner {
@@ -196,6 +226,7 @@ impl SnapshotCache {
         let shared = SharedSnapshot {
             crumb: head,
             frames,
+            zstd_frames: Arc::default(),
             built: Instant::now(),
         };
         *slot = Some(shared.clone());

@@ -16,7 +16,7 @@ mod supervisor;
 mod writer;
 
 pub use breadcrumb::{
-    Breadcrumb, Delta, Entry, Snapshot, diff_frames, live_breadcrumbs, snapshot_frames,
+    Breadcrumb, Delta, Entry, Snapshot, diff_frames, encode_for, live_breadcrumbs, snapshot_frames,
 };
 pub use cache::{CacheConfig, Follower, SharedSnapshot, SnapshotCache};
 pub use change::Change;

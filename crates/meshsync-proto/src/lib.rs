@@ -5,6 +5,7 @@
 //! each batch once per subscription type and every connected stream sends the same bytes, so the
 //! hot path never serializes an update per client ("encode once, send many").
 
+pub mod compression;
 pub mod digest;
 mod frame;
 mod logsafe;

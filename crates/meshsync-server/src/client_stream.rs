@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::Stream;
-use meshsync_cache::{Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, diff_frames};
+use meshsync_cache::{
+    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, diff_frames, encode_for,
+};
 use meshsync_proto::Frame;
 use tracing::{debug, info};
 
@@ -23,6 +25,8 @@ use crate::streams::{Position, StreamShared};
 pub(crate) struct ClientStream {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) sub: Subscription,
+    /// Negotiated in the hello: which form of the shared frames this stream sends.
+    pub(crate) compression: meshsync_proto::Compression,
     pub(crate) cache: SnapshotCache,
     pub(crate) hello: Frame,
     pub(crate) lag_limit: u64,
@@ -159,9 +163,10 @@ impl Open {
     async fn send_snapshot(&mut self) {
         let (sub, shared) = (self.client.sub, &self.client.shared);
         let snap = self.client.cache.snapshot(sub).await;
+        let frames = snap.frames_for(self.client.compression).await;
         debug!(node = %shared.node, subscription = %sub, seq = snap.crumb.seq,
-            frames = snap.frames.len(), "sending snapshot to new client");
-        self.pending.extend(snap.frames.iter().cloned());
+            frames = frames.len(), "sending snapshot to new client");
+        self.pending.extend(frames.iter().cloned());
         self.pending.push_back(snap.crumb.status_frame(sub));
         *shared.position() = Position::At(snap.crumb);
         shared.snapshot_sent();
@@ -185,7 +190,11 @@ impl Open {
             self.send_difference(&crumb.snapshot, head);
             return true;
         }
-        self.pending.extend(next.frames(sub).iter().cloned());
+        self.pending.extend(
+            next.frames_for(sub, self.client.compression)
+                .iter()
+                .cloned(),
+        );
         if next.status_changed {
             self.pending.push_back(next.status_frame(sub));
         }
@@ -197,7 +206,10 @@ impl Open {
     /// head's status, and moves the position to the head.
     fn send_difference(&mut self, from: &Snapshot, head: Arc<Breadcrumb>) {
         let sub = self.client.sub;
-        self.pending.extend(diff_frames(from, &head.snapshot, sub));
+        self.pending.extend(encode_for(
+            diff_frames(from, &head.snapshot, sub),
+            self.client.compression,
+        ));
         self.pending.push_back(head.status_frame(sub));
         *self.client.shared.position() = Position::At(head);
     }

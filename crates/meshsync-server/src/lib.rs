@@ -77,6 +77,9 @@ pub struct ServerConfig {
     /// Most concurrent HTTP/2 streams one connection may open (an agent needs one, a tool a few):
     /// a client cannot multiply its weight by multiplexing. Refused streams get `REFUSED_STREAM`.
     pub max_streams_per_connection: u32,
+    /// Offer zstd to agents that accept it (each frame compressed once, shared); `false`: every
+    /// agent gets plain frames.
+    pub compression: bool,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +104,7 @@ impl Default for ServerConfig {
             shutdown_drain: Duration::ZERO,
             rebalance: None,
             max_streams_per_connection: 16,
+            compression: true,
         }
     }
 }
@@ -287,6 +291,7 @@ impl BoundServer {
             connections: self.connections,
             max_connections: self.config.max_connections,
             lag_limit: self.config.lag_limit,
+            compression: self.config.compression,
             shutdown: stop_rx,
             streams,
         };

@@ -25,6 +25,8 @@ pub struct SyncService {
     /// The limit in force (rebalancing lowers it below `max_connections`).
     pub(crate) limit: Arc<crate::rebalance::Limit>,
     pub(crate) lag_limit: u64,
+    /// Whether zstd may be negotiated.
+    pub(crate) compression: bool,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     pub(crate) streams: Arc<Streams>,
 }
@@ -44,6 +46,8 @@ pub const CAPABILITY_RECONNECT: &str = "reconnect";
 /// Most `capabilities` entries, and the longest one.
 pub const MAX_CAPABILITIES: usize = 64;
 pub const MAX_CAPABILITY_BYTES: usize = 64;
+/// Most `accept_compression` entries (there are two algorithms; repeats are harmless but bounded).
+pub const MAX_ACCEPT_COMPRESSION: usize = 8;
 
 /// Refuses a request whose client-supplied strings are absurdly long or many, naming the field and
 /// its limit. Runs before anything of the request is logged.
@@ -90,7 +94,23 @@ pub fn check_subscribe_request(req: &pb::SubscribeRequest) -> Result<(), Status>
             return Err(too_long(&format!("{field} entry"), v.len(), limit));
         }
     }
+    if req.accept_compression.len() > MAX_ACCEPT_COMPRESSION {
+        return Err(Status::invalid_argument(format!(
+            "accept_compression has {} entries; the limit is {MAX_ACCEPT_COMPRESSION}",
+            req.accept_compression.len()
+        )));
+    }
     Ok(())
+}
+
+/// The compression for a stream: zstd when the server offers it and the agent accepts it (unknown
+/// algorithms in the agent's list are ignored, so newer agents can offer more).
+fn negotiate(offer: bool, accepted: &[i32]) -> pb::Compression {
+    if offer && accepted.contains(&(pb::Compression::Zstd as i32)) {
+        pb::Compression::Zstd
+    } else {
+        pb::Compression::None
+    }
 }
 
 /// One agent's frames.
@@ -143,14 +163,16 @@ impl SyncService {
         self.connections
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let compression = negotiate(self.compression, &req.accept_compression);
         info!(peer = %peer, node = %node, subscription = %sub,
-            client_version = %LogSafe(&req.client_version), "new subscription");
+            client_version = %LogSafe(&req.client_version),
+            compression = compression.as_str_name(), "new subscription");
         let hello = hello_frame(pb::Hello {
             epoch: self.cache.epoch(),
             server_version: SERVER_VERSION.to_string(),
             subscription: sub.name().to_string(),
             resumed: false,
-            compression: pb::Compression::None as i32,
+            compression: compression as i32,
         });
         // The node is kept escaped: every later log line of this stream names it.
         let reconnect_capable = req.capabilities.iter().any(|c| c == CAPABILITY_RECONNECT);
@@ -164,6 +186,7 @@ impl SyncService {
         let stream = ClientStream {
             shared,
             sub,
+            compression,
             cache: self.cache.clone(),
             hello,
             lag_limit: self.lag_limit,
@@ -201,5 +224,27 @@ impl sync_server::Sync for SyncService {
             connections: u32::try_from(self.connections.active()).unwrap_or(u32::MAX),
             server_version: SERVER_VERSION.to_string(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_only_when_offered_and_accepted() {
+        let zstd = pb::Compression::Zstd as i32;
+        assert_eq!(negotiate(true, &[zstd]), pb::Compression::Zstd);
+        assert_eq!(negotiate(true, &[99, zstd]), pb::Compression::Zstd);
+        assert_eq!(negotiate(false, &[zstd]), pb::Compression::None);
+        assert_eq!(negotiate(true, &[]), pb::Compression::None);
+        assert_eq!(negotiate(true, &[99]), pb::Compression::None);
+        let mut req = pb::SubscribeRequest {
+            accept_compression: vec![zstd; MAX_ACCEPT_COMPRESSION],
+            ..Default::default()
+        };
+        assert!(check_subscribe_request(&req).is_ok());
+        req.accept_compression.push(zstd);
+        assert!(check_subscribe_request(&req).is_err());
     }
 }

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub enum System {
     /// etcd ← meshsync (etcd datastore) ← N agents.
     Meshsync,
+    /// The same as `meshsync`, but every agent accepts zstd: the server compresses each frame
+    /// once and sends the same compressed bytes to all of them.
+    MeshsyncZstd,
     /// etcd ← Calico's `calico-typha` (etcdv3 datastore) ← N clients of Typha's own `syncclient`
     /// (the Go program `typha-bench-agents`, built by `scripts/peers.sh`).
     Typha,
@@ -21,9 +24,15 @@ pub enum System {
 }
 
 impl System {
+    /// Whether this system's agents accept zstd.
+    pub fn zstd(self) -> bool {
+        self == System::MeshsyncZstd
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             System::Meshsync => "meshsync",
+            System::MeshsyncZstd => "meshsync-zstd",
             System::Typha => "typha",
             System::GrpcProxy => "grpc-proxy",
             System::Etcd => "etcd",
@@ -109,6 +118,36 @@ impl ChurnResult {
     }
 }
 
+/// One round of the `stalled` scenario: a baseline churn step, then the same step with some
+/// agents not reading (its latency is the healthy agents'), then the resume.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StalledRound {
+    /// Every agent reading.
+    pub baseline: ChurnResult,
+    /// The healthy agents while the others stalled.
+    pub stalled: ChurnResult,
+    /// stalled p99 / baseline p99.
+    pub p99_ratio: f64,
+    /// The fan-out process's resident set just before the stall, at its peak during it (sampled
+    /// every 100 ms until every agent caught up) and after the recovery.
+    pub rss_before_bytes: u64,
+    pub rss_peak_bytes: u64,
+    pub rss_after_bytes: u64,
+    /// Agents whose connection ended during the stall or the recovery (the server closed them).
+    pub reconnected_agents: usize,
+    /// From the resume until every agent held a marker written then, seconds.
+    pub recovery_s: f64,
+}
+
+/// The `stalled` scenario.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StalledResult {
+    pub stalled_agents: usize,
+    /// The server's write timeout (meshsync's `--write-timeout`), seconds.
+    pub write_timeout_s: f64,
+    pub rounds: Vec<StalledRound>,
+}
+
 /// Everything measured for one system.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SystemResult {
@@ -121,6 +160,9 @@ pub struct SystemResult {
     pub saturate: Vec<ChurnResult>,
     /// Highest deliveries/s of a `saturate` step with p99 ≤ 1 s and nothing lost.
     pub capacity_deliveries_per_s: Option<f64>,
+    /// The `stalled` scenario.
+    #[serde(default)]
+    pub stalled: Option<StalledResult>,
     /// Set when the system could not be measured (e.g. a process failed to start).
     pub error: Option<String>,
 }
@@ -186,6 +228,15 @@ pub enum AgentsMessage {
         synced: usize,
         failed: usize,
         received: u64,
+        /// Clients stalled now (`stall`); 0 from agents processes without stalls.
+        #[serde(default)]
+        stalled: usize,
+        /// Clients holding the catch-up marker (`catchup <g>`).
+        #[serde(default)]
+        caught_up: usize,
+        /// Synced clients that lost their connection (and reconnected), since the start.
+        #[serde(default)]
+        reconnects: usize,
     },
     /// Every agent holds the snapshot (or failed): seconds from the start of connecting, per agent.
     Synced {

@@ -40,8 +40,27 @@ pub(super) struct EventClient<'a> {
 impl EventClient<'_> {
     /// Applies one event; the first status ends the snapshot.
     pub(super) fn handle(&mut self, event: SyncEvent) {
-        match event.event {
+        let event = match event.event {
+            // The same work as a plain batch once decompressed (the decompression is the
+            // compressed system's extra client cost, measured in the agents process's CPU).
+            Some(sync_event::Event::Compressed(compressed)) => {
+                match proto::compression::decompress_batch(&compressed, 64 << 20) {
+                    Ok(batch) => Some(sync_event::Event::Updates(batch)),
+                    Err(e) => {
+                        if self.shared.logged.fetch_add(1, Ordering::Relaxed) < LOGGED_FAILURES {
+                            warn!(client = self.id, "unreadable compressed batch: {e}");
+                        }
+                        None
+                    }
+                }
+            }
+            other => other,
+        };
+        match event {
             Some(sync_event::Event::Updates(batch)) => {
+                self.shared
+                    .stall
+                    .observe(self.id, batch.updates.iter().map(|u| &u.value[..]));
                 if self.live {
                     let now = now_ns();
                     let values = batch.updates.iter().map(|u| &u.value[..]);
@@ -167,11 +186,20 @@ pub(super) async fn meshsync_raw_session(client: &mut EventClient<'_>) -> anyhow
         node_name: format!("bench-agent-{}", client.id),
         client_version: env!("CARGO_PKG_VERSION").to_string(),
         subscription: "felix".into(),
+        accept_compression: if args.system.zstd() {
+            vec![proto::Compression::Zstd as i32]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let mut stream = sync.subscribe(request).await?.into_inner();
-    while let Some(event) = stream.message().await? {
+    loop {
+        // A stalled client stops polling its stream (the `stalled` scenario).
+        client.shared.stall.wait_while_stalled(client.id).await;
+        let Some(event) = stream.message().await? else {
+            return Ok(());
+        };
         client.handle(event);
     }
-    Ok(())
 }

@@ -23,6 +23,11 @@ pub(super) async fn meshsync_client(
     config.connect_timeout = Duration::from_secs_f64(args.connect_timeout_s);
     config.backoff_initial = Duration::from_millis(50);
     config.backoff_max = Duration::from_secs(2);
+    config.accept_compression = if args.system.zstd() {
+        vec![meshsync_proto::Compression::Zstd]
+    } else {
+        Vec::new()
+    };
     let mut agent = match Agent::new(config) {
         Ok(agent) => agent,
         Err(e) => return shared.mark_failed(id, &e.to_string()),

@@ -8,7 +8,9 @@
 //! - stdin, one command per line: `reset <generation>` (count only updates stamped with that
 //!   generation from now on; clears the latency histograms and counters; answered at once by a
 //!   `progress` line with `received: 0`, so everything read after that line is about the new
-//!   generation), `report`, `quit`. EOF on stdin is `quit`.
+//!   generation), `report`, `quit`; for the `stalled` scenario `stall <count>` (that many clients,
+//!   spread over the ids, stop reading their stream), `resume`, and `catchup <generation>` (count
+//!   the clients holding a value of that generation: see [`stall`]). EOF on stdin is `quit`.
 //!
 //! Snapshot data (the initial sync and any resync after a reconnect) is applied but never counted:
 //! only live updates are deliveries.
@@ -23,6 +25,7 @@ mod etcd;
 mod events;
 mod meshsync;
 mod recorder;
+mod stall;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -115,7 +118,8 @@ async fn run_inner(args: AgentsArgs) -> anyhow::Result<()> {
     check_target(&args)?;
     let mut commands = stdin_lines();
     let shared = Arc::new(Recorder::new(args.n));
-    spawn_clients(Arc::new(args), &shared);
+    let args = Arc::new(args);
+    spawn_clients(args.clone(), &shared);
 
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -145,13 +149,19 @@ async fn run_inner(args: AgentsArgs) -> anyhow::Result<()> {
             }
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                if handle_command(&command, &shared) == Flow::Quit {
+                if handle_command(&command, &shared, &args) == Flow::Quit {
                     break;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Only the raw meshsync clients can stall (they own their stream's read loop).
+fn stalls_supported(args: &AgentsArgs) -> bool {
+    matches!(args.system, System::Meshsync | System::MeshsyncZstd)
+        && args.meshsync_client == MeshsyncClient::Raw
 }
 
 /// The floor takes `host:port`; every other system a URL. Typha's clients are not here.
@@ -190,10 +200,14 @@ fn spawn_clients(args: Arc<AgentsArgs>, shared: &Arc<Recorder>) {
                 None => None,
             };
             match args.system {
-                System::Meshsync if args.meshsync_client == MeshsyncClient::Raw => {
+                System::Meshsync | System::MeshsyncZstd
+                    if args.meshsync_client == MeshsyncClient::Raw =>
+                {
                     events::event_client(id, &args, &shared, slot).await
                 }
-                System::Meshsync => meshsync::meshsync_client(id, &args, &shared, slot).await,
+                System::Meshsync | System::MeshsyncZstd => {
+                    meshsync::meshsync_client(id, &args, &shared, slot).await
+                }
                 System::Etcd | System::GrpcProxy => {
                     etcd::etcd_client(id, &args, &shared, slot).await
                 }
@@ -212,10 +226,38 @@ enum Flow {
     Quit,
 }
 
-/// One stdin command: `reset <generation>`, `report` or `quit`.
-fn handle_command(command: &str, shared: &Recorder) -> Flow {
+/// One stdin command: `reset <generation>`, `report`, `stall <count>`, `resume`,
+/// `catchup <generation>` or `quit`.
+fn handle_command(command: &str, shared: &Recorder, args: &AgentsArgs) -> Flow {
     let mut words = command.split_whitespace();
     match (words.next(), words.next()) {
+        (Some("stall"), Some(count)) => match count.parse::<usize>() {
+            Ok(_) if !stalls_supported(args) => emit(&AgentsMessage::Error {
+                message: format!(
+                    "stalling is implemented for the raw meshsync clients only, not {} ({:?})",
+                    args.system.name(),
+                    args.meshsync_client
+                ),
+            }),
+            Ok(count) => {
+                let stalled = shared.stall.stall(count);
+                info!(stalled, "clients stop reading");
+                emit(&shared.progress());
+            }
+            Err(_) => warn!("bad count in {command:?}"),
+        },
+        (Some("resume"), None) => {
+            shared.stall.resume();
+            info!("stalled clients read again");
+            emit(&shared.progress());
+        }
+        (Some("catchup"), Some(generation)) => match generation.parse::<u64>() {
+            Ok(g) => {
+                shared.stall.expect_catchup(g);
+                emit(&shared.progress());
+            }
+            Err(_) => warn!("bad generation in {command:?}"),
+        },
         (Some("reset"), Some(generation)) => match generation.parse::<u64>() {
             Ok(g) => {
                 shared.reset(g);

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 use tracing::warn;
 
+use super::stall::StallControl;
 use crate::model::{AgentsMessage, Latency};
 use crate::workload::stamp;
 
@@ -51,6 +52,8 @@ pub(super) struct Recorder {
     pub(super) start: Instant,
     pub(super) all_done: Notify,
     pub(super) n: usize,
+    /// The `stalled` scenario's stalled clients and catch-up marker.
+    pub(super) stall: StallControl,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,6 +75,7 @@ impl Recorder {
             start: Instant::now(),
             all_done: Notify::new(),
             n,
+            stall: StallControl::new(n),
         }
     }
 
@@ -83,7 +87,9 @@ impl Recorder {
         now: u64,
         values: impl Iterator<Item = &'a [u8]>,
     ) {
-        if self.generation.load(Ordering::Relaxed) == NO_GENERATION {
+        // A stalled client's deliveries are not the healthy clients' latency.
+        if self.generation.load(Ordering::Relaxed) == NO_GENERATION || self.stall.is_stalled(client)
+        {
             return;
         }
         let mut histogram = lock(&self.shards[client % SHARDS]);
@@ -151,6 +157,9 @@ impl Recorder {
             synced: self.synced.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             received: self.received(),
+            stalled: self.stall.stalled(),
+            caught_up: self.stall.caught_up(),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }
 }

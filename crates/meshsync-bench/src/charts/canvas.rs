@@ -22,6 +22,7 @@ pub(super) const LIMIT: Rgb = Rgb(200, 40, 40);
 pub(super) fn system_color(name: &str) -> Rgb {
     match name {
         "meshsync" => Rgb(31, 119, 180),
+        "meshsync-zstd" => Rgb(23, 190, 207),
         "typha" => Rgb(148, 103, 189),
         "grpc-proxy" => Rgb(255, 127, 14),
         "etcd" => Rgb(127, 127, 127),

@@ -25,6 +25,9 @@ pub(super) struct AgentsProc {
     stdin: ChildStdin,
     messages: mpsc::UnboundedReceiver<AgentsMessage>,
     pub(super) received: u64,
+    /// From the latest progress line: clients holding the catch-up marker, and reconnections.
+    pub(super) caught_up: usize,
+    pub(super) reconnects: usize,
 }
 
 impl AgentsProc {
@@ -83,6 +86,8 @@ impl AgentsProc {
             stdin,
             messages,
             received: 0,
+            caught_up: 0,
+            reconnects: 0,
         })
     }
 
@@ -96,8 +101,16 @@ impl AgentsProc {
         match tokio::time::timeout(timeout, self.messages.recv()).await {
             Ok(Some(AgentsMessage::Error { message })) => anyhow::bail!("agents: {message}"),
             Ok(Some(m)) => {
-                if let AgentsMessage::Progress { received, .. } = &m {
+                if let AgentsMessage::Progress {
+                    received,
+                    caught_up,
+                    reconnects,
+                    ..
+                } = &m
+                {
                     self.received = *received;
+                    self.caught_up = *caught_up;
+                    self.reconnects = *reconnects;
                 }
                 Ok(m)
             }
@@ -106,6 +119,25 @@ impl AgentsProc {
                 anyhow::bail!("the agents process closed its output")
             }
             Err(_) => anyhow::bail!("no word from the agents process for {timeout:?}"),
+        }
+    }
+
+    /// Waits (at most `timeout` in all) for a message that satisfies `done`.
+    pub(super) async fn wait_progress(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&AgentsMessage) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            anyhow::ensure!(
+                !left.is_zero(),
+                "the agents did not get there within {timeout:?}"
+            );
+            if done(&self.next(left).await?) {
+                return Ok(());
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 mod agents_proc;
 mod peers;
 mod servers;
+mod stalled;
 mod steps;
 mod writer;
 
@@ -35,6 +36,9 @@ pub enum Scenario {
     Saturate,
     /// snapshot, then churn, then saturate, on the same connected agents.
     All,
+    /// snapshot, then rounds of (baseline churn, churn with `--stalled-fraction` of the agents
+    /// not reading): healthy latency, server memory, the stalled agents' fate (meshsync only).
+    Stalled,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -60,7 +64,7 @@ pub struct RunArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "meshsync,typha,grpc-proxy,etcd,floor"
+        default_value = "meshsync,meshsync-zstd,typha,grpc-proxy,etcd,floor"
     )]
     systems: Vec<System>,
     /// `saturate`: first write rate.
@@ -101,13 +105,32 @@ pub struct RunArgs {
     /// from (which builds them when missing). Only needed for the `typha` system.
     #[arg(long, value_name = "DIR", env = "MESHSYNC_PEERS_BIN")]
     peers_bin: Option<PathBuf>,
+    /// `stalled`: the fraction of the agents that stop reading.
+    #[arg(long, default_value_t = 0.1)]
+    stalled_fraction: f64,
+    /// `stalled`: (baseline, stalled) pairs per system and round.
+    #[arg(long, default_value_t = 2)]
+    stalled_rounds: usize,
+    /// meshsync's `--write-timeout` (seconds; a connection whose stream sent nothing this long
+    /// is closed). Default: the server's own (120 s), except 5 s in the `stalled` scenario so
+    /// that the stall outlasts it.
+    #[arg(long)]
+    write_timeout: Option<f64>,
     /// meshsync's simulated agents: `raw` (generated gRPC client + a plain map: the same work the
     /// etcd and floor clients do) or `agent` (the full agent library: mirror, digests).
     #[arg(long, value_enum, default_value_t = crate::agents::MeshsyncClient::Raw)]
     meshsync_client: crate::agents::MeshsyncClient,
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+impl RunArgs {
+    /// The `--write-timeout` meshsync is started with, when not its own default.
+    pub(super) fn meshsync_write_timeout(&self) -> Option<f64> {
+        self.write_timeout
+            .or((self.scenario == Scenario::Stalled).then_some(5.0))
+    }
+}
+
+pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.agents > 0 && args.keys > 0,
         "--agents and --keys must be positive"
@@ -121,6 +144,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (1..=20).contains(&args.repeat),
         "--repeat must be between 1 and 20"
     );
+    if args.scenario == Scenario::Stalled {
+        check_stalled_args(&mut args)?;
+    }
     // Raised before the children start, so they inherit it.
     let nofile = crate::child::raise_nofile_limit().unwrap_or(0);
     if (nofile as usize) < args.agents * 2 + 1000 {
@@ -211,6 +237,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     eprintln!("\nresults: {}", dir.join("results.md").display());
     println!("{}", crate::report::markdown(&run));
+    Ok(())
+}
+
+/// Stalls need our raw meshsync clients, at least two agents and a fraction in (0, 1); the
+/// systems whose clients cannot stall are left out, with a note.
+fn check_stalled_args(args: &mut RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.stalled_fraction > 0.0 && args.stalled_fraction < 1.0,
+        "--stalled-fraction must be between 0 and 1"
+    );
+    anyhow::ensure!(args.agents >= 2, "`stalled` needs at least 2 agents");
+    anyhow::ensure!(
+        args.stalled_rounds >= 1,
+        "--stalled-rounds must be at least 1"
+    );
+    anyhow::ensure!(
+        args.meshsync_client == crate::agents::MeshsyncClient::Raw,
+        "`stalled` needs --meshsync-client raw (the clients that can stop reading)"
+    );
+    let (kept, other): (Vec<System>, Vec<System>) = args
+        .systems
+        .iter()
+        .partition(|s| matches!(s, System::Meshsync | System::MeshsyncZstd));
+    if !other.is_empty() {
+        eprintln!(
+            "note: `stalled` runs meshsync and meshsync-zstd only (their clients stall by not polling their stream); leaving out {:?}",
+            other.iter().map(|s| s.name()).collect::<Vec<_>>()
+        );
+    }
+    anyhow::ensure!(
+        !kept.is_empty(),
+        "`stalled` needs meshsync or meshsync-zstd in --systems"
+    );
+    args.systems = kept;
     Ok(())
 }
 
@@ -307,6 +367,9 @@ async fn run_system(
     }
     if matches!(args.scenario, Scenario::Saturate | Scenario::All) {
         steps::saturate(&mut bench, args, &mut result).await?;
+    }
+    if args.scenario == Scenario::Stalled {
+        result.stalled = Some(stalled::stalled(&mut bench, args).await?);
     }
     let _ = bench.agents.command("quit").await;
     bench.agents.proc.stop().await;

@@ -30,7 +30,7 @@ pub(super) async fn start_server(
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     match system {
         System::Etcd => Ok((None, etcd.url())),
-        System::Meshsync => {
+        System::Meshsync | System::MeshsyncZstd => {
             let mut cmd = Command::new(&bins.meshsync);
             cmd.arg("serve")
                 .arg("--datastore")
@@ -41,9 +41,11 @@ pub(super) async fn start_server(
                 .arg("--log-level")
                 .arg("warn")
                 .arg("--max-connections")
-                .arg((args.agents + 100).to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null());
+                .arg((args.agents + 100).to_string());
+            if let Some(timeout) = args.meshsync_write_timeout() {
+                cmd.arg("--write-timeout").arg(timeout.to_string());
+            }
+            cmd.stdin(Stdio::null()).stdout(Stdio::null());
             let proc = Proc::spawn("meshsync", cmd, &logs.join("meshsync.log"))?;
             let url = format!("http://{addr}");
             wait_meshsync_in_sync(&url, args.keys).await?;

@@ -60,6 +60,17 @@ pub(super) async fn churn_step(
     rate: f64,
     duration: f64,
 ) -> anyhow::Result<ChurnResult> {
+    churn_step_for(bench, args, rate, duration, args.agents).await
+}
+
+/// [`churn_step`] where `agents` of the agents read (the others are stalled and count nothing).
+pub(super) async fn churn_step_for(
+    bench: &mut Bench,
+    args: &RunArgs,
+    rate: f64,
+    duration: f64,
+    agents: usize,
+) -> anyhow::Result<ChurnResult> {
     bench.generation += 1;
     let generation = bench.generation;
     bench.agents.command(&format!("reset {generation}")).await?;
@@ -83,7 +94,7 @@ pub(super) async fn churn_step(
         generation,
     )
     .await?;
-    let expected = writes * args.agents as u64;
+    let expected = writes * agents as u64;
     let (received, latency, _) = bench
         .agents
         .drain_and_report(expected, Duration::from_secs_f64(args.drain_timeout))

@@ -5,6 +5,7 @@
 //! [`format`] the numbers; the charts come from [`crate::charts`].
 
 pub(crate) mod format;
+mod stalled;
 mod stats;
 mod summary;
 mod tables;
@@ -19,6 +20,7 @@ use clap::Args;
 
 use crate::charts;
 use crate::model::RunResult;
+use stalled::stalled_tables;
 use summary::summary_table;
 use tables::{charts_section, churn_table, header, saturate_tables, snapshot_table};
 use targets::targets_table;
@@ -98,6 +100,7 @@ pub fn markdown(run: &RunResult) -> String {
     if rounds > 1 {
         summary_table(&mut md, run);
         targets_table(&mut md, run);
+        stalled_tables(&mut md, run);
         for r in 0..rounds {
             let view = run.round_view(r);
             md.push_str(&format!("# Round {} of {rounds}\n\n", r + 1));
@@ -112,6 +115,7 @@ pub fn markdown(run: &RunResult) -> String {
         churn_table(&mut md, run);
         saturate_tables(&mut md, run);
         targets_table(&mut md, run);
+        stalled_tables(&mut md, run);
         charts_section(&mut md, run);
     }
     md

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::model::{ChurnResult, ProcessUsage, SystemResult};
-use crate::model::{Latency, SnapshotResult};
+use crate::model::{Latency, SnapshotResult, StalledResult, StalledRound};
 
 fn usage(role: &str, cpu: f64, rss_mib: u64, written_mib: u64) -> ProcessUsage {
     ProcessUsage {
@@ -123,6 +123,7 @@ fn sample_run() -> RunResult {
         saturate: saturate(&[9, 12, 30, 120, 1400, 2400], 2.0),
         capacity_deliveries_per_s: Some(1_600_000.0),
         error: None,
+        stalled: None,
         round: 0,
     };
     let typha = SystemResult {
@@ -143,6 +144,7 @@ fn sample_run() -> RunResult {
         saturate: saturate(&[20, 60, 1400], 8.0),
         capacity_deliveries_per_s: Some(400_000.0),
         error: None,
+        stalled: None,
         round: 0,
     };
     let proxy = SystemResult {
@@ -168,6 +170,7 @@ fn sample_run() -> RunResult {
         saturate: saturate(&[54, 1400, 2500], 19.0),
         capacity_deliveries_per_s: Some(200_000.0),
         error: None,
+        stalled: None,
         round: 0,
     };
     let etcd = SystemResult {
@@ -192,6 +195,7 @@ fn sample_run() -> RunResult {
         saturate: Vec::new(),
         capacity_deliveries_per_s: None,
         error: None,
+        stalled: None,
         round: 0,
     };
     RunResult {
@@ -405,4 +409,50 @@ fn repeated_rounds_report_median_and_range() {
     }
     assert!(md.contains("**etcd** failed in round 2"));
     assert_eq!(md.matches("## Snapshot").count(), 3);
+}
+
+#[test]
+fn stalled_rounds_are_tabled_with_the_ratio_target() {
+    let mut run = sample_run();
+    run.systems.truncate(1);
+    let round = |baseline_p99: u64, healthy_p99: u64| StalledRound {
+        baseline: churn(
+            200.0,
+            4.0,
+            latency(2_000, 4_000, baseline_p99, 9_000, 9_500),
+            0,
+            Vec::new(),
+        ),
+        stalled: churn(
+            200.0,
+            4.0,
+            latency(2_000, 4_000, healthy_p99, 9_000, 9_500),
+            0,
+            Vec::new(),
+        ),
+        p99_ratio: healthy_p99 as f64 / baseline_p99 as f64,
+        rss_before_bytes: 40 << 20,
+        rss_peak_bytes: 52 << 20,
+        rss_after_bytes: 44 << 20,
+        reconnected_agents: 100,
+        recovery_s: 2.5,
+    };
+    run.systems[0].stalled = Some(StalledResult {
+        stalled_agents: 100,
+        write_timeout_s: 5.0,
+        rounds: vec![round(8_000, 8_800), round(8_000, 9_200)],
+    });
+    let md = markdown(&run);
+    assert!(md.contains("## Stalled agents"), "{md}");
+    let row = target_row(&md, "meshsync | 1.2 |");
+    assert!(
+        row.contains("| 100 | 5 | 8.00 | 9.20 | 1.15 | 0 | 40.0 | 52.0 | 44.0 | 100 | 2.50 |"),
+        "{row}"
+    );
+    // Median of 1.10 and 1.15, within the 1.2× target; the peak grew 12 MiB.
+    let row = target_row(&md, "meshsync | 1.12 (1.10–1.15)×");
+    assert!(row.contains("✅") && row.contains("| 12.0 |"), "{row}");
+    run.systems[0].stalled.as_mut().unwrap().rounds[1].p99_ratio = 2.0;
+    run.systems[0].stalled.as_mut().unwrap().rounds[0].p99_ratio = 1.5;
+    assert!(target_row(&markdown(&run), "meshsync | 1.75").contains("❌"));
 }

@@ -256,6 +256,10 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
     );
     // The agent accepts zstd by default and the server offers it: the hello says so.
     assert_eq!(events[0]["compression"], "zstd", "{}", events[0]);
+    assert_eq!(
+        events[0]["path"], "full",
+        "a first subscription is a full snapshot"
+    );
     let last = events.last().unwrap();
     assert_eq!(last["event"], "status", "last event: {last}");
     assert_eq!(last["in_sync"], true, "last event: {last}");

@@ -10,59 +10,19 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use meshsync_cache::CacheConfig;
-use meshsync_datastore::{ResourceKey, SourceEvent, SourceStatus};
+use meshsync_datastore::SourceEvent;
 use meshsync_proto::compression::decompress_batch;
 use meshsync_proto::{self as pb, sync_client::SyncClient, sync_event};
 use meshsync_server::ServerConfig;
+use support::endpoints::{server_with_endpoints, wep};
 use support::{TestServer, until_in_sync, within};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 const KEYS: usize = 3000;
 
-fn wep(i: usize, v: u32) -> SourceEvent {
-    let name = format!("pod-{i:05}");
-    SourceEvent::Upsert {
-        key: ResourceKey::new("", "WorkloadEndpoint", "default", &name),
-        value: Bytes::from(format!(
-            r#"{{"kind":"WorkloadEndpoint","apiVersion":"projectcalico.org/v3","metadata":{{"name":"{name}","namespace":"default","labels":{{"app":"web-{}","projectcalico.org/namespace":"default"}}}},"spec":{{"node":"node-{}","pod":"{name}","ipNetworks":["10.0.{}.{}/32"],"profiles":["kns.default"],"v":{v}}}}}"#,
-            i % 10,
-            i % 50,
-            i / 250,
-            i % 250
-        )),
-        revision: format!("{}", 100 + i).into(),
-    }
-}
-
 /// A server over a hand-driven source holding `KEYS` endpoints, in sync.
 async fn server_with_data(config: ServerConfig) -> (mpsc::Sender<SourceEvent>, TestServer) {
-    let (tx, rx) = mpsc::channel(KEYS + 16);
-    let server =
-        TestServer::start_with(ReceiverStream::new(rx), CacheConfig::default(), config).await;
-    tx.send(SourceEvent::ResyncStart { cluster: "".into() })
-        .await
-        .unwrap();
-    for i in 0..KEYS {
-        tx.send(wep(i, 1)).await.unwrap();
-    }
-    for e in [
-        SourceEvent::ResyncDone { cluster: "".into() },
-        SourceEvent::Status {
-            cluster: "".into(),
-            status: SourceStatus::InSync,
-        },
-    ] {
-        tx.send(e).await.unwrap();
-    }
-    within(
-        "the cache in sync",
-        server
-            .cache
-            .wait_for_status(|s| s.total_keys() == KEYS as u64),
-    )
-    .await;
-    (tx, server)
+    server_with_endpoints(KEYS, CacheConfig::default(), config).await
 }
 
 /// What a raw client saw: the hello, every update by key, how many events came compressed, and
@@ -193,6 +153,21 @@ async fn zstd_clients_get_compressed_batches_that_decode_to_the_plain_stream() {
         live.live_compressed_events > 0,
         "live batches compressed too"
     );
+    // /metrics counts what was compressed (process-wide: other tests in this binary add to it).
+    let (status, body) = support::http_get(server.metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    let metric = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    assert!(metric("meshsync_compression_frames_total") >= 1);
+    let (input, output) = (
+        metric("meshsync_compression_input_bytes_total"),
+        metric("meshsync_compression_output_bytes_total"),
+    );
+    assert!(output > 0 && output * 4 < input, "{output} of {input}");
+    assert!(body.contains("# HELP meshsync_compression_frames_total "));
     server.stop().await;
 }
 

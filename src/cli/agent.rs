@@ -190,6 +190,7 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
                     "event": "connected", "server": server, "epoch": hello.epoch,
                     "server_version": hello.server_version, "subscription": hello.subscription,
                     "resumed": hello.resumed,
+                    "path": meshsync_agent::sync_path_name(hello),
                     "compression": super::common::compression_name(hello.compression),
                 }),
                 AgentEvent::Update(u) => {
@@ -231,11 +232,12 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
         Output::Text => match event {
             AgentEvent::Connected { server, hello } => writeln!(
                 out,
-                "CONNECTED {server} epoch={:016x} server_version={} subscription={} compression={}",
+                "CONNECTED {server} epoch={:016x} server_version={} subscription={} compression={} path={}",
                 hello.epoch,
                 hello.server_version,
                 hello.subscription,
-                super::common::compression_name(hello.compression)
+                super::common::compression_name(hello.compression),
+                meshsync_agent::sync_path_name(hello)
             ),
             AgentEvent::Update(u) => writeln!(
                 out,

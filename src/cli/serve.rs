@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use futures::Stream;
 use meshsync_agent::AgentConfig;
-use meshsync_cache::{CacheConfig, SnapshotCache};
+use meshsync_cache::{CacheConfig, HistoryConfig, SnapshotCache};
 use meshsync_datastore::etcd::EtcdSourceConfig;
 use meshsync_datastore::kubernetes::{self, KubeAccess, KubeSourceConfig};
 use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, SourceEvent, file};
@@ -76,6 +76,13 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = super::common::CompressionFlag::Zstd,
         env = "MESHSYNC_COMPRESSION")]
     compression: super::common::CompressionFlag,
+    /// History kept so that a reconnecting agent of this server resumes with only what changed:
+    /// at most this many bytes of changes (0: no resume, every reconnect is a full snapshot).
+    #[arg(long, default_value_t = 64 << 20, env = "MESHSYNC_RESUME_HISTORY_BYTES")]
+    resume_history_bytes: u64,
+    /// … and at most this old, seconds.
+    #[arg(long, default_value_t = 600.0, env = "MESHSYNC_RESUME_HISTORY_AGE")]
+    resume_history_age: f64,
     /// Most source events applied as one batch.
     #[arg(long, default_value_t = 1000, env = "MESHSYNC_MAX_BATCH")]
     max_batch: usize,
@@ -173,6 +180,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         CacheConfig {
             max_batch: args.max_batch,
             max_value_bytes: args.max_value_bytes,
+            history: HistoryConfig {
+                max_bytes: args.resume_history_bytes,
+                max_age: super::seconds("--resume-history-age", args.resume_history_age, true)?,
+            },
             ..CacheConfig::default()
         },
     );

@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod binary;
 pub mod certs;
+pub mod endpoints;
 pub mod etcd;
 pub mod federation;
 pub mod h2raw;

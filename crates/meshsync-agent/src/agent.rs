@@ -42,6 +42,9 @@ pub struct AgentConfig {
     /// Compressions offered in the request (the server picks one and names it in the hello).
     /// Default: zstd, which the server compresses once per frame for every agent alike.
     pub accept_compression: Vec<pb::Compression>,
+    /// Send a resume token when reconnecting with a verified mirror, so that the same server
+    /// (same epoch, within its retained history) sends only what changed. Default: true.
+    pub resume: bool,
 }
 
 impl AgentConfig {
@@ -57,6 +60,7 @@ impl AgentConfig {
             max_message_bytes: 64 << 20,
             tls: None,
             accept_compression: vec![pb::Compression::Zstd],
+            resume: true,
         }
     }
 }
@@ -312,9 +316,18 @@ impl Agent {
                 .iter()
                 .map(|c| *c as i32)
                 .collect(),
-            ..Default::default()
+            resume: self.resume_token(),
         };
         Ok(client.subscribe(request).await?.into_inner())
+    }
+
+    /// The token sent when subscribing, if the mirror can resume.
+    fn resume_token(&self) -> Option<pb::ResumeToken> {
+        if !self.config.resume {
+            return None;
+        }
+        let (epoch, seq) = self.mirror.resume_token()?;
+        Some(pb::ResumeToken { epoch, seq })
     }
 
     /// Moves the stream's snapshot phase on; `None` when not subscribed.
@@ -329,7 +342,25 @@ impl Agent {
     fn apply(&mut self, incoming: Incoming) {
         match incoming {
             Incoming::Hello(hello) => {
-                self.mirror.begin_snapshot(hello.epoch);
+                let ours = self
+                    .mirror
+                    .resume_token()
+                    .is_some_and(|(epoch, _)| epoch == hello.epoch);
+                if is_resume(&hello) && !ours {
+                    // Applying a difference to a mirror it was not computed for would lose keys.
+                    warn!(server = %self.server_url(), "the server resumed a stream this agent did not ask to resume; resubscribing");
+                    self.mirror.forget_resume();
+                    self.lost("unexpected resume".into());
+                    return;
+                }
+                if is_resume(&hello) {
+                    info!(server = %self.server_url(), path = "resume", from_seq = self.mirror.seq(),
+                        "subscribed; the server sends only what changed since");
+                    self.mirror.begin_resume();
+                } else {
+                    info!(server = %self.server_url(), path = "full", "subscribed; receiving a full snapshot");
+                    self.mirror.begin_snapshot(hello.epoch);
+                }
                 self.advance_snapshot(SnapshotPhase::Receiving);
                 self.events.push_back(AgentEvent::Connected {
                     server: self.server_url().to_string(),
@@ -354,11 +385,13 @@ impl Agent {
                         );
                         self.events
                             .push_back(AgentEvent::DigestMismatch(mismatches));
+                        self.mirror.forget_resume();
                         // Through the normal backoff: a persistent mismatch must not spin.
                         self.lost("mirror digest differs from the server's".into());
                         return;
                     }
                     self.attempt = 0;
+                    self.mirror.mark_consistent();
                 }
                 let in_sync = self.mirror.in_sync();
                 self.events
@@ -438,6 +471,17 @@ impl Subscribed {
                 .map(|u| Incoming::Update(u, ordered)),
         )
     }
+}
+
+/// The path a hello announces: `full` or `resume`.
+pub fn sync_path_name(hello: &pb::Hello) -> &'static str {
+    if is_resume(hello) { "resume" } else { "full" }
+}
+
+/// Whether the hello announces a resume (servers before `path` set only `resumed`).
+fn is_resume(hello: &pb::Hello) -> bool {
+    hello.path == pb::SyncPath::Resume as i32
+        || (hello.path == pb::SyncPath::Unspecified as i32 && hello.resumed)
 }
 
 fn is_fatal(status: &tonic::Status) -> bool {

@@ -6,7 +6,7 @@ mod agent;
 mod connect;
 mod mirror;
 
-pub use agent::{Agent, AgentConfig, AgentError, AgentEvent, CAPABILITY_RECONNECT};
+pub use agent::{Agent, AgentConfig, AgentError, AgentEvent, CAPABILITY_RECONNECT, sync_path_name};
 pub use connect::{ClientTls, ConnectError, connect, endpoint};
 pub use mirror::{
     ClusterInfo, DigestMismatch, Dump, Mirror, MirrorEntry, MirrorKey, cluster_state_name,

@@ -102,6 +102,9 @@ pub struct Mirror {
     /// During a full snapshot after (re)connecting: keys not yet sent again.
     unseen: Option<HashSet<MirrorKey>>,
     required_clusters: Vec<String>,
+    /// The mirror held a verified cut of `epoch`'s state (a snapshot or a resume whose digests
+    /// matched) and has only applied that server's stream since: `(epoch, seq)` can resume.
+    consistent: bool,
 }
 
 impl Mirror {
@@ -118,8 +121,36 @@ impl Mirror {
     /// snapshot does not mention can be deleted when it ends.
     pub fn begin_snapshot(&mut self, epoch: u64) {
         self.epoch = epoch;
+        // Another epoch's sequence numbers mean nothing here: the snapshot's status sets it.
+        self.seq = 0;
         self.overall = None;
+        self.consistent = false;
         self.unseen = Some(self.resources.keys().cloned().collect());
+    }
+
+    /// The server resumes this mirror (same epoch): what changed since [`Mirror::resume_token`]
+    /// follows, applied on top of what the mirror holds; nothing is deleted unless the server says
+    /// so.
+    pub fn begin_resume(&mut self) {
+        self.overall = None;
+        self.unseen = None;
+    }
+
+    /// The digests matched the server's status: the mirror is a verified cut and can resume.
+    pub fn mark_consistent(&mut self) {
+        self.consistent = true;
+    }
+
+    /// `(epoch, seq)` to resume from, when the mirror holds a verified cut of that server's state
+    /// (everything up to `seq`, perhaps some later changes too, which a resume also covers).
+    pub fn resume_token(&self) -> Option<(u64, u64)> {
+        self.consistent.then_some((self.epoch, self.seq))
+    }
+
+    /// Forget that the mirror can resume (its digests disagreed): the next stream is a full
+    /// snapshot.
+    pub fn forget_resume(&mut self) {
+        self.consistent = false;
     }
 
     /// Applies one update. `ordered` is false inside a snapshot or coalesced catch-up, whose

@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, watch};
 use tracing::debug;
 
 use crate::breadcrumb::{Breadcrumb, Snapshot, snapshot_frames};
+use crate::history::{History, HistoryConfig};
 use crate::metrics::CacheMetrics;
 use crate::status::SyncStatus;
 use crate::supervisor::Supervisor;
@@ -33,6 +34,8 @@ pub struct CacheConfig {
     /// many changes and every connection wakes once for them. A quiet cache never waits. Zero
     /// disables it.
     pub max_linger: Duration,
+    /// The breadcrumbs kept for agents that resume (see [`HistoryConfig`]).
+    pub history: HistoryConfig,
 }
 
 impl Default for CacheConfig {
@@ -42,6 +45,7 @@ impl Default for CacheConfig {
             snapshot_reuse: Duration::from_secs(1),
             max_value_bytes: 1 << 20,
             max_linger: Duration::from_millis(2),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -94,6 +98,7 @@ struct Inner {
     snapshots: [Mutex<Option<SharedSnapshot>>; SUBSCRIPTION_COUNT],
     supervisor: Arc<Supervisor>,
     behind: Arc<AtomicU64>,
+    history: Arc<History>,
 }
 
 /// A cheap-to-clone handle on the cache.
@@ -121,8 +126,10 @@ impl SnapshotCache {
         let (head_tx, head_rx) = watch::channel(genesis.clone());
         let metrics = Arc::new(CacheMetrics::default());
         let behind = Arc::new(AtomicU64::new(0));
+        let history = Arc::new(History::new(config.history, genesis.clone()));
         let writer = Writer::new(genesis, head_tx, metrics.clone(), config.max_value_bytes)
-            .with_linger(config.max_linger, behind.clone());
+            .with_linger(config.max_linger, behind.clone())
+            .with_history(history.clone());
         let max_batch = config.max_batch.max(1);
         let supervisor = Arc::new(Supervisor::new());
         let task = tokio::spawn(writer.run(events, max_batch));
@@ -137,6 +144,7 @@ impl SnapshotCache {
                 snapshots: std::array::from_fn(|_| Mutex::new(None)),
                 supervisor,
                 behind,
+                history,
             }),
         };
         tokio::spawn(expire_snapshots(Arc::downgrade(&cache.inner)));
@@ -151,6 +159,22 @@ impl SnapshotCache {
     /// The newest breadcrumb.
     pub fn head(&self) -> Arc<Breadcrumb> {
         self.inner.head_rx.borrow().clone()
+    }
+
+    /// Where an agent that holds this server's state at `seq` (of this epoch) resumes: the newest
+    /// retained breadcrumb at or before `seq`; a coalesced difference from its snapshot to the
+    /// head brings the agent up to date. `None` when `seq` is older than the retained history or
+    /// newer than the head (a token this server never issued).
+    pub fn resume_point(&self, seq: u64) -> Option<Arc<Breadcrumb>> {
+        if seq > self.head().seq {
+            return None;
+        }
+        self.inner.history.at_or_before(seq)
+    }
+
+    /// The oldest sequence number an agent can resume from, and how many breadcrumbs are kept.
+    pub fn history_span(&self) -> (u64, usize) {
+        self.inner.history.span()
     }
 
     /// The newest status.

@@ -10,6 +10,7 @@ mod breadcrumb;
 mod cache;
 mod change;
 mod frames;
+mod history;
 mod metrics;
 mod status;
 mod supervisor;
@@ -21,6 +22,7 @@ pub use breadcrumb::{
 pub use cache::{CacheConfig, Follower, SharedSnapshot, SnapshotCache};
 pub use change::Change;
 pub use frames::{FrameBuilder, MAX_UPDATES_PER_FRAME, hello_frame, status_frame};
+pub use history::HistoryConfig;
 /// Subscription types are the model's (the kinds registry says which kinds each carries).
 pub use meshsync_model::{SUBSCRIPTION_COUNT, Subscription, UnknownSubscription};
 pub use metrics::CacheMetrics;

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::breadcrumb::{Breadcrumb, Delta, Entry, Snapshot};
 use crate::change::Change;
+use crate::history::History;
 use crate::metrics::CacheMetrics;
 use crate::status::{ClusterStatus, SyncState, SyncStatus};
 use meshsync_model::Subscription;
@@ -39,6 +40,8 @@ pub(crate) struct Writer {
     max_linger: Duration,
     /// Followers found behind since the last look (see `Follower::next`).
     behind: Arc<AtomicU64>,
+    /// Breadcrumbs kept for resuming agents (none in unit tests that build a bare writer).
+    history: Option<Arc<History>>,
 }
 
 /// Moves whatever events are ready now (without waiting) into `batch`, up to `max`.
@@ -95,6 +98,7 @@ impl Writer {
             kinds: KindTable::default(),
             max_linger: Duration::ZERO,
             behind: Arc::new(AtomicU64::new(0)),
+            history: None,
         }
     }
 
@@ -102,6 +106,12 @@ impl Writer {
     pub(crate) fn with_linger(mut self, max_linger: Duration, behind: Arc<AtomicU64>) -> Self {
         self.max_linger = max_linger;
         self.behind = behind;
+        self
+    }
+
+    /// Records every published breadcrumb in `history` (for agents that resume).
+    pub(crate) fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
         self
     }
 
@@ -174,6 +184,9 @@ impl Writer {
         // Link first, then announce: a follower that sees the new head can always walk to it.
         let _ = self.head.next.set(crumb.clone());
         self.head = crumb.clone();
+        if let Some(history) = &self.history {
+            history.push(crumb.clone());
+        }
         self.head_tx.send_replace(crumb);
         // Log after publishing: whoever greps the line and then asks the server sees the state.
         if status_changed {

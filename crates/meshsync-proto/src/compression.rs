@@ -11,6 +11,8 @@
 //! uncompressed length, and data that expands differently, or an algorithm the receiver did not
 //! ask for, is an error (the agent treats it as a broken stream and resubscribes), never a guess.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use prost::Message;
 
@@ -26,6 +28,25 @@ pub const MIN_COMPRESSED_MESSAGE: usize = 256;
 
 /// Protobuf key of `SyncEvent.updates` (field 2, length-delimited).
 const UPDATES_KEY: u8 = (2 << 3) | 2;
+
+/// What this process compressed, for `/metrics`. Process-wide, because frames are compressed
+/// where they are shared (breadcrumbs, snapshots), which know no metrics registry; a process has
+/// one cache.
+#[derive(Debug, Default)]
+pub struct CompressionCounters {
+    /// Update frames compressed (each once, however many agents receive it).
+    pub frames: AtomicU64,
+    /// Their size before (encoded `SyncEvent`s) and after compression, bytes.
+    pub input_bytes: AtomicU64,
+    pub output_bytes: AtomicU64,
+}
+
+/// This process's [`CompressionCounters`].
+pub static COUNTERS: CompressionCounters = CompressionCounters {
+    frames: AtomicU64::new(0),
+    input_bytes: AtomicU64::new(0),
+    output_bytes: AtomicU64::new(0),
+};
 
 /// Why a compressed batch could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,7 +89,15 @@ pub fn compress_frame(frame: &Frame) -> Frame {
     if compressed.encoded_len() >= message.len() {
         return frame.clone();
     }
-    Frame::encode(&compressed)
+    let out = Frame::encode(&compressed);
+    COUNTERS.frames.fetch_add(1, Ordering::Relaxed);
+    COUNTERS
+        .input_bytes
+        .fetch_add(message.len() as u64, Ordering::Relaxed);
+    COUNTERS
+        .output_bytes
+        .fetch_add(out.message().len() as u64, Ordering::Relaxed);
+    out
 }
 
 /// [`compress_frame`] over a sequence, in order.
@@ -161,7 +190,21 @@ mod tests {
     fn a_compressed_batch_decodes_to_the_original() {
         let original = batch(200);
         let frame = updates_frame(original.clone());
+        let (frames, input, output) = (
+            COUNTERS.frames.load(Ordering::Relaxed),
+            COUNTERS.input_bytes.load(Ordering::Relaxed),
+            COUNTERS.output_bytes.load(Ordering::Relaxed),
+        );
         let compressed = compress_frame(&frame);
+        // Other tests compress concurrently: the counters grew by at least this frame.
+        assert!(COUNTERS.frames.load(Ordering::Relaxed) > frames);
+        assert!(
+            COUNTERS.input_bytes.load(Ordering::Relaxed) >= input + frame.message().len() as u64
+        );
+        assert!(
+            COUNTERS.output_bytes.load(Ordering::Relaxed)
+                >= output + compressed.message().len() as u64
+        );
         assert!(
             compressed.len() * 4 < frame.len(),
             "{} vs {}",

@@ -151,7 +151,7 @@ impl Open {
             Step::CatchUp { seq, snapshot } => {
                 let head = self.follower.head();
                 info!(node = %self.client.shared.node, from_seq = seq, to_seq = head.seq,
-                    "stream resumed after releasing its breadcrumbs; sending a coalesced difference");
+                    "sending a coalesced difference (agent resumed, or its stream released its breadcrumbs)");
                 self.send_difference(&snapshot, head);
                 true
             }

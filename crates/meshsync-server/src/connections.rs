@@ -26,6 +26,9 @@ pub struct Connections {
     pub(crate) accepted: AtomicU64,
     pub(crate) refused_limit: AtomicU64,
     pub(crate) shed: AtomicU64,
+    /// Subscriptions that resumed from the retained history, and that were sent a full snapshot.
+    pub(crate) resumed: AtomicU64,
+    pub(crate) full_snapshots: AtomicU64,
     /// Connections refused for a failed TLS handshake (no TLS, wrong CA, identity not allowed,
     /// expired, timeout).
     pub(crate) refused_tls: AtomicU64,

@@ -197,6 +197,16 @@ fn counters(
             &connections.shed,
         ),
         (
+            "meshsync_subscriptions_resumed_total",
+            "Subscriptions whose resume token was of this server's epoch and within the retained history: sent only what changed since.",
+            &connections.resumed,
+        ),
+        (
+            "meshsync_subscriptions_full_total",
+            "Subscriptions sent a full snapshot (no resume token, another epoch, or outside the retained history).",
+            &connections.full_snapshots,
+        ),
+        (
             "meshsync_connections_refused_protocol_total",
             "Plaintext connections closed because they did not start with the HTTP/2 preface (HTTP/1.x, TLS, garbage).",
             &connections.refused_protocol,
@@ -234,9 +244,28 @@ fn counters(
             sources.refused_files(),
         ),
     ];
+    let c = &meshsync_proto::compression::COUNTERS;
+    let compression = [
+        (
+            "meshsync_compression_frames_total",
+            "Update frames compressed with zstd, each once however many agents receive it.",
+            &c.frames,
+        ),
+        (
+            "meshsync_compression_input_bytes_total",
+            "Bytes of the update frames compressed, before compression.",
+            &c.input_bytes,
+        ),
+        (
+            "meshsync_compression_output_bytes_total",
+            "Bytes of the update frames compressed, after compression (the bytes shared by every zstd agent).",
+            &c.output_bytes,
+        ),
+    ];
     counters
         .into_iter()
         .chain(protection)
+        .chain(compression)
         .map(|(name, help, counter)| (name, help, counter.load(Ordering::Relaxed)))
         .chain(refused_input)
         .collect()

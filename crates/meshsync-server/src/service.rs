@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::client_stream::ClientStream;
 use crate::connections::Connections;
 use crate::incoming::ConnState;
-use crate::streams::{StreamShared, Streams};
+use crate::streams::{Position, StreamShared, Streams};
 
 /// The server's version string, sent in the hello and the `Status` response.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -113,10 +113,39 @@ fn negotiate(offer: bool, accepted: &[i32]) -> pb::Compression {
     }
 }
 
+/// `FULL` / `RESUME`, for log lines.
+fn path_name(path: pb::SyncPath) -> &'static str {
+    match path {
+        pb::SyncPath::Resume => "resume",
+        _ => "full",
+    }
+}
+
 /// One agent's frames.
 pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
 impl SyncService {
+    /// Where a resuming agent continues from, or why it gets a full snapshot.
+    fn resume_point(
+        &self,
+        token: Option<&pb::ResumeToken>,
+    ) -> Result<Arc<meshsync_cache::Breadcrumb>, String> {
+        let Some(token) = token else {
+            return Err("no resume token".into());
+        };
+        if token.epoch != self.cache.epoch() {
+            return Err("resume token of another server or an earlier run".into());
+        }
+        self.cache.resume_point(token.seq).ok_or_else(|| {
+            let (oldest, _) = self.cache.history_span();
+            format!(
+                "resume token seq {} is outside the retained history (seq {oldest} to {})",
+                token.seq,
+                self.cache.head().seq
+            )
+        })
+    }
+
     /// Validates a subscription and opens its stream (hello, snapshot, status, live frames).
     pub(crate) fn open_stream(
         &self,
@@ -164,15 +193,28 @@ impl SyncService {
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let compression = negotiate(self.compression, &req.accept_compression);
+        let resume = self.resume_point(req.resume.as_ref());
+        let path = match &resume {
+            Ok(_) => pb::SyncPath::Resume,
+            Err(_) => pb::SyncPath::Full,
+        };
         info!(peer = %peer, node = %node, subscription = %sub,
             client_version = %LogSafe(&req.client_version),
-            compression = compression.as_str_name(), "new subscription");
+            compression = compression.as_str_name(), path = path_name(path),
+            resume = resume.as_ref().err().map(|why| why.as_str()).unwrap_or("from the retained history"),
+            "new subscription");
+        let counter = match path {
+            pb::SyncPath::Resume => &self.connections.resumed,
+            _ => &self.connections.full_snapshots,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let hello = hello_frame(pb::Hello {
             epoch: self.cache.epoch(),
             server_version: SERVER_VERSION.to_string(),
             subscription: sub.name().to_string(),
-            resumed: false,
+            resumed: path == pb::SyncPath::Resume,
             compression: compression as i32,
+            path: path as i32,
         });
         // The node is kept escaped: every later log line of this stream names it.
         let reconnect_capable = req.capabilities.iter().any(|c| c == CAPABILITY_RECONNECT);
@@ -182,6 +224,13 @@ impl SyncService {
             conn,
             reconnect_capable,
         ));
+        if let Ok(from) = resume {
+            // The stream's first step sends one coalesced difference from there to the head.
+            *shared.position() = Position::Released {
+                seq: from.seq,
+                snapshot: from.snapshot.clone(),
+            };
+        }
         self.streams.register(&shared);
         let stream = ClientStream {
             shared,

@@ -116,6 +116,7 @@ enum Incoming {
     Update(pb::Update, bool),
     Status(pb::Status),
     Reconnect(pb::Reconnect),
+    Replace(pb::Replace),
 }
 
 /// Where the agent is with its servers. Each turn of [`Agent::next`] takes one step from here, in
@@ -317,6 +318,12 @@ impl Agent {
                 .map(|c| *c as i32)
                 .collect(),
             resume: self.resume_token(),
+            // Anti-entropy, for when the server cannot resume the token (another epoch).
+            mirror: if self.config.resume {
+                self.mirror.bucket_digests()
+            } else {
+                Vec::new()
+            },
         };
         Ok(client.subscribe(request).await?.into_inner())
     }
@@ -353,7 +360,11 @@ impl Agent {
                     self.lost("unexpected resume".into());
                     return;
                 }
-                if is_resume(&hello) {
+                if hello.path == pb::SyncPath::AntiEntropy as i32 {
+                    info!(server = %self.server_url(), path = "anti-entropy", keys = self.mirror.len(),
+                        "subscribed; the server sends the buckets of the mirror that differ");
+                    self.mirror.begin_anti_entropy(hello.epoch);
+                } else if is_resume(&hello) {
                     info!(server = %self.server_url(), path = "resume", from_seq = self.mirror.seq(),
                         "subscribed; the server sends only what changed since");
                     self.mirror.begin_resume();
@@ -396,6 +407,9 @@ impl Agent {
                 let in_sync = self.mirror.in_sync();
                 self.events
                     .push_back(AgentEvent::Status { status, in_sync });
+            }
+            Incoming::Replace(replace) => {
+                self.mirror.replace_buckets(&replace);
             }
             Incoming::Reconnect(reconnect) => {
                 let server = self.server_url().to_string();
@@ -450,6 +464,9 @@ impl Subscribed {
             Some(sync_event::Event::Reconnect(reconnect)) => {
                 self.received.push_back(Incoming::Reconnect(reconnect))
             }
+            Some(sync_event::Event::Replace(replace)) => {
+                self.received.push_back(Incoming::Replace(replace))
+            }
             Some(sync_event::Event::Compressed(compressed)) => {
                 if !self.compression.zstd {
                     return Err(CompressionError::Unsupported(compressed.algorithm));
@@ -473,9 +490,15 @@ impl Subscribed {
     }
 }
 
-/// The path a hello announces: `full` or `resume`.
+/// The path a hello announces: `full`, `resume` or `anti-entropy`.
 pub fn sync_path_name(hello: &pb::Hello) -> &'static str {
-    if is_resume(hello) { "resume" } else { "full" }
+    if hello.path == pb::SyncPath::AntiEntropy as i32 {
+        "anti-entropy"
+    } else if is_resume(hello) {
+        "resume"
+    } else {
+        "full"
+    }
 }
 
 /// Whether the hello announces a resume (servers before `path` set only `resumed`).

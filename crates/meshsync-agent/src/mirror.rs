@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
-use meshsync_proto::{self as pb, digest::entry_hash};
+use meshsync_proto::digest::{bucket_counts, entry_hash, key_bucket};
+use meshsync_proto::{self as pb};
 use serde::Serialize;
 
 /// `(cluster, kind, namespace, name)`, ordered that way.
@@ -134,6 +135,62 @@ impl Mirror {
     pub fn begin_resume(&mut self) {
         self.overall = None;
         self.unseen = None;
+    }
+
+    /// Anti-entropy begins (hello of another epoch, after this mirror sent its bucket digests):
+    /// the server's `Replace` says which buckets to drop; the updates before the next status
+    /// refill them.
+    pub fn begin_anti_entropy(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.seq = 0;
+        self.overall = None;
+        self.consistent = false;
+        self.unseen = Some(HashSet::new());
+    }
+
+    /// Marks every key held in the replaced buckets for deletion at the next status, unless the
+    /// server sends it again before then.
+    pub fn replace_buckets(&mut self, replace: &pb::Replace) {
+        let unseen = self.unseen.get_or_insert_with(HashSet::new);
+        for cluster in &replace.clusters {
+            let buckets = cluster.buckets as usize;
+            let replaced: HashSet<usize> = cluster.bucket.iter().map(|b| *b as usize).collect();
+            for key in self
+                .resources
+                .keys()
+                .filter(|k| k.cluster == cluster.cluster)
+            {
+                if replaced.contains(&key_bucket(&key.kind, &key.namespace, &key.name, buckets)) {
+                    unseen.insert(key.clone());
+                }
+            }
+        }
+    }
+
+    /// The mirror's bucket digests per cluster it holds keys of (`SubscribeRequest.mirror`), with
+    /// `bucket_counts` buckets each (about two keys per bucket, 65,536 in all at most).
+    pub fn bucket_digests(&self) -> Vec<pb::BucketDigests> {
+        let mut out: Vec<pb::BucketDigests> = Vec::new();
+        let held: Vec<(&String, u64)> = self
+            .local
+            .iter()
+            .filter(|(_, (keys, _))| *keys > 0)
+            .map(|(cluster, (keys, _))| (cluster, *keys))
+            .collect();
+        let counts = bucket_counts(&held.iter().map(|(_, keys)| *keys).collect::<Vec<_>>());
+        for ((cluster, _), count) in held.into_iter().zip(counts) {
+            let mut digests = vec![0u64; count];
+            let n = digests.len();
+            for (key, entry) in self.resources.iter().filter(|(k, _)| &k.cluster == cluster) {
+                let b = key_bucket(&key.kind, &key.namespace, &key.name, n);
+                digests[b] = digests[b].wrapping_add(entry.hash);
+            }
+            out.push(pb::BucketDigests {
+                cluster: cluster.clone(),
+                digests,
+            });
+        }
+        out
     }
 
     /// The digests matched the server's status: the mirror is a verified cut and can resume.

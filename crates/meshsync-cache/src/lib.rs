@@ -6,6 +6,7 @@
 //! locks and wait only at its end. Frames are encoded once per batch per subscription type and a
 //! new client's snapshot frames once per breadcrumb, then shared by every stream that needs them.
 
+mod anti_entropy;
 mod breadcrumb;
 mod cache;
 mod change;
@@ -16,6 +17,7 @@ mod status;
 mod supervisor;
 mod writer;
 
+pub use anti_entropy::{AntiEntropyStats, anti_entropy_frames};
 pub use breadcrumb::{
     Breadcrumb, Delta, Entry, Snapshot, diff_frames, encode_for, live_breadcrumbs, snapshot_frames,
 };

@@ -24,9 +24,76 @@ pub fn entry_hash(cluster: &str, kind: &str, namespace: &str, name: &str, value:
     h.digest()
 }
 
+/// Most buckets per cluster in an anti-entropy request.
+pub const MAX_BUCKETS: usize = 1 << 16;
+/// Most buckets of all clusters together: their digests (9 bytes each, packed) keep a request
+/// well under the server's 1 MiB request limit.
+pub const MAX_TOTAL_BUCKETS: usize = 1 << 16;
+
+/// Bucket counts for clusters of `keys` keys each ([`bucket_count`]), the largest halved until
+/// they add up to at most [`MAX_TOTAL_BUCKETS`].
+pub fn bucket_counts(keys: &[u64]) -> Vec<usize> {
+    let mut counts: Vec<usize> = keys.iter().map(|k| bucket_count(*k)).collect();
+    while counts.iter().sum::<usize>() > MAX_TOTAL_BUCKETS {
+        let Some(largest) = counts.iter_mut().max() else {
+            break;
+        };
+        if *largest == 1 {
+            break;
+        }
+        *largest /= 2;
+    }
+    counts
+}
+
+/// The bucket count an agent uses for a cluster of `keys` keys: about two keys per bucket, a
+/// power of two, at most [`MAX_BUCKETS`]. Digests cost 8 bytes per bucket (≈ 4 per key, well
+/// under 1 % of ~1 KiB values); a changed key costs its bucket's one or two keys.
+pub fn bucket_count(keys: u64) -> usize {
+    let per_two = usize::try_from(keys.div_ceil(2)).unwrap_or(usize::MAX);
+    per_two.max(1).next_power_of_two().min(MAX_BUCKETS)
+}
+
+/// The bucket of a key among `buckets` (anti-entropy): the hash of its kind, namespace and name,
+/// each followed by a 0xff separator; the cluster is not hashed (digests are per cluster).
+pub fn key_bucket(kind: &str, namespace: &str, name: &str, buckets: usize) -> usize {
+    let mut h = Xxh3::new();
+    for part in [kind.as_bytes(), namespace.as_bytes(), name.as_bytes()] {
+        h.update(part);
+        h.update(&[0xff]);
+    }
+    (h.digest() % buckets.max(1) as u64) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_sized_to_the_keys_and_keys_spread_over_them() {
+        assert_eq!(bucket_count(0), 1);
+        assert_eq!(bucket_count(1), 1);
+        assert_eq!(bucket_count(3), 2);
+        assert_eq!(bucket_count(2000), 1024);
+        assert_eq!(bucket_count(10_000_000), MAX_BUCKETS);
+        let mut seen = vec![0u32; 64];
+        for i in 0..6400 {
+            seen[key_bucket("WorkloadEndpoint", "default", &format!("pod-{i}"), 64)] += 1;
+        }
+        assert!(seen.iter().all(|&n| (50..150).contains(&n)), "{seen:?}");
+        assert_eq!(key_bucket("Node", "", "n1", 1), 0);
+        let counts = bucket_counts(&[200_000, 200_000, 10]);
+        assert!(
+            counts.iter().sum::<usize>() <= MAX_TOTAL_BUCKETS,
+            "{counts:?}"
+        );
+        assert_eq!(
+            counts[2], 8,
+            "small clusters keep their buckets: {counts:?}"
+        );
+        assert!(counts[..2].iter().all(|&c| c >= 1 << 14), "{counts:?}");
+        assert_eq!(bucket_counts(&[2000, 30]), vec![1024, 16]);
+    }
 
     #[test]
     fn separators_matter_and_sum_is_order_independent() {

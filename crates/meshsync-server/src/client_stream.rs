@@ -13,7 +13,8 @@ use std::sync::atomic::Ordering;
 
 use futures::Stream;
 use meshsync_cache::{
-    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, diff_frames, encode_for,
+    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, anti_entropy_frames, diff_frames,
+    encode_for,
 };
 use meshsync_proto::Frame;
 use tracing::{debug, info};
@@ -29,6 +30,9 @@ pub(crate) struct ClientStream {
     pub(crate) compression: meshsync_proto::Compression,
     pub(crate) cache: SnapshotCache,
     pub(crate) hello: Frame,
+    /// Anti-entropy: the agent's bucket digests, when the stream starts by repairing its mirror
+    /// instead of sending a full snapshot.
+    pub(crate) mirror: Option<Vec<meshsync_proto::BucketDigests>>,
     pub(crate) lag_limit: u64,
     /// Becomes true when the server shuts down: the stream ends with `UNAVAILABLE`.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
@@ -145,7 +149,10 @@ impl Open {
         };
         match step {
             Step::Snapshot => {
-                self.send_snapshot().await;
+                match self.client.mirror.take() {
+                    Some(mirror) => self.send_anti_entropy(mirror),
+                    None => self.send_snapshot().await,
+                }
                 true
             }
             Step::CatchUp { seq, snapshot } => {
@@ -169,6 +176,22 @@ impl Open {
         self.pending.extend(frames.iter().cloned());
         self.pending.push_back(snap.crumb.status_frame(sub));
         *shared.position() = Position::At(snap.crumb);
+        shared.snapshot_sent();
+    }
+
+    /// Queues the `Replace` and the content of the agent's differing buckets against the head,
+    /// then the head's status.
+    fn send_anti_entropy(&mut self, mirror: Vec<meshsync_proto::BucketDigests>) {
+        let (sub, shared) = (self.client.sub, &self.client.shared);
+        let head = self.follower.head();
+        let (frames, stats) = anti_entropy_frames(&head.snapshot, sub, &mirror);
+        info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
+            replaced = stats.replaced, sent = stats.sent,
+            "anti-entropy: sending the agent's differing buckets only");
+        self.pending
+            .extend(encode_for(frames, self.client.compression));
+        self.pending.push_back(head.status_frame(sub));
+        *shared.position() = Position::At(head);
         shared.snapshot_sent();
     }
 

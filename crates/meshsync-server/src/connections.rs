@@ -29,6 +29,8 @@ pub struct Connections {
     /// Subscriptions that resumed from the retained history, and that were sent a full snapshot.
     pub(crate) resumed: AtomicU64,
     pub(crate) full_snapshots: AtomicU64,
+    /// Subscriptions repaired by anti-entropy (another epoch, with bucket digests).
+    pub(crate) anti_entropy: AtomicU64,
     /// Connections refused for a failed TLS handshake (no TLS, wrong CA, identity not allowed,
     /// expired, timeout).
     pub(crate) refused_tls: AtomicU64,

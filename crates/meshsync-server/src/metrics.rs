@@ -202,6 +202,11 @@ fn counters(
             &connections.resumed,
         ),
         (
+            "meshsync_subscriptions_anti_entropy_total",
+            "Subscriptions of agents from another epoch (another replica, or before a restart) sent only the buckets of their mirror that differ.",
+            &connections.anti_entropy,
+        ),
+        (
             "meshsync_subscriptions_full_total",
             "Subscriptions sent a full snapshot (no resume token, another epoch, or outside the retained history).",
             &connections.full_snapshots,

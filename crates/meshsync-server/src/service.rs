@@ -94,10 +94,48 @@ pub fn check_subscribe_request(req: &pb::SubscribeRequest) -> Result<(), Status>
             return Err(too_long(&format!("{field} entry"), v.len(), limit));
         }
     }
+    check_mirror_digests(&req.mirror)?;
     if req.accept_compression.len() > MAX_ACCEPT_COMPRESSION {
         return Err(Status::invalid_argument(format!(
             "accept_compression has {} entries; the limit is {MAX_ACCEPT_COMPRESSION}",
             req.accept_compression.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Most clusters in `SubscribeRequest.mirror`, and most buckets in all of them together.
+pub const MAX_MIRROR_CLUSTERS: usize = MAX_REQUIRED_CLUSTERS;
+pub const MAX_MIRROR_BUCKETS: usize = meshsync_proto::digest::MAX_TOTAL_BUCKETS;
+
+/// An anti-entropy request's digests: bounded in clusters, buckets per cluster and in total.
+fn check_mirror_digests(mirror: &[pb::BucketDigests]) -> Result<(), Status> {
+    if mirror.len() > MAX_MIRROR_CLUSTERS {
+        return Err(Status::invalid_argument(format!(
+            "mirror has {} clusters; the limit is {MAX_MIRROR_CLUSTERS}",
+            mirror.len()
+        )));
+    }
+    let mut total = 0usize;
+    for cluster in mirror {
+        if cluster.cluster.len() > MAX_CLUSTER_NAME_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "mirror cluster name is {} bytes; the limit is {MAX_CLUSTER_NAME_BYTES} bytes",
+                cluster.cluster.len()
+            )));
+        }
+        let n = cluster.digests.len();
+        if n == 0 || n > meshsync_proto::digest::MAX_BUCKETS {
+            return Err(Status::invalid_argument(format!(
+                "mirror digests of a cluster: {n} buckets; between 1 and {} are accepted",
+                meshsync_proto::digest::MAX_BUCKETS
+            )));
+        }
+        total += n;
+    }
+    if total > MAX_MIRROR_BUCKETS {
+        return Err(Status::invalid_argument(format!(
+            "mirror has {total} buckets in all; the limit is {MAX_MIRROR_BUCKETS}"
         )));
     }
     Ok(())
@@ -113,10 +151,11 @@ fn negotiate(offer: bool, accepted: &[i32]) -> pb::Compression {
     }
 }
 
-/// `FULL` / `RESUME`, for log lines.
+/// `full` / `resume` / `anti-entropy`, for log lines.
 fn path_name(path: pb::SyncPath) -> &'static str {
     match path {
         pb::SyncPath::Resume => "resume",
+        pb::SyncPath::AntiEntropy => "anti-entropy",
         _ => "full",
     }
 }
@@ -196,6 +235,7 @@ impl SyncService {
         let resume = self.resume_point(req.resume.as_ref());
         let path = match &resume {
             Ok(_) => pb::SyncPath::Resume,
+            Err(_) if !req.mirror.is_empty() => pb::SyncPath::AntiEntropy,
             Err(_) => pb::SyncPath::Full,
         };
         info!(peer = %peer, node = %node, subscription = %sub,
@@ -205,6 +245,7 @@ impl SyncService {
             "new subscription");
         let counter = match path {
             pb::SyncPath::Resume => &self.connections.resumed,
+            pb::SyncPath::AntiEntropy => &self.connections.anti_entropy,
             _ => &self.connections.full_snapshots,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -238,6 +279,7 @@ impl SyncService {
             compression,
             cache: self.cache.clone(),
             hello,
+            mirror: (path == pb::SyncPath::AntiEntropy).then_some(req.mirror),
             lag_limit: self.lag_limit,
             shutdown: self.shutdown.clone(),
             _guard: guard,
@@ -295,5 +337,39 @@ mod tests {
         assert!(check_subscribe_request(&req).is_ok());
         req.accept_compression.push(zstd);
         assert!(check_subscribe_request(&req).is_err());
+    }
+
+    #[test]
+    fn mirror_digests_are_bounded() {
+        let cluster = |name: &str, n: usize| pb::BucketDigests {
+            cluster: name.into(),
+            digests: vec![0; n],
+        };
+        let req = |mirror| pb::SubscribeRequest {
+            mirror,
+            ..Default::default()
+        };
+        assert!(check_subscribe_request(&req(vec![cluster("", 1024), cluster("b", 1)])).is_ok());
+        let refused = |r: pb::SubscribeRequest| {
+            check_subscribe_request(&r)
+                .unwrap_err()
+                .message()
+                .to_string()
+        };
+        assert!(refused(req(vec![cluster("", 0)])).contains("between 1 and"));
+        assert!(
+            refused(req(vec![cluster(
+                "",
+                meshsync_proto::digest::MAX_BUCKETS + 1
+            )]))
+            .contains("buckets")
+        );
+        assert!(refused(req(vec![cluster(&"x".repeat(300), 1)])).contains("cluster name"));
+        let many: Vec<_> = (0..3).map(|i| cluster(&i.to_string(), 1 << 15)).collect();
+        assert!(refused(req(many)).contains("in all"));
+        let clusters: Vec<_> = (0..=MAX_MIRROR_CLUSTERS)
+            .map(|i| cluster(&i.to_string(), 1))
+            .collect();
+        assert!(refused(req(clusters)).contains("clusters"));
     }
 }

@@ -35,7 +35,7 @@ async fn status_call(grpc: SocketAddr) {
     within("a Status call after the sockets closed", async {
         loop {
             if let Ok(mut client) = SyncClient::connect(format!("http://{grpc}")).await
-                && client.status(pb::StatusRequest {}).await.is_ok()
+                && client.status(pb::StatusRequest::default()).await.is_ok()
             {
                 return;
             }

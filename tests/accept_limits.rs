@@ -105,7 +105,7 @@ async fn silent_and_preface_only_sockets_are_closed_within_the_handshake_timeout
     assert!(matches!(hello.event, Some(pb::sync_event::Event::Hello(_))));
     tokio::time::sleep(timeout * 3).await;
     let status = client
-        .status(pb::StatusRequest {})
+        .status(pb::StatusRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -143,7 +143,7 @@ async fn sockets_beyond_the_cap_are_closed_at_once() {
     let mut client = within("connect", SyncClient::connect(server.url()))
         .await
         .unwrap();
-    within("status", client.status(pb::StatusRequest {}))
+    within("status", client.status(pb::StatusRequest::default()))
         .await
         .unwrap();
     drop(held);

@@ -122,7 +122,7 @@ async fn non_grpc_and_abusive_clients_do_not_disturb_an_agent() {
     let flood = tokio::spawn(async move {
         let mut ok = 0u32;
         for _ in 0..2000 {
-            if client.status(pb::StatusRequest {}).await.is_ok() {
+            if client.status(pb::StatusRequest::default()).await.is_ok() {
                 ok += 1;
             }
         }

@@ -105,7 +105,7 @@ async fn readiness_follows_the_sync_state_and_status_reports_counts() {
 
     let mut client = SyncClient::connect(server.url()).await.unwrap();
     let resp = client
-        .status(pb::StatusRequest {})
+        .status(pb::StatusRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -36,6 +36,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .codec_path(codec)
                 .build(),
         )
+        .method(
+            Method::builder()
+                .name("report")
+                .route_name("Report")
+                .input_type("crate::AgentReport")
+                .output_type("crate::ReportAck")
+                .codec_path(codec)
+                .build(),
+        )
         .build();
     tonic_build::manual::Builder::new()
         .build_client(false)

@@ -27,8 +27,49 @@ pub struct StatusArgs {
     /// Give up after SECS.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     timeout: f64,
+    /// Also list every connected agent: node, seq, lag and, per cluster, `OK` / `STALE` /
+    /// `DIVERGED` from its last report of what it holds.
+    #[arg(long)]
+    agents: bool,
     #[command(flatten)]
     tls: super::tls_flags::ClientTlsFlags,
+}
+
+fn agent_state_name(state: i32) -> &'static str {
+    match pb::AgentClusterState::try_from(state) {
+        Ok(pb::AgentClusterState::Ok) => "OK",
+        Ok(pb::AgentClusterState::Stale) => "STALE",
+        Ok(pb::AgentClusterState::Diverged) => "DIVERGED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// An agent's clusters as `name=STATE` (or `-` before its first report).
+fn agent_clusters(a: &pb::AgentInfo) -> String {
+    if a.clusters.is_empty() {
+        return if a.reported_seq == 0 {
+            "STALE (no report yet)".into()
+        } else {
+            "-".into()
+        };
+    }
+    a.clusters
+        .iter()
+        .map(|c| {
+            let state = agent_state_name(c.state);
+            if c.state == pb::AgentClusterState::Diverged as i32 {
+                format!(
+                    "{}={state} ({} keys, server {})",
+                    cluster_label(&c.cluster),
+                    c.keys,
+                    c.server_keys
+                )
+            } else {
+                format!("{}={state}", cluster_label(&c.cluster))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -40,7 +81,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot connect to {}", args.server))?;
     let response = SyncClient::new(channel)
-        .status(pb::StatusRequest {})
+        .status(pb::StatusRequest {
+            agents: args.agents,
+        })
         .await
         .with_context(|| format!("Status call to {} failed", args.server))?
         .into_inner();
@@ -55,7 +98,26 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "seq": status.seq,
                 "overall": sync_state_name(status.overall()),
                 "clusters": status.clusters.iter().map(cluster_status_json).collect::<Vec<_>>(),
+                "consistent_seq": status.consistent_seq,
             });
+            let mut doc = doc;
+            if args.agents {
+                doc["agents"] = response
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "node": a.node_name, "peer": a.peer, "subscription": a.subscription,
+                            "stream_id": a.stream_id, "seq": a.reported_seq, "lag": a.lag,
+                            "report_age_ms": a.report_age_ms,
+                            "clusters": a.clusters.iter().map(|c| json!({
+                                "cluster": c.cluster, "state": agent_state_name(c.state),
+                                "keys": c.keys, "server_keys": c.server_keys,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+            }
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Output::Table => {
@@ -84,6 +146,27 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             print_table(["CLUSTER", "STATE", "KEYS", "DIGEST", "ERROR"], &rows);
+            if args.agents {
+                println!();
+                let rows: Vec<[String; 6]> = response
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        [
+                            a.node_name.clone(),
+                            a.peer.clone(),
+                            a.reported_seq.to_string(),
+                            a.lag.to_string(),
+                            format!("{:.1}s", a.report_age_ms as f64 / 1000.0),
+                            agent_clusters(a),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    ["AGENT", "PEER", "SEQ", "LAG", "REPORTED", "CLUSTERS"],
+                    &rows,
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

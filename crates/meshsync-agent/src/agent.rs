@@ -45,6 +45,9 @@ pub struct AgentConfig {
     /// Send a resume token when reconnecting with a verified mirror, so that the same server
     /// (same epoch, within its retained history) sends only what changed. Default: true.
     pub resume: bool,
+    /// How often the agent tells its server what its mirror holds (`Report`), besides right after
+    /// every in-sync. Zero: never.
+    pub report_interval: Duration,
 }
 
 impl AgentConfig {
@@ -61,6 +64,7 @@ impl AgentConfig {
             tls: None,
             accept_compression: vec![pb::Compression::Zstd],
             resume: true,
+            report_interval: Duration::from_secs(30),
         }
     }
 }
@@ -117,6 +121,8 @@ enum Incoming {
     Status(pb::Status),
     Reconnect(pb::Reconnect),
     Replace(pb::Replace),
+    /// The batch before this ended a breadcrumb: the mirror holds the cut at this seq.
+    Cut(u64),
 }
 
 /// Where the agent is with its servers. Each turn of [`Agent::next`] takes one step from here, in
@@ -134,6 +140,12 @@ enum State {
 /// One subscription's stream and what has been received on it.
 struct Subscribed {
     stream: tonic::Streaming<pb::SyncEvent>,
+    /// For `Report`s, on the same connection.
+    client: SyncClient<Channel>,
+    /// From the hello: names this stream in reports.
+    stream_id: u64,
+    /// When the next periodic report is due.
+    next_report: tokio::time::Instant,
     /// Received but not yet applied.
     received: VecDeque<Incoming>,
     snapshot: SnapshotPhase,
@@ -206,6 +218,12 @@ impl Agent {
         &self.mirror
     }
 
+    /// The mirror, writable: for tests that corrupt it on purpose (divergence detection).
+    #[doc(hidden)]
+    pub fn mirror_mut_for_test(&mut self) -> &mut Mirror {
+        &mut self.mirror
+    }
+
     /// The next event. Connection problems are reported as [`AgentEvent::Disconnected`] and
     /// retried; only errors retrying cannot fix are returned as `Err`.
     ///
@@ -228,7 +246,22 @@ impl Agent {
                         self.apply(incoming);
                         continue;
                     }
-                    match subscribed.stream.message().await {
+                    // A quiet stream still reports on time (the mirror is at its last cut).
+                    let reporting = subscribed.snapshot == SnapshotPhase::Following
+                        && !self.config.report_interval.is_zero();
+                    let next_report = subscribed.next_report;
+                    let message = tokio::select! {
+                        message = subscribed.stream.message() => message,
+                        () = tokio::time::sleep_until(next_report), if reporting => {
+                            if self.mirror.at_cut() && self.mirror.resume_token().is_some() {
+                                self.report();
+                            } else if let State::Streaming(s) = &mut self.state {
+                                s.next_report = tokio::time::Instant::now() + self.config.report_interval;
+                            }
+                            continue;
+                        }
+                    };
+                    match message {
                         Ok(Some(event)) => {
                             if let Err(e) = subscribed.receive(event) {
                                 // The batch's updates are lost: only a new snapshot repairs that.
@@ -263,10 +296,13 @@ impl Agent {
     async fn connect(&mut self) -> Result<(), AgentError> {
         let server = self.server_url().to_string();
         match self.subscribe(&server).await {
-            Ok(stream) => {
+            Ok((client, stream)) => {
                 debug!(server = %server, "subscribed");
                 self.state = State::Streaming(Box::new(Subscribed {
                     stream,
+                    client,
+                    stream_id: 0,
+                    next_report: tokio::time::Instant::now() + self.config.report_interval,
                     received: VecDeque::new(),
                     snapshot: SnapshotPhase::AwaitingHello,
                     compression: Accepted {
@@ -293,7 +329,7 @@ impl Agent {
     async fn subscribe(
         &self,
         server: &str,
-    ) -> Result<tonic::Streaming<pb::SyncEvent>, tonic::Status> {
+    ) -> Result<(SyncClient<Channel>, tonic::Streaming<pb::SyncEvent>), tonic::Status> {
         let endpoint = crate::endpoint(
             server,
             self.config.tls.as_ref(),
@@ -325,7 +361,47 @@ impl Agent {
                 Vec::new()
             },
         };
-        Ok(client.subscribe(request).await?.into_inner())
+        let stream = client.subscribe(request).await?.into_inner();
+        Ok((client, stream))
+    }
+
+    /// Tells the server what the mirror holds at its current cut, without waiting for the answer
+    /// (a report that fails is only logged: the next one will do).
+    fn report(&mut self) {
+        let State::Streaming(subscribed) = &mut self.state else {
+            return;
+        };
+        if self.config.report_interval.is_zero() || subscribed.stream_id == 0 {
+            return;
+        }
+        subscribed.next_report = tokio::time::Instant::now() + self.config.report_interval;
+        let report = pb::AgentReport {
+            stream_id: subscribed.stream_id,
+            epoch: self.mirror.epoch(),
+            seq: self.mirror.seq(),
+            clusters: self.mirror.cluster_digests(),
+        };
+        let mut client = subscribed.client.clone();
+        tokio::spawn(async move {
+            if let Err(status) = client.report(report).await {
+                debug!(error = %describe(&status), "report not taken");
+            }
+        });
+    }
+
+    /// Reports when one is due and the mirror is at a verified cut.
+    fn report_if_due(&mut self) {
+        let due = match &self.state {
+            State::Streaming(s) => {
+                s.snapshot == SnapshotPhase::Following
+                    && s.received.is_empty()
+                    && tokio::time::Instant::now() >= s.next_report
+            }
+            _ => false,
+        };
+        if due && self.mirror.at_cut() && self.mirror.resume_token().is_some() {
+            self.report();
+        }
     }
 
     /// The token sent when subscribing, if the mirror can resume.
@@ -349,6 +425,9 @@ impl Agent {
     fn apply(&mut self, incoming: Incoming) {
         match incoming {
             Incoming::Hello(hello) => {
+                if let State::Streaming(s) = &mut self.state {
+                    s.stream_id = hello.stream_id;
+                }
                 let ours = self
                     .mirror
                     .resume_token()
@@ -403,6 +482,8 @@ impl Agent {
                     }
                     self.attempt = 0;
                     self.mirror.mark_consistent();
+                    // Tell the server what we hold now that it is verified.
+                    self.report();
                 }
                 let in_sync = self.mirror.in_sync();
                 self.events
@@ -410,6 +491,10 @@ impl Agent {
             }
             Incoming::Replace(replace) => {
                 self.mirror.replace_buckets(&replace);
+            }
+            Incoming::Cut(seq) => {
+                self.mirror.apply_cut(seq);
+                self.report_if_due();
             }
             Incoming::Reconnect(reconnect) => {
                 let server = self.server_url().to_string();
@@ -486,7 +571,10 @@ impl Subscribed {
                 .updates
                 .into_iter()
                 .map(|u| Incoming::Update(u, ordered)),
-        )
+        );
+        if batch.cut_seq > 0 {
+            self.received.push_back(Incoming::Cut(batch.cut_seq));
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub struct ClusterInfo {
     pub keys: u64,
     /// The server's digest for the cluster.
     pub digest: u64,
+    /// The seq at which the cluster last became in sync (0 while it is not).
+    pub in_sync_seq: u64,
 }
 
 /// Calico's names for the cluster states, as used in dumps and `status --output json`.
@@ -106,6 +108,9 @@ pub struct Mirror {
     /// The mirror held a verified cut of `epoch`'s state (a snapshot or a resume whose digests
     /// matched) and has only applied that server's stream since: `(epoch, seq)` can resume.
     consistent: bool,
+    /// The mirror holds exactly the server's state at `seq` (right after a status or the end of a
+    /// breadcrumb), not a part of a breadcrumb: what a `Report` may describe.
+    at_cut: bool,
 }
 
 impl Mirror {
@@ -193,6 +198,50 @@ impl Mirror {
         out
     }
 
+    /// A breadcrumb ended: the mirror holds the server's state at `seq`.
+    pub fn apply_cut(&mut self, seq: u64) {
+        self.seq = self.seq.max(seq);
+        self.at_cut = true;
+    }
+
+    /// Whether the mirror is at a cut (see [`Mirror::apply_cut`]).
+    pub fn at_cut(&self) -> bool {
+        self.at_cut
+    }
+
+    /// Per cluster held: keys and digest of the mirror, for a `Report`.
+    pub fn cluster_digests(&self) -> Vec<pb::ClusterDigest> {
+        self.local
+            .iter()
+            .filter(|(_, (keys, _))| *keys > 0)
+            .map(|(cluster, (keys, digest))| pb::ClusterDigest {
+                cluster: cluster.clone(),
+                keys: *keys,
+                digest: *digest,
+            })
+            .collect()
+    }
+
+    /// Changes one held value without telling anyone, so that the mirror no longer matches the
+    /// server: for tests of divergence detection only.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&mut self) -> Option<MirrorKey> {
+        let key = self.resources.keys().next_back()?.clone();
+        let mut u = pb::Update {
+            cluster: key.cluster.clone(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            r#type: pb::UpdateType::Updated as i32,
+            value: Bytes::from_static(b"{\"corrupted\":true}"),
+            ..Default::default()
+        };
+        u.seq = 0;
+        self.apply_update(&u, false);
+        self.at_cut = true;
+        Some(key)
+    }
+
     /// The digests matched the server's status: the mirror is a verified cut and can resume.
     pub fn mark_consistent(&mut self) {
         self.consistent = true;
@@ -220,6 +269,7 @@ impl Mirror {
         if ordered {
             self.seq = self.seq.max(u.seq);
         }
+        self.at_cut = false;
         if u.r#type == pb::UpdateType::Deleted as i32 {
             self.remove(&key);
         } else {
@@ -268,6 +318,7 @@ impl Mirror {
             }
         }
         self.seq = self.seq.max(s.seq);
+        self.at_cut = true;
         self.overall = Some(s.overall());
         self.clusters = s
             .clusters
@@ -280,6 +331,7 @@ impl Mirror {
                         error: c.error.clone(),
                         keys: c.keys,
                         digest: c.digest,
+                        in_sync_seq: c.in_sync_seq,
                     },
                 )
             })
@@ -322,6 +374,28 @@ impl Mirror {
 
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The mesh-wide consistent cut: while every cluster this agent requires (every cluster, if
+    /// it requires none) is in sync, the seq from which each cut holds all of them completely —
+    /// the largest of their `in_sync_seq`. `None` while one of them is not in sync.
+    pub fn consistent_cut_seq(&self) -> Option<u64> {
+        let required: Vec<&ClusterInfo> = if self.required_clusters.is_empty() {
+            self.clusters.values().collect()
+        } else {
+            self.required_clusters
+                .iter()
+                .map(|name| self.clusters.get(name))
+                .collect::<Option<Vec<_>>>()?
+        };
+        if required.is_empty()
+            || required
+                .iter()
+                .any(|c| c.state != pb::ClusterState::InSync || c.in_sync_seq == 0 && self.seq == 0)
+        {
+            return None;
+        }
+        Some(required.iter().map(|c| c.in_sync_seq).max().unwrap_or(0))
     }
 
     /// The sequence number of the last consistent cut of the server's state this mirror holds.
@@ -452,7 +526,9 @@ mod tests {
                 error: String::new(),
                 keys,
                 digest,
+                in_sync_seq: 1,
             }],
+            consistent_seq: 1,
         }
     }
 
@@ -491,5 +567,44 @@ mod tests {
         m.begin_snapshot(1);
         m.apply_status(&status(0, 0, 0));
         assert!(!m.in_sync());
+    }
+
+    #[test]
+    fn the_consistent_cut_is_the_latest_in_sync_seq_of_the_required_clusters() {
+        let cluster = |name: &str, state: pb::ClusterState, in_sync_seq: u64| pb::ClusterStatus {
+            cluster: name.into(),
+            state: state as i32,
+            in_sync_seq,
+            ..Default::default()
+        };
+        let status = |clusters| pb::Status {
+            seq: 50,
+            overall: pb::SyncState::InSync as i32,
+            clusters,
+            consistent_seq: 0,
+        };
+        let mut m = Mirror::new(vec!["a".into(), "b".into()]);
+        m.apply_status(&status(vec![
+            cluster("", pb::ClusterState::InSync, 3),
+            cluster("a", pb::ClusterState::InSync, 20),
+            cluster("b", pb::ClusterState::InSync, 40),
+            cluster("c", pb::ClusterState::ConnectionFailed, 0),
+        ]));
+        assert_eq!(m.consistent_cut_seq(), Some(40), "c is not required");
+        m.apply_status(&status(vec![
+            cluster("a", pb::ClusterState::InSync, 20),
+            cluster("b", pb::ClusterState::ResyncInProgress, 0),
+        ]));
+        assert_eq!(m.consistent_cut_seq(), None);
+        let mut all = Mirror::new(Vec::new());
+        all.apply_status(&status(vec![
+            cluster("", pb::ClusterState::InSync, 3),
+            cluster("c", pb::ClusterState::ConnectionFailed, 0),
+        ]));
+        assert_eq!(
+            all.consistent_cut_seq(),
+            None,
+            "without requirements: every cluster"
+        );
     }
 }

@@ -76,6 +76,7 @@ fn updates_frame(updates: Vec<proto::Update>, unordered: bool) -> Bytes {
         event: Some(sync_event::Event::Updates(proto::UpdateBatch {
             updates,
             unordered,
+            ..Default::default()
         })),
     })
 }
@@ -87,6 +88,7 @@ pub fn in_sync_frame(revision: i64) -> Bytes {
             seq: revision.max(0) as u64,
             overall: proto::SyncState::InSync as i32,
             clusters: Vec::new(),
+            ..Default::default()
         })),
     })
 }

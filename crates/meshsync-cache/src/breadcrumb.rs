@@ -128,7 +128,7 @@ impl Breadcrumb {
                 for d in self.deltas.iter().filter(|d| sub.includes(d.key.kind())) {
                     builder.push(d.seq, &d.key, d.change, &d.value, &d.revision);
                 }
-                builder.finish().into()
+                builder.finish_at(self.seq).into()
             })
             .clone()
     }

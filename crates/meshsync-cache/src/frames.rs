@@ -24,6 +24,8 @@ pub struct FrameBuilder {
     batch: Vec<pb::Update>,
     bytes: usize,
     unordered: bool,
+    /// Set on the last frame by [`FrameBuilder::finish_at`].
+    cut_seq: u64,
 }
 
 impl FrameBuilder {
@@ -85,6 +87,7 @@ impl FrameBuilder {
             event: Some(sync_event::Event::Updates(pb::UpdateBatch {
                 updates,
                 unordered: self.unordered,
+                cut_seq: self.cut_seq,
             })),
         }));
     }
@@ -93,6 +96,13 @@ impl FrameBuilder {
     pub fn finish(mut self) -> Vec<Frame> {
         self.flush();
         self.frames
+    }
+
+    /// The frames, the last one marked as ending a breadcrumb: a receiver that has applied it
+    /// holds the cut at `seq` (`UpdateBatch.cut_seq`).
+    pub fn finish_at(mut self, seq: u64) -> Vec<Frame> {
+        self.cut_seq = seq;
+        self.finish()
     }
 }
 

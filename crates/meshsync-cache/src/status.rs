@@ -44,6 +44,9 @@ pub struct ClusterStatus {
     pub last_error: Option<std::sync::Arc<str>>,
     /// Per subscription type (indexed by [`Subscription::index`]).
     pub views: [View; SUBSCRIPTION_COUNT],
+    /// The seq at which the cluster last became in sync (0 while it is not): its data is
+    /// complete in every cut from there on.
+    pub in_sync_seq: u64,
 }
 
 impl ClusterStatus {
@@ -52,9 +55,21 @@ impl ClusterStatus {
             status: SourceStatus::Connecting,
             last_error: None,
             views: [View::default(); SUBSCRIPTION_COUNT],
+            in_sync_seq: 0,
         };
         c.set(status);
         c
+    }
+
+    /// Moves to a new state at `seq`: remembers when it became in sync.
+    pub fn set_at(&mut self, status: SourceStatus, seq: u64) {
+        let was_in_sync = self.status == SourceStatus::InSync;
+        self.set(status);
+        match (was_in_sync, self.status == SourceStatus::InSync) {
+            (false, true) => self.in_sync_seq = seq,
+            (_, false) => self.in_sync_seq = 0,
+            (true, true) => {}
+        }
     }
 
     /// Moves to a new state, remembering or forgetting the last failure.
@@ -138,8 +153,27 @@ impl SyncStatus {
                     error: c.error(),
                     keys: c.view(sub).keys,
                     digest: c.view(sub).digest,
+                    in_sync_seq: c.in_sync_seq,
                 })
                 .collect(),
+            consistent_seq: self.consistent_seq(),
+        }
+    }
+
+    /// With every cluster in sync, the seq from which every cut holds all of them completely.
+    pub fn consistent_seq(&self) -> u64 {
+        let all_in_sync = self
+            .clusters
+            .values()
+            .all(|c| c.status == SourceStatus::InSync);
+        if all_in_sync && self.overall == SyncState::InSync {
+            self.clusters
+                .values()
+                .map(|c| c.in_sync_seq)
+                .max()
+                .unwrap_or(self.seq)
+        } else {
+            0
         }
     }
 

@@ -201,8 +201,8 @@ impl Writer {
                     .status
                     .clusters
                     .entry(cluster)
-                    .or_insert_with(|| ClusterStatus::new(status.clone()));
-                entry.set(status);
+                    .or_insert_with(|| ClusterStatus::new(SourceStatus::Connecting));
+                entry.set_at(status, self.seq);
             }
             SourceEvent::ResyncStart { cluster } => {
                 let keys: HashSet<ResourceKey> = self.cluster_keys(&cluster).collect();

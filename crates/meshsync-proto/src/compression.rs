@@ -170,6 +170,7 @@ mod tests {
                 })
                 .collect(),
             unordered: true,
+            cut_seq: 0,
         }
     }
 
@@ -238,6 +239,7 @@ mod tests {
                 ..Default::default()
             }],
             unordered: false,
+            cut_seq: 0,
         });
         assert_eq!(compress_frame(&random), random);
     }

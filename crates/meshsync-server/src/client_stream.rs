@@ -38,6 +38,8 @@ pub(crate) struct ClientStream {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Held for the stream's lifetime: the connection count drops when tonic drops the stream.
     pub(crate) _guard: ConnectionGuard,
+    /// Likewise the agent's entry in the registry.
+    pub(crate) _registered: crate::agents::Registered,
 }
 
 /// The stream between two polls. Where it is in the breadcrumb chain is not here but in the

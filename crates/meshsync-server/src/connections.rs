@@ -42,6 +42,8 @@ pub struct Connections {
     /// One rate limit per kind of TLS refusal, so each cause is logged (not once per packet).
     pub(crate) tls_log: [RateLimit; crate::tls::REFUSAL_KINDS],
     pub(crate) release_log: RateLimit,
+    /// Every streaming agent and its last report.
+    pub(crate) agents: Arc<crate::agents::AgentRegistry>,
 }
 
 /// Held by a stream while it is open; dropping it releases the slot.

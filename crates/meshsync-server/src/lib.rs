@@ -1,6 +1,7 @@
 //! The meshsync gRPC server: `Subscribe` streams (hello, snapshot, status, live updates) that send
 //! frames the cache encoded once, the unary `Status`, and the health endpoints.
 
+mod agents;
 mod client_stream;
 mod connections;
 mod drain;

@@ -95,9 +95,14 @@ fn write_cluster_metrics(out: &mut String, status: &meshsync_cache::SyncStatus) 
 }
 
 /// The process-wide gauges: sockets, streams, breadcrumbs, sync state.
-fn gauges(head: &Breadcrumb, connections: &Connections) -> [Sample; 6] {
+fn gauges(head: &Breadcrumb, connections: &Connections) -> [Sample; 7] {
     let status = &head.status;
     [
+        (
+            "meshsync_agents_diverged",
+            "Connected agents whose last report of what they hold differs from the server's state at that seq on some cluster.",
+            connections.agents.diverged(),
+        ),
         (
             "meshsync_sockets_open",
             "gRPC sockets open (streaming or not).",

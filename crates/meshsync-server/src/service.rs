@@ -249,6 +249,10 @@ impl SyncService {
             _ => &self.connections.full_snapshots,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let registered = self
+            .connections
+            .agents
+            .register(node.to_string(), peer.to_string(), sub);
         let hello = hello_frame(pb::Hello {
             epoch: self.cache.epoch(),
             server_version: SERVER_VERSION.to_string(),
@@ -256,6 +260,7 @@ impl SyncService {
             resumed: path == pb::SyncPath::Resume,
             compression: compression as i32,
             path: path as i32,
+            stream_id: registered.id,
         });
         // The node is kept escaped: every later log line of this stream names it.
         let reconnect_capable = req.capabilities.iter().any(|c| c == CAPABILITY_RECONNECT);
@@ -283,6 +288,7 @@ impl SyncService {
             lag_limit: self.lag_limit,
             shutdown: self.shutdown.clone(),
             _guard: guard,
+            _registered: registered,
         };
         Ok(Box::pin(stream.into_stream()))
     }
@@ -306,15 +312,37 @@ impl sync_server::Sync for SyncService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let status = self.cache.status();
+        let head = self.cache.head();
+        let agents = if request.get_ref().agents {
+            self.connections.agents.list(head.seq)
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(pb::StatusResponse {
-            status: Some(status.to_proto(Subscription::ALL)),
+            status: Some(head.status.to_proto(Subscription::ALL)),
             epoch: self.cache.epoch(),
             connections: u32::try_from(self.connections.active()).unwrap_or(u32::MAX),
             server_version: SERVER_VERSION.to_string(),
+            agents,
         }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::AgentReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        use crate::agents::ReportError;
+        match self
+            .connections
+            .agents
+            .report(&self.cache, request.get_ref())
+        {
+            Ok(()) => Ok(Response::new(pb::ReportAck {})),
+            Err(e @ ReportError::UnknownStream(_)) => Err(Status::not_found(e.to_string())),
+            Err(e) => Err(Status::invalid_argument(e.to_string())),
+        }
     }
 }
 

@@ -98,7 +98,9 @@ pub(super) async fn wait_meshsync_in_sync(url: &str, keys: usize) -> anyhow::Res
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(mut client) = SyncClient::connect(url.to_string()).await
-            && let Ok(resp) = client.status(meshsync_proto::StatusRequest {}).await
+            && let Ok(resp) = client
+                .status(meshsync_proto::StatusRequest::default())
+                .await
         {
             let status = resp.into_inner().status.unwrap_or_default();
             let total: u64 = status.clusters.iter().map(|c| c.keys).sum();

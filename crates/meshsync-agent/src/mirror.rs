@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
-use meshsync_proto::digest::{bucket_counts, entry_hash, key_bucket};
+use meshsync_proto::digest::{bucket_counts, bucket_of, entry_hash, key_hash};
 use meshsync_proto::{self as pb};
 use serde::Serialize;
 
@@ -47,6 +47,8 @@ pub struct MirrorEntry {
     pub seq: u64,
     /// `entry_hash` of key and value, kept so replacing or deleting needs no rehash.
     pub hash: u64,
+    /// `key_hash` of the key: its anti-entropy bucket for any bucket count.
+    pub key_hash: u64,
 }
 
 /// A cluster's state as the server last reported it.
@@ -160,12 +162,12 @@ impl Mirror {
         for cluster in &replace.clusters {
             let buckets = cluster.buckets as usize;
             let replaced: HashSet<usize> = cluster.bucket.iter().map(|b| *b as usize).collect();
-            for key in self
+            for (key, entry) in self
                 .resources
-                .keys()
-                .filter(|k| k.cluster == cluster.cluster)
+                .iter()
+                .filter(|(k, _)| k.cluster == cluster.cluster)
             {
-                if replaced.contains(&key_bucket(&key.kind, &key.namespace, &key.name, buckets)) {
+                if replaced.contains(&bucket_of(entry.key_hash, buckets)) {
                     unseen.insert(key.clone());
                 }
             }
@@ -186,8 +188,8 @@ impl Mirror {
         for ((cluster, _), count) in held.into_iter().zip(counts) {
             let mut digests = vec![0u64; count];
             let n = digests.len();
-            for (key, entry) in self.resources.iter().filter(|(k, _)| &k.cluster == cluster) {
-                let b = key_bucket(&key.kind, &key.namespace, &key.name, n);
+            for (_, entry) in self.resources.iter().filter(|(k, _)| &k.cluster == cluster) {
+                let b = bucket_of(entry.key_hash, n);
                 digests[b] = digests[b].wrapping_add(entry.hash);
             }
             out.push(pb::BucketDigests {
@@ -281,6 +283,7 @@ impl Mirror {
             let old = self.resources.insert(
                 key,
                 MirrorEntry {
+                    key_hash: key_hash(&u.kind, &u.namespace, &u.name),
                     value: u.value.clone(),
                     revision: u.revision.clone(),
                     seq: u.seq,

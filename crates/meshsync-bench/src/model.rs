@@ -12,6 +12,9 @@ pub enum System {
     /// The same as `meshsync`, but every agent accepts zstd: the server compresses each frame
     /// once and sends the same compressed bytes to all of them.
     MeshsyncZstd,
+    /// meshsync with agents that never resume (no token, no digests): every reconnect is a full
+    /// snapshot, as with Typha — the `storm` scenario's baseline.
+    MeshsyncFull,
     /// etcd ← Calico's `calico-typha` (etcdv3 datastore) ← N clients of Typha's own `syncclient`
     /// (the Go program `typha-bench-agents`, built by `scripts/peers.sh`).
     Typha,
@@ -29,10 +32,19 @@ impl System {
         self == System::MeshsyncZstd
     }
 
+    /// Whether this is a meshsync server (`meshsync serve`).
+    pub fn is_meshsync(self) -> bool {
+        matches!(
+            self,
+            System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             System::Meshsync => "meshsync",
             System::MeshsyncZstd => "meshsync-zstd",
+            System::MeshsyncFull => "meshsync-full",
             System::Typha => "typha",
             System::GrpcProxy => "grpc-proxy",
             System::Etcd => "etcd",
@@ -148,6 +160,33 @@ pub struct StalledResult {
     pub rounds: Vec<StalledRound>,
 }
 
+/// One `storm` event: the server the agents were on went away, 1 % of the keys changed, and
+/// the agents came back (to the restarted server, or to the second replica).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StormStep {
+    /// `restart` or `move`.
+    pub kind: String,
+    pub changed_keys: usize,
+    /// Bytes the serving process wrote from the event until every agent held the marker.
+    pub bytes_sent: u64,
+    /// From the spawn of the restarted server (restart, its start-up included) or the old one
+    /// gone (move) until every agent held the marker written after the changes, seconds.
+    pub recovery_s: f64,
+    /// The server's CPU over the same span, seconds.
+    pub server_cpu_s: f64,
+    pub caught_up: usize,
+}
+
+/// The `storm` scenario.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StormResult {
+    /// What the first full snapshot cost, for the ratios: bytes the fan-out process wrote and
+    /// the time until every agent was in sync.
+    pub snapshot_bytes: u64,
+    pub snapshot_s: f64,
+    pub steps: Vec<StormStep>,
+}
+
 /// Everything measured for one system.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SystemResult {
@@ -163,6 +202,9 @@ pub struct SystemResult {
     /// The `stalled` scenario.
     #[serde(default)]
     pub stalled: Option<StalledResult>,
+    /// The `storm` scenario.
+    #[serde(default)]
+    pub storm: Option<StormResult>,
     /// Set when the system could not be measured (e.g. a process failed to start).
     pub error: Option<String>,
 }

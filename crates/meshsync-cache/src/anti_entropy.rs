@@ -16,7 +16,7 @@ use meshsync_proto::{self as pb, Frame, sync_event};
 use crate::breadcrumb::Snapshot;
 use crate::change::Change;
 use crate::frames::FrameBuilder;
-use meshsync_model::Subscription;
+use meshsync_model::{ResourceKey, Subscription};
 
 /// What one anti-entropy answer contains.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,101 +28,141 @@ pub struct AntiEntropyStats {
     pub sent: usize,
 }
 
-/// One cluster's buckets: the agent's digests and the server's sums.
-struct Side {
-    agent: Vec<u64>,
-    server: Vec<u64>,
+/// The server's side of anti-entropy for one snapshot, subscription and bucket layout: per
+/// cluster the bucket sums and the keys in each bucket. Built once and shared by every agent that
+/// comes with the same layout while the snapshot is current — in a storm, every agent of a
+/// restarted or lost server at once — so each agent then costs only the comparison and its
+/// differing buckets' entries.
+pub struct BucketTable {
+    seq: u64,
+    sub: Subscription,
+    layout: Vec<(String, usize)>,
+    clusters: Vec<(String, TableCluster)>,
 }
 
-impl Side {
-    fn buckets(&self) -> usize {
-        self.server.len()
+struct TableCluster {
+    digests: Vec<u64>,
+    members: Vec<Vec<ResourceKey>>,
+}
+
+/// `(cluster, buckets)` of a request, first entry per cluster, counts within 1..=MAX_BUCKETS,
+/// sorted by cluster.
+pub fn layout_of(mirror: &[pb::BucketDigests]) -> Vec<(String, usize)> {
+    let mut layout: Vec<(String, usize)> = Vec::with_capacity(mirror.len());
+    for c in mirror {
+        if !layout.iter().any(|(name, _)| *name == c.cluster) {
+            layout.push((c.cluster.clone(), c.digests.len().clamp(1, MAX_BUCKETS)));
+        }
+    }
+    layout.sort();
+    layout
+}
+
+impl BucketTable {
+    /// Sums `snapshot` (at `seq`, as `sub` sees it) into `layout`'s buckets; a cluster the layout
+    /// does not name gets one bucket.
+    pub fn build(
+        snapshot: &Snapshot,
+        seq: u64,
+        sub: Subscription,
+        layout: Vec<(String, usize)>,
+    ) -> Self {
+        let mut clusters: HashMap<&str, TableCluster> = layout
+            .iter()
+            .map(|(name, n)| {
+                (
+                    name.as_str(),
+                    TableCluster {
+                        digests: vec![0; *n],
+                        members: vec![Vec::new(); *n],
+                    },
+                )
+            })
+            .collect();
+        for (k, e) in snapshot.iter().filter(|(k, _)| sub.includes(k.kind())) {
+            let cluster = clusters.entry(k.cluster()).or_insert_with(|| TableCluster {
+                digests: vec![0],
+                members: vec![Vec::new()],
+            });
+            let b = key_bucket(k.kind(), k.namespace(), k.name(), cluster.digests.len());
+            cluster.digests[b] = cluster.digests[b].wrapping_add(e.hash);
+            cluster.members[b].push(k.clone());
+        }
+        let mut clusters: Vec<(String, TableCluster)> = clusters
+            .into_iter()
+            .map(|(name, c)| (name.to_string(), c))
+            .collect();
+        clusters.sort_by(|a, b| a.0.cmp(&b.0));
+        BucketTable {
+            seq,
+            sub,
+            layout,
+            clusters,
+        }
+    }
+
+    /// Whether this table answers a request of `layout` against the snapshot at `seq`.
+    pub fn matches(&self, seq: u64, sub: Subscription, layout: &[(String, usize)]) -> bool {
+        self.seq == seq && self.sub == sub && self.layout == layout
+    }
+
+    /// The `Replace` frame and the frames with the content of the buckets where `mirror` differs.
+    /// `snapshot` must be the one the table was built from.
+    pub fn repair_frames(
+        &self,
+        snapshot: &Snapshot,
+        mirror: &[pb::BucketDigests],
+    ) -> (Vec<Frame>, AntiEntropyStats) {
+        let mut stats = AntiEntropyStats::default();
+        let mut replace = pb::Replace::default();
+        let mut builder = FrameBuilder::unordered();
+        for (name, cluster) in &self.clusters {
+            let agent = mirror
+                .iter()
+                .find(|c| c.cluster == *name)
+                .map(|c| &c.digests[..]);
+            let n = cluster.digests.len();
+            stats.buckets += n;
+            let mut replaced = Vec::new();
+            for b in 0..n {
+                let theirs = agent.and_then(|d| d.get(b)).copied().unwrap_or(0);
+                if theirs == cluster.digests[b] {
+                    continue;
+                }
+                replaced.push(b as u32);
+                for key in &cluster.members[b] {
+                    if let Some(e) = snapshot.get(key) {
+                        builder.push(e.seq, key, Change::New, &e.value, &e.revision);
+                        stats.sent += 1;
+                    }
+                }
+            }
+            if !replaced.is_empty() {
+                stats.replaced += replaced.len();
+                replace.clusters.push(pb::ReplacedBuckets {
+                    cluster: name.clone(),
+                    buckets: n as u32,
+                    bucket: replaced,
+                });
+            }
+        }
+        let mut frames = vec![Frame::encode(&pb::SyncEvent {
+            event: Some(sync_event::Event::Replace(replace)),
+        })];
+        frames.extend(builder.finish());
+        (frames, stats)
     }
 }
 
 /// The `Replace` frame and the update frames that repair a mirror described by `mirror`, against
-/// `snapshot` as subscription `sub` sees it. `mirror` has passed the request checks (bucket counts
-/// between 1 and [`MAX_BUCKETS`]); a repeated cluster keeps its first entry.
+/// `snapshot` as subscription `sub` sees it (a table built for this one request; the cache shares
+/// tables between requests, see `SnapshotCache::anti_entropy`).
 pub fn anti_entropy_frames(
     snapshot: &Snapshot,
     sub: Subscription,
     mirror: &[pb::BucketDigests],
 ) -> (Vec<Frame>, AntiEntropyStats) {
-    let mut sides: HashMap<&str, Side> = HashMap::new();
-    for cluster in mirror {
-        let n = cluster.digests.len().clamp(1, MAX_BUCKETS);
-        sides
-            .entry(cluster.cluster.as_str())
-            .or_insert_with(|| Side {
-                agent: cluster
-                    .digests
-                    .iter()
-                    .copied()
-                    .chain(std::iter::repeat(0))
-                    .take(n)
-                    .collect(),
-                server: vec![0; n],
-            });
-    }
-    let bucket_of = |sides: &HashMap<&str, Side>, k: &meshsync_model::ResourceKey| {
-        let n = sides.get(k.cluster()).map(Side::buckets).unwrap_or(1);
-        key_bucket(k.kind(), k.namespace(), k.name(), n)
-    };
-    // Pass 1: the server's sums, per cluster and bucket.
-    for (k, e) in snapshot.iter().filter(|(k, _)| sub.includes(k.kind())) {
-        let b = bucket_of(&sides, k);
-        let side = sides.entry(k.cluster()).or_insert_with(|| Side {
-            agent: vec![0],
-            server: vec![0],
-        });
-        side.server[b] = side.server[b].wrapping_add(e.hash);
-    }
-    let mut stats = AntiEntropyStats::default();
-    let mut replace = pb::Replace::default();
-    let mut differing: HashMap<&str, Vec<bool>> = HashMap::new();
-    let mut clusters: Vec<&&str> = sides.keys().collect();
-    clusters.sort();
-    for cluster in clusters {
-        let side = &sides[*cluster];
-        stats.buckets += side.buckets();
-        let diff: Vec<bool> = side
-            .agent
-            .iter()
-            .zip(&side.server)
-            .map(|(a, s)| a != s)
-            .collect();
-        let replaced: Vec<u32> = diff
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| **d)
-            .map(|(b, _)| b as u32)
-            .collect();
-        if !replaced.is_empty() {
-            stats.replaced += replaced.len();
-            replace.clusters.push(pb::ReplacedBuckets {
-                cluster: cluster.to_string(),
-                buckets: side.buckets() as u32,
-                bucket: replaced,
-            });
-            differing.insert(cluster, diff);
-        }
-    }
-    // Pass 2: the content of the differing buckets.
-    let mut builder = FrameBuilder::unordered();
-    for (k, e) in snapshot.iter().filter(|(k, _)| sub.includes(k.kind())) {
-        let Some(diff) = differing.get(k.cluster()) else {
-            continue;
-        };
-        if diff[bucket_of(&sides, k)] {
-            builder.push(e.seq, k, Change::New, &e.value, &e.revision);
-            stats.sent += 1;
-        }
-    }
-    let mut frames = vec![Frame::encode(&pb::SyncEvent {
-        event: Some(sync_event::Event::Replace(replace)),
-    })];
-    frames.extend(builder.finish());
-    (frames, stats)
+    BucketTable::build(snapshot, 0, sub, layout_of(mirror)).repair_frames(snapshot, mirror)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use meshsync_proto::{Compression, Frame, compression};
 use tokio::sync::{Mutex, watch};
 use tracing::debug;
 
+use crate::anti_entropy::{AntiEntropyStats, BucketTable, layout_of};
 use crate::breadcrumb::{Breadcrumb, Snapshot, snapshot_frames};
 use crate::history::{History, HistoryConfig};
 use crate::metrics::CacheMetrics;
@@ -99,6 +100,8 @@ struct Inner {
     supervisor: Arc<Supervisor>,
     behind: Arc<AtomicU64>,
     history: Arc<History>,
+    /// The last anti-entropy table per subscription type (see [`SnapshotCache::anti_entropy`]).
+    bucket_tables: [std::sync::Mutex<Option<Arc<BucketTable>>>; SUBSCRIPTION_COUNT],
 }
 
 /// A cheap-to-clone handle on the cache.
@@ -145,6 +148,7 @@ impl SnapshotCache {
                 supervisor,
                 behind,
                 history,
+                bucket_tables: std::array::from_fn(|_| std::sync::Mutex::new(None)),
             }),
         };
         tokio::spawn(expire_snapshots(Arc::downgrade(&cache.inner)));
@@ -170,6 +174,33 @@ impl SnapshotCache {
             return None;
         }
         self.inner.history.at_or_before(seq)
+    }
+
+    /// Anti-entropy against `crumb` for an agent of `sub` whose mirror is described by `mirror`:
+    /// the `Replace` and the differing buckets' content. The bucket table is built once per
+    /// (breadcrumb, subscription, layout) and shared by every agent that asks for the same, so a
+    /// storm of reconnecting agents costs one pass over the snapshot, not one each.
+    pub fn anti_entropy(
+        &self,
+        crumb: &Breadcrumb,
+        sub: Subscription,
+        mirror: &[meshsync_proto::BucketDigests],
+    ) -> (Vec<Frame>, AntiEntropyStats) {
+        let layout = layout_of(mirror);
+        let table = {
+            let mut slot = self.inner.bucket_tables[sub.index()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref() {
+                Some(t) if t.matches(crumb.seq, sub, &layout) => t.clone(),
+                _ => {
+                    let t = Arc::new(BucketTable::build(&crumb.snapshot, crumb.seq, sub, layout));
+                    *slot = Some(t.clone());
+                    t
+                }
+            }
+        };
+        table.repair_frames(&crumb.snapshot, mirror)
     }
 
     /// The oldest sequence number an agent can resume from, and how many breadcrumbs are kept.

@@ -17,7 +17,7 @@ mod status;
 mod supervisor;
 mod writer;
 
-pub use anti_entropy::{AntiEntropyStats, anti_entropy_frames};
+pub use anti_entropy::{AntiEntropyStats, BucketTable, anti_entropy_frames, layout_of};
 pub use breadcrumb::{
     Breadcrumb, Delta, Entry, Snapshot, diff_frames, encode_for, live_breadcrumbs, snapshot_frames,
 };

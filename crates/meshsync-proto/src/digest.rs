@@ -57,12 +57,23 @@ pub fn bucket_count(keys: u64) -> usize {
 /// The bucket of a key among `buckets` (anti-entropy): the hash of its kind, namespace and name,
 /// each followed by a 0xff separator; the cluster is not hashed (digests are per cluster).
 pub fn key_bucket(kind: &str, namespace: &str, name: &str, buckets: usize) -> usize {
+    bucket_of(key_hash(kind, namespace, name), buckets)
+}
+
+/// The hash [`key_bucket`] takes the bucket from (kept by a mirror per entry, so bucketing its
+/// keys again for another bucket count costs no hashing).
+pub fn key_hash(kind: &str, namespace: &str, name: &str) -> u64 {
     let mut h = Xxh3::new();
     for part in [kind.as_bytes(), namespace.as_bytes(), name.as_bytes()] {
         h.update(part);
         h.update(&[0xff]);
     }
-    (h.digest() % buckets.max(1) as u64) as usize
+    h.digest()
+}
+
+/// The bucket of a [`key_hash`] among `buckets`.
+pub fn bucket_of(key_hash: u64, buckets: usize) -> usize {
+    (key_hash % buckets.max(1) as u64) as usize
 }
 
 #[cfg(test)]

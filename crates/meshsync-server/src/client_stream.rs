@@ -13,8 +13,7 @@ use std::sync::atomic::Ordering;
 
 use futures::Stream;
 use meshsync_cache::{
-    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, anti_entropy_frames, diff_frames,
-    encode_for,
+    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, diff_frames, encode_for,
 };
 use meshsync_proto::Frame;
 use tracing::{debug, info};
@@ -186,7 +185,7 @@ impl Open {
     fn send_anti_entropy(&mut self, mirror: Vec<meshsync_proto::BucketDigests>) {
         let (sub, shared) = (self.client.sub, &self.client.shared);
         let head = self.follower.head();
-        let (frames, stats) = anti_entropy_frames(&head.snapshot, sub, &mirror);
+        let (frames, stats) = self.client.cache.anti_entropy(&head, sub, &mirror);
         info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
             replaced = stats.replaced, sent = stats.sent,
             "anti-entropy: sending the agent's differing buckets only");

@@ -19,7 +19,11 @@ use crate::workload::{self, now_ns};
 pub(super) type EtcdMap = HashMap<Bytes, Bytes>;
 
 pub(super) fn etcd_config(args: &AgentsArgs) -> EtcdConfig {
-    let mut config = EtcdConfig::new(vec![args.target.clone()]);
+    let mut config = EtcdConfig::new(
+        std::iter::once(args.target.clone())
+            .chain(args.fallback_target.iter().cloned())
+            .collect(),
+    );
     config.connect_timeout = Duration::from_secs_f64(args.connect_timeout_s);
     // A range of every key through a loaded proxy can take long; do not give up on it.
     config.request_timeout = Duration::from_secs(600);
@@ -101,6 +105,14 @@ pub(super) async fn etcd_client(
                     continue;
                 }
                 let now = now_ns();
+                shared.stall.observe(
+                    id,
+                    response
+                        .events
+                        .iter()
+                        .filter_map(|ev| ev.kv.as_ref())
+                        .map(|kv| &kv.value[..]),
+                );
                 shared.record(
                     id,
                     now,
@@ -125,7 +137,10 @@ pub(super) async fn etcd_client(
                 shared.lost_connection(id, &e);
                 match reconnect(id, &config, args.keys, revision, e).await {
                     Reconnected::Resumed(c) => conn = c,
-                    Reconnected::Resynced(c, m, r) => (conn, map, revision) = (c, m, r),
+                    Reconnected::Resynced(c, m, r) => {
+                        shared.stall.observe(id, m.values().map(|v| &v[..]));
+                        (conn, map, revision) = (c, m, r)
+                    }
                 }
             }
         }

@@ -18,6 +18,9 @@ pub(super) async fn meshsync_client(
     mut slot: Option<OwnedSemaphorePermit>,
 ) {
     let mut config = AgentConfig::new(args.target.clone());
+    config.servers.extend(args.fallback_target.iter().cloned());
+    // meshsync-full's agents never resume: every reconnect is a full snapshot (the baseline).
+    config.resume = args.system != crate::model::System::MeshsyncFull;
     config.node_name = format!("bench-agent-{id}");
     config.subscription = "felix".into();
     config.connect_timeout = Duration::from_secs_f64(args.connect_timeout_s);
@@ -50,6 +53,7 @@ pub(super) async fn meshsync_client(
         };
         match event {
             AgentEvent::Update(update) => {
+                shared.stall.observe(id, std::iter::once(&update.value[..]));
                 if !in_snapshot {
                     shared.record(id, now_ns(), std::iter::once(&update.value[..]));
                 } else if !synced {

@@ -48,6 +48,10 @@ pub struct AgentsArgs {
     /// `http://127.0.0.1:P` (meshsync, etcd, grpc-proxy) or `127.0.0.1:P` (floor).
     #[arg(long)]
     pub target: String,
+    /// A second server of the same system (a replica), tried when `target` fails (meshsync
+    /// agents and etcd clients list both).
+    #[arg(long)]
+    pub fallback_target: Option<String>,
     /// Number of clients, each with its own connection.
     #[arg(long)]
     pub n: usize,
@@ -147,6 +151,7 @@ async fn run_inner(args: AgentsArgs) -> anyhow::Result<()> {
                     failed: shared.failed.load(Ordering::Relaxed),
                 });
             }
+            () = shared.stall.all_caught.notified() => emit(&shared.progress()),
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 if handle_command(&command, &shared, &args) == Flow::Quit {
@@ -160,8 +165,10 @@ async fn run_inner(args: AgentsArgs) -> anyhow::Result<()> {
 
 /// Only the raw meshsync clients can stall (they own their stream's read loop).
 fn stalls_supported(args: &AgentsArgs) -> bool {
-    matches!(args.system, System::Meshsync | System::MeshsyncZstd)
-        && args.meshsync_client == MeshsyncClient::Raw
+    matches!(
+        args.system,
+        System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull
+    ) && args.meshsync_client == MeshsyncClient::Raw
 }
 
 /// The floor takes `host:port`; every other system a URL. Typha's clients are not here.
@@ -200,12 +207,12 @@ fn spawn_clients(args: Arc<AgentsArgs>, shared: &Arc<Recorder>) {
                 None => None,
             };
             match args.system {
-                System::Meshsync | System::MeshsyncZstd
+                System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull
                     if args.meshsync_client == MeshsyncClient::Raw =>
                 {
                     events::event_client(id, &args, &shared, slot).await
                 }
-                System::Meshsync | System::MeshsyncZstd => {
+                System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull => {
                     meshsync::meshsync_client(id, &args, &shared, slot).await
                 }
                 System::Etcd | System::GrpcProxy => {

@@ -23,6 +23,9 @@ pub(super) struct StallControl {
     catchup_generation: AtomicU64,
     caught: Box<[AtomicBool]>,
     caught_up: AtomicUsize,
+    /// Notified when the last client catches up, so the command loop reports it at once (not at
+    /// the next 250 ms progress tick: the `storm` times depend on it).
+    pub(super) all_caught: tokio::sync::Notify,
 }
 
 impl StallControl {
@@ -34,6 +37,7 @@ impl StallControl {
             catchup_generation: AtomicU64::new(NO_GENERATION),
             caught: (0..n).map(|_| AtomicBool::new(false)).collect(),
             caught_up: AtomicUsize::new(0),
+            all_caught: tokio::sync::Notify::new(),
         }
     }
 
@@ -107,8 +111,9 @@ impl StallControl {
         }
         if values.any(|v| stamp(v).is_some_and(|(g, _)| g >= generation))
             && !caught.swap(true, Ordering::Relaxed)
+            && self.caught_up.fetch_add(1, Ordering::Relaxed) + 1 == self.caught.len()
         {
-            self.caught_up.fetch_add(1, Ordering::Relaxed);
+            self.all_caught.notify_one();
         }
     }
 }

@@ -23,6 +23,7 @@ pub(super) fn system_color(name: &str) -> Rgb {
     match name {
         "meshsync" => Rgb(31, 119, 180),
         "meshsync-zstd" => Rgb(23, 190, 207),
+        "meshsync-full" => Rgb(188, 189, 34),
         "typha" => Rgb(148, 103, 189),
         "grpc-proxy" => Rgb(255, 127, 14),
         "etcd" => Rgb(127, 127, 127),

@@ -34,6 +34,7 @@ impl AgentsProc {
     pub(super) fn spawn(
         system: System,
         target: &str,
+        fallback: Option<&str>,
         args: &RunArgs,
         bins: &Bins,
         logs: &Path,
@@ -52,6 +53,9 @@ impl AgentsProc {
                 });
             cmd
         };
+        if let Some(fallback) = fallback {
+            cmd.arg("--fallback-target").arg(fallback);
+        }
         cmd.arg("--target")
             .arg(target)
             .arg("--n")

@@ -12,6 +12,7 @@ mod peers;
 mod servers;
 mod stalled;
 mod steps;
+mod storm;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ pub enum Scenario {
     /// snapshot, then rounds of (baseline churn, churn with `--stalled-fraction` of the agents
     /// not reading): healthy latency, server memory, the stalled agents' fate (meshsync only).
     Stalled,
+    /// snapshot, then every agent loses its server twice (moved to a replica, then back to the
+    /// first server restarted) while 1 % of the keys change: bytes and time to recover.
+    Storm,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -146,6 +150,9 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     );
     if args.scenario == Scenario::Stalled {
         check_stalled_args(&mut args)?;
+    }
+    if args.scenario == Scenario::Storm {
+        check_storm_args(&mut args)?;
     }
     // Raised before the children start, so they inherit it.
     let nofile = crate::child::raise_nofile_limit().unwrap_or(0);
@@ -274,6 +281,28 @@ fn check_stalled_args(args: &mut RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `storm` needs servers it can restart and a replica of, and clients that reconnect and see the
+/// marker: meshsync (through the agent library) and grpc-proxy; the others are left out.
+fn check_storm_args(args: &mut RunArgs) -> anyhow::Result<()> {
+    let (kept, other): (Vec<System>, Vec<System>) = args
+        .systems
+        .iter()
+        .partition(|s| s.is_meshsync() || **s == System::GrpcProxy);
+    if !other.is_empty() {
+        eprintln!(
+            "note: `storm` runs meshsync, meshsync-zstd, meshsync-full and grpc-proxy; leaving out {:?} (Typha's Go clients cannot report the catch-up marker; Typha resends its whole snapshot on every reconnect)",
+            other.iter().map(|s| s.name()).collect::<Vec<_>>()
+        );
+    }
+    anyhow::ensure!(!kept.is_empty(), "`storm` has no system to run");
+    if args.meshsync_client != crate::agents::MeshsyncClient::Agent {
+        eprintln!("note: `storm` uses --meshsync-client agent (the clients that resume)");
+        args.meshsync_client = crate::agents::MeshsyncClient::Agent;
+    }
+    args.systems = kept;
+    Ok(())
+}
+
 fn meshsync_binary(args: &RunArgs) -> anyhow::Result<PathBuf> {
     if let Some(path) = &args.meshsync_bin {
         return Ok(path.clone());
@@ -328,7 +357,17 @@ async fn run_system(
     let etcd = EtcdProc::start(&args.etcd_bin, logs, &format!("etcd-{}", system.name())).await?;
     let writer = etcd_client(&etcd.url()).await?;
     preload(&writer, args.keys).await?;
-    let (server, target) = start_server(system, &etcd, args, bins, logs).await?;
+    let first_port = procs::free_port()?;
+    let (server, target) =
+        servers::start_server_at(system, &etcd, args, bins, logs, first_port, "").await?;
+    // storm: a second replica the agents list after the first.
+    let replica = if args.scenario == Scenario::Storm {
+        let (proc, target) = start_server(system, &etcd, args, bins, logs).await?;
+        let proc = proc.context("storm needs a server process")?;
+        Some(storm::Replica { proc, target })
+    } else {
+        None
+    };
     let mut result = SystemResult {
         system: system.name().into(),
         ..SystemResult::default()
@@ -342,7 +381,14 @@ async fn run_system(
         }
         v
     };
-    let agents = AgentsProc::spawn(system, &target, args, bins, logs)?;
+    let agents = AgentsProc::spawn(
+        system,
+        &target,
+        replica.as_ref().map(|r| r.target.as_str()),
+        args,
+        bins,
+        logs,
+    )?;
     let agents_before = agents.proc.sample();
     let mut bench = Bench {
         system,
@@ -370,6 +416,11 @@ async fn run_system(
     }
     if args.scenario == Scenario::Stalled {
         result.stalled = Some(stalled::stalled(&mut bench, args).await?);
+    }
+    if let Some(replica) = replica {
+        let snapshot = result.snapshot.clone().unwrap_or_default();
+        result.storm =
+            Some(storm::storm(&mut bench, args, bins, logs, &snapshot, replica, first_port).await?);
     }
     let _ = bench.agents.command("quit").await;
     bench.agents.proc.stop().await;

@@ -26,11 +26,23 @@ pub(super) async fn start_server(
     bins: &Bins,
     logs: &Path,
 ) -> anyhow::Result<(Option<Proc>, String)> {
-    let port = procs::free_port()?;
+    start_server_at(system, etcd, args, bins, logs, procs::free_port()?, "").await
+}
+
+/// [`start_server`] on a given port, its log file named with `tag` (a restart, a replica).
+pub(super) async fn start_server_at(
+    system: System,
+    etcd: &EtcdProc,
+    args: &RunArgs,
+    bins: &Bins,
+    logs: &Path,
+    port: u16,
+    tag: &str,
+) -> anyhow::Result<(Option<Proc>, String)> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     match system {
         System::Etcd => Ok((None, etcd.url())),
-        System::Meshsync | System::MeshsyncZstd => {
+        System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull => {
             let mut cmd = Command::new(&bins.meshsync);
             cmd.arg("serve")
                 .arg("--datastore")
@@ -46,7 +58,7 @@ pub(super) async fn start_server(
                 cmd.arg("--write-timeout").arg(timeout.to_string());
             }
             cmd.stdin(Stdio::null()).stdout(Stdio::null());
-            let proc = Proc::spawn("meshsync", cmd, &logs.join("meshsync.log"))?;
+            let proc = Proc::spawn("meshsync", cmd, &logs.join(format!("meshsync{tag}.log")))?;
             let url = format!("http://{addr}");
             wait_meshsync_in_sync(&url, args.keys).await?;
             Ok((Some(proc), url))
@@ -73,7 +85,11 @@ pub(super) async fn start_server(
                 .arg(format!("--listen-addr={addr}"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
-            let proc = Proc::spawn("grpc-proxy", cmd, &logs.join("grpc-proxy.log"))?;
+            let proc = Proc::spawn(
+                "grpc-proxy",
+                cmd,
+                &logs.join(format!("grpc-proxy{tag}.log")),
+            )?;
             procs::wait_port(addr, Duration::from_secs(30)).await?;
             Ok((Some(proc), format!("http://{addr}")))
         }

@@ -7,6 +7,7 @@
 pub(crate) mod format;
 mod stalled;
 mod stats;
+mod storm;
 mod summary;
 mod tables;
 mod targets;
@@ -21,6 +22,7 @@ use clap::Args;
 use crate::charts;
 use crate::model::RunResult;
 use stalled::stalled_tables;
+use storm::storm_tables;
 use summary::summary_table;
 use tables::{charts_section, churn_table, header, saturate_tables, snapshot_table};
 use targets::targets_table;
@@ -101,6 +103,7 @@ pub fn markdown(run: &RunResult) -> String {
         summary_table(&mut md, run);
         targets_table(&mut md, run);
         stalled_tables(&mut md, run);
+        storm_tables(&mut md, run);
         for r in 0..rounds {
             let view = run.round_view(r);
             md.push_str(&format!("# Round {} of {rounds}\n\n", r + 1));
@@ -116,6 +119,7 @@ pub fn markdown(run: &RunResult) -> String {
         saturate_tables(&mut md, run);
         targets_table(&mut md, run);
         stalled_tables(&mut md, run);
+        storm_tables(&mut md, run);
         charts_section(&mut md, run);
     }
     md

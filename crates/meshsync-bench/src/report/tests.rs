@@ -124,6 +124,7 @@ fn sample_run() -> RunResult {
         capacity_deliveries_per_s: Some(1_600_000.0),
         error: None,
         stalled: None,
+        storm: None,
         round: 0,
     };
     let typha = SystemResult {
@@ -145,6 +146,7 @@ fn sample_run() -> RunResult {
         capacity_deliveries_per_s: Some(400_000.0),
         error: None,
         stalled: None,
+        storm: None,
         round: 0,
     };
     let proxy = SystemResult {
@@ -171,6 +173,7 @@ fn sample_run() -> RunResult {
         capacity_deliveries_per_s: Some(200_000.0),
         error: None,
         stalled: None,
+        storm: None,
         round: 0,
     };
     let etcd = SystemResult {
@@ -196,6 +199,7 @@ fn sample_run() -> RunResult {
         capacity_deliveries_per_s: None,
         error: None,
         stalled: None,
+        storm: None,
         round: 0,
     };
     RunResult {

@@ -1,7 +1,7 @@
 //! The chaos test (issue 14): a local and two remote etcd clusters, a churn writer, agents, and
 //! faults injected at random from a seed — meshsync replicas killed and restarted (the agents
-//! move to the other replica and back), remote links cut through a TCP relay, remote etcd
-//! members killed and restarted, agents killed and replaced. At the end every agent's mirror
+//! move to the other replica and back), remote links cut, slowed down or blackholed through a
+//! TCP relay, etcd members (local and remote) killed and restarted, agents killed and replaced. At the end every agent's mirror
 //! must equal the union of the datastores as an `all` agent is entitled to see it, key by key
 //! and by digest: nothing lost, nothing phantom.
 //!
@@ -165,10 +165,9 @@ async fn chaos_loses_nothing() {
     let mut agents: Vec<Running> = (0..AGENTS).map(|n| start_agent(&servers, n)).collect();
     let mut next_agent = AGENTS;
 
-    // Remote state the loop restores: etcd down, link cut.
-    let mut b_down = false;
-    let mut c_down = false;
-    let mut cut = [false, false];
+    // What the loop must restore: etcd down (local, b, c), a remote link not up.
+    let mut down = [false, false, false];
+    let mut link_broken = [false, false];
     let mut churned = 0u32;
     let deadline = started + Duration::from_secs(secs);
     while Instant::now() < deadline {
@@ -177,11 +176,13 @@ async fn chaos_loses_nothing() {
         for _ in 0..rng.random_range(1..6) {
             churned += 1;
             let which = rng.random_range(0..3);
+            if down[which] {
+                continue;
+            }
             let cluster: &mut Cluster = match which {
                 0 => &mut a,
-                1 if !b_down => &mut b,
-                2 if !c_down => &mut c,
-                _ => continue,
+                1 => &mut b,
+                _ => &mut c,
             };
             let name = format!("chaos-{}", rng.random_range(0..40));
             let key = (
@@ -229,32 +230,50 @@ async fn chaos_loses_nothing() {
                     }
                 }
                 2 => {
+                    // A remote link: cut, slowed down or blackholed, or back to normal.
                     let r = rng.random_range(0..2);
                     let relay = if r == 0 { &relay_b } else { &relay_c };
-                    if cut[r] {
+                    if link_broken[r] {
                         relay.restore();
                         log(&mut faults, format!("restored the link to remote {r}"));
                     } else {
-                        relay.cut();
-                        log(&mut faults, format!("cut the link to remote {r}"));
+                        match rng.random_range(0..3) {
+                            0 => {
+                                relay.cut();
+                                log(&mut faults, format!("cut the link to remote {r}"));
+                            }
+                            1 => {
+                                let ms = rng.random_range(20..400);
+                                relay.delay(Duration::from_millis(ms));
+                                log(
+                                    &mut faults,
+                                    format!("delayed the link to remote {r} by {ms} ms"),
+                                );
+                            }
+                            _ => {
+                                relay.stall();
+                                log(&mut faults, format!("blackholed the link to remote {r}"));
+                            }
+                        }
                     }
-                    cut[r] = !cut[r];
+                    link_broken[r] = !link_broken[r];
                 }
                 3 => {
-                    let r = rng.random_range(0..2);
-                    let (cluster, down) = if r == 0 {
-                        (&mut b, &mut b_down)
-                    } else {
-                        (&mut c, &mut c_down)
+                    // An etcd member: the local one or a remote one, killed or started again.
+                    let r = rng.random_range(0..3);
+                    let cluster: &mut Cluster = match r {
+                        0 => &mut a,
+                        1 => &mut b,
+                        _ => &mut c,
                     };
-                    if *down {
+                    if down[r] {
                         cluster.restart().await;
-                        log(&mut faults, format!("restarted remote etcd {r}"));
+                        log(&mut faults, format!("restarted etcd {r}"));
                     } else {
                         cluster.kill();
-                        log(&mut faults, format!("killed remote etcd {r}"));
+                        log(&mut faults, format!("killed etcd {r}"));
                     }
-                    *down = !*down;
+                    down[r] = !down[r];
                 }
                 _ => {
                     // Kill an agent and start a fresh one (an empty mirror).
@@ -273,11 +292,10 @@ async fn chaos_loses_nothing() {
     }
 
     // Heal everything; the datastores stay as the churn left them.
-    if b_down {
-        b.restart().await;
-    }
-    if c_down {
-        c.restart().await;
+    for (r, cluster) in [&mut a, &mut b, &mut c].into_iter().enumerate() {
+        if down[r] {
+            cluster.restart().await;
+        }
     }
     relay_b.restore();
     relay_c.restore();

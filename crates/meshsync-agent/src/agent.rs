@@ -482,8 +482,14 @@ impl Agent {
                     }
                     self.attempt = 0;
                     self.mirror.mark_consistent();
-                    // Tell the server what we hold now that it is verified.
-                    self.report();
+                    // Tell the server what we hold now that it is verified — soon, not at once:
+                    // after a restart every agent gets here together, and their reports would
+                    // compete with the others' resynchronisation. Within 0.5–1 s (or the interval).
+                    if let State::Streaming(s) = &mut self.state {
+                        let soon = self.config.report_interval.min(Duration::from_secs(1));
+                        s.next_report =
+                            tokio::time::Instant::now() + jittered_backoff(soon, soon, 0);
+                    }
                 }
                 let in_sync = self.mirror.in_sync();
                 self.events

@@ -9,49 +9,18 @@ mod support;
 
 use std::time::Duration;
 
-use meshsync_agent::{Agent, AgentConfig, AgentEvent, Mirror};
+use meshsync_agent::{Agent, AgentConfig, Mirror};
 use meshsync_cache::CacheConfig;
 use meshsync_proto as pb;
 use meshsync_server::ServerConfig;
 use support::binary::Serve;
 use support::endpoints::{server_with_endpoints, wep, wep_deleted};
 use support::etcd::Cluster;
+use support::reconnects::{assert_no_mismatch, last_hello, updates_after_hello};
 use support::relay::Relay;
 use support::{until, until_in_sync};
 
 const KEYS: usize = 2000;
-
-fn hello_of(events: &[AgentEvent]) -> &pb::Hello {
-    events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            AgentEvent::Connected { hello, .. } => Some(hello),
-            _ => None,
-        })
-        .expect("a Connected event")
-}
-
-/// Updates received after the last hello.
-fn updates_after_hello(events: &[AgentEvent]) -> usize {
-    let start = events
-        .iter()
-        .rposition(|e| matches!(e, AgentEvent::Connected { .. }))
-        .unwrap_or(0);
-    events[start..]
-        .iter()
-        .filter(|e| matches!(e, AgentEvent::Update(_)))
-        .count()
-}
-
-fn assert_no_mismatch(events: &[AgentEvent]) {
-    assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, AgentEvent::DigestMismatch(_))),
-        "digests disagreed"
-    );
-}
 
 fn value_version(mirror: &Mirror, name: &str) -> Option<u32> {
     mirror
@@ -94,17 +63,17 @@ async fn an_agent_moved_to_another_replica_is_sent_only_the_buckets_that_differ(
     config.servers = vec![format!("http://127.0.0.1:{}", relay.port), b.url()];
     let mut agent = Agent::new(config).unwrap();
     let first = until_in_sync(&mut agent).await;
-    assert_eq!(hello_of(&first).path, pb::SyncPath::Full as i32);
+    assert_eq!(last_hello(&first).path, pb::SyncPath::Full as i32);
 
     relay.cut();
     let moved = until(&mut agent, "the agent in sync on replica B", |m| {
         m.in_sync() && m.epoch() == b.cache.epoch()
     })
     .await;
-    assert_eq!(hello_of(&moved).path, pb::SyncPath::AntiEntropy as i32);
+    assert_eq!(last_hello(&moved).path, pb::SyncPath::AntiEntropy as i32);
     assert_no_mismatch(&moved);
     // 28 keys differ; each drags at most its bucket's few neighbours along.
-    let sent = updates_after_hello(&moved);
+    let sent = updates_after_hello(&moved).len();
     assert!(
         (28..=KEYS / 20).contains(&sent),
         "{sent} updates for 28 differences (a full snapshot is {expected})"
@@ -213,9 +182,9 @@ async fn after_a_restart_of_the_real_server_the_agent_is_repaired_by_anti_entrop
         |m| m.in_sync() && m.epoch() != first_epoch,
     )
     .await;
-    assert_eq!(hello_of(&back).path, pb::SyncPath::AntiEntropy as i32);
+    assert_eq!(last_hello(&back).path, pb::SyncPath::AntiEntropy as i32);
     assert_no_mismatch(&back);
-    let sent = updates_after_hello(&back);
+    let sent = updates_after_hello(&back).len();
     assert!(
         (10..=N / 20).contains(&sent),
         "{sent} updates for 12 differences (a full snapshot is {})",

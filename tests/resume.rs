@@ -7,11 +7,12 @@
 
 mod support;
 
-use meshsync_agent::{AgentConfig, AgentEvent};
+use meshsync_agent::AgentConfig;
 use meshsync_cache::{CacheConfig, HistoryConfig};
 use meshsync_proto as pb;
 use meshsync_server::ServerConfig;
 use support::endpoints::{server_with_endpoints, wep, wep_deleted};
+use support::reconnects::{assert_no_mismatch, last_hello, updates_after_hello};
 use support::relay::Relay;
 use support::{TestServer, until, until_in_sync, within};
 
@@ -24,35 +25,6 @@ fn agent_through(relay: &Relay, server: &TestServer, more: &[String]) -> meshsyn
         .chain(more.iter().cloned())
         .collect();
     meshsync_agent::Agent::new(config).unwrap()
-}
-
-fn hello_of(events: &[AgentEvent]) -> &pb::Hello {
-    events
-        .iter()
-        .find_map(|e| match e {
-            AgentEvent::Connected { hello, .. } => Some(hello),
-            _ => None,
-        })
-        .expect("a Connected event")
-}
-
-fn updates(events: &[AgentEvent]) -> Vec<&pb::Update> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::Update(u) => Some(u),
-            _ => None,
-        })
-        .collect()
-}
-
-fn assert_no_mismatch(events: &[AgentEvent]) {
-    assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, AgentEvent::DigestMismatch(_))),
-        "digests disagreed: {events:?}"
-    );
 }
 
 /// Cuts the agent's connection and pulls events until it noticed.
@@ -113,8 +85,8 @@ async fn a_reconnect_to_the_same_server_sends_only_what_changed() {
     let relay = Relay::start(server.grpc).await;
     let mut agent = agent_through(&relay, &server, &[]);
     let first = until_in_sync(&mut agent).await;
-    assert_eq!(hello_of(&first).path, pb::SyncPath::Full as i32);
-    assert_eq!(updates(&first).len(), KEYS);
+    assert_eq!(last_hello(&first).path, pb::SyncPath::Full as i32);
+    assert_eq!(updates_after_hello(&first).len(), KEYS);
     let (epoch, seq) = agent
         .mirror()
         .resume_token()
@@ -125,12 +97,12 @@ async fn a_reconnect_to_the_same_server_sends_only_what_changed() {
     churn_while_away(&tx, &server).await;
     relay.restore();
     let again = until_in_sync(&mut agent).await;
-    let hello = hello_of(&again);
+    let hello = last_hello(&again);
     assert_eq!(hello.path, pb::SyncPath::Resume as i32, "{hello:?}");
     assert!(hello.resumed);
     assert_no_mismatch(&again);
     // Exactly the 20 changed and 5 deleted keys, nothing else.
-    let sent = updates(&again);
+    let sent = updates_after_hello(&again);
     assert_eq!(sent.len(), 25, "{sent:?}");
     assert_eq!(
         sent.iter()
@@ -168,8 +140,12 @@ async fn a_reconnect_to_the_same_server_sends_only_what_changed() {
                 .any(|(k, e)| k.name == "pod-00001" && e.value.windows(5).any(|w| w == b"\"v\":3"))
     })
     .await;
-    assert_eq!(hello_of(&third).path, pb::SyncPath::Resume as i32);
-    assert!(updates(&third).len() <= 1, "{:?}", updates(&third));
+    assert_eq!(last_hello(&third).path, pb::SyncPath::Resume as i32);
+    assert!(
+        updates_after_hello(&third).len() <= 1,
+        "{:?}",
+        updates_after_hello(&third)
+    );
     server.stop().await;
 }
 
@@ -198,10 +174,10 @@ async fn outside_the_history_anti_entropy_repairs_and_without_digests_it_is_a_fu
         m.in_sync() && m.len() == KEYS - 5
     })
     .await;
-    assert_eq!(hello_of(&again).path, pb::SyncPath::AntiEntropy as i32);
+    assert_eq!(last_hello(&again).path, pb::SyncPath::AntiEntropy as i32);
     assert_no_mismatch(&again);
     // 225 keys differ (of 2000, in 1024 buckets): their buckets, not the snapshot.
-    let sent = updates(&again).len();
+    let sent = updates_after_hello(&again).len();
     assert!((225..KEYS / 2).contains(&sent), "{sent}");
     assert_eq!(
         agent.mirror().len(),
@@ -241,7 +217,7 @@ async fn outside_the_history_anti_entropy_repairs_and_without_digests_it_is_a_fu
         m.in_sync() && m.epoch() == other.cache.epoch()
     })
     .await;
-    assert_eq!(hello_of(&moved).path, pb::SyncPath::Full as i32);
+    assert_eq!(last_hello(&moved).path, pb::SyncPath::Full as i32);
     assert_no_mismatch(&moved);
     let moved = until(&mut moving, "the changes after the snapshot's cut", |m| {
         m.len() == KEYS - 5

@@ -15,6 +15,7 @@ pub mod log_text;
 pub mod logs;
 pub mod mesh;
 pub mod process;
+pub mod reconnects;
 pub mod relay;
 pub mod source;
 

@@ -7,68 +7,41 @@
 //! Needs `etcd` on PATH and the `meshsync` binary next to this one (`cargo test --workspace`
 //! builds it for the root package's tests).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
-fn meshsync_bin() -> PathBuf {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_meshsync-bench"));
-    let bin = bench.with_file_name("meshsync");
-    assert!(
-        bin.exists(),
-        "no meshsync binary at {}: run the workspace's tests (cargo test --workspace), which build it",
-        bin.display()
-    );
-    bin
-}
+use support::run_bench;
 
 #[test]
 fn stalled_agents_do_not_hold_back_the_healthy_ones_and_recover() {
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_meshsync-bench"))
-        .args([
-            "run",
-            "stalled",
-            "--systems",
-            "meshsync,typha",
-            "--agents",
-            "12",
-            "--keys",
-            "200",
-            "--rate",
-            "1500",
-            "--duration",
-            "3",
-            "--stalled-fraction",
-            "0.17",
-            "--stalled-rounds",
-            "2",
-            "--write-timeout",
-            "1",
-            "--drain-timeout",
-            "30",
-            "--meshsync-client",
-            "raw",
-        ])
-        .arg("--meshsync-bin")
-        .arg(meshsync_bin())
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "meshsync-bench failed:\n{stderr}");
+    let run = run_bench(&[
+        "stalled",
+        "--systems",
+        "meshsync,typha",
+        "--agents",
+        "12",
+        "--keys",
+        "200",
+        "--rate",
+        "1500",
+        "--duration",
+        "3",
+        "--stalled-fraction",
+        "0.17",
+        "--stalled-rounds",
+        "2",
+        "--write-timeout",
+        "1",
+        "--drain-timeout",
+        "30",
+        "--meshsync-client",
+        "raw",
+    ]);
     assert!(
-        stderr.contains("leaving out [\"typha\"]"),
-        "typha cannot stall and is left out with a note:\n{stderr}"
+        run.stderr.contains("leaving out [\"typha\"]"),
+        "typha cannot stall and is left out with a note:\n{}",
+        run.stderr
     );
-    let dir = std::fs::read_dir(out.path())
-        .unwrap()
-        .next()
-        .expect("a results folder")
-        .unwrap()
-        .path();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let json = &run.json;
     let systems = json["systems"].as_array().unwrap();
     assert_eq!(systems.len(), 1, "{json}");
     assert!(systems[0]["error"].is_null(), "{}", systems[0]["error"]);
@@ -110,6 +83,5 @@ fn stalled_agents_do_not_hold_back_the_healthy_ones_and_recover() {
         assert!(before > 0 && peak >= before, "round {i}: {round}");
         assert!(round["p99_ratio"].as_f64().unwrap() > 0.0);
     }
-    let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
-    assert!(md.contains("## Stalled agents"), "{md}");
+    assert!(run.md.contains("## Stalled agents"), "{}", run.md);
 }

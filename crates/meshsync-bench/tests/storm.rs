@@ -8,48 +8,24 @@
 //! Needs `etcd` on PATH and the `meshsync` binary next to this one (`cargo test --workspace`
 //! builds it for the root package's tests).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
+
+use support::run_bench;
 
 #[test]
 fn after_a_storm_resuming_agents_cost_a_fraction_of_a_snapshot() {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_meshsync-bench"));
-    let meshsync = bench.with_file_name("meshsync");
-    assert!(
-        meshsync.exists(),
-        "no meshsync binary at {}: run the workspace's tests (cargo test --workspace)",
-        meshsync.display()
-    );
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(&bench)
-        .args([
-            "run",
-            "storm",
-            "--systems",
-            "meshsync,meshsync-full",
-            "--agents",
-            "6",
-            "--keys",
-            "300",
-            "--drain-timeout",
-            "30",
-        ])
-        .arg("--meshsync-bin")
-        .arg(&meshsync)
-        .arg("--out")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "meshsync-bench failed:\n{stderr}");
-    let dir = std::fs::read_dir(out.path())
-        .unwrap()
-        .next()
-        .expect("a results folder")
-        .unwrap()
-        .path();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let run = run_bench(&[
+        "storm",
+        "--systems",
+        "meshsync,meshsync-full",
+        "--agents",
+        "6",
+        "--keys",
+        "300",
+        "--drain-timeout",
+        "30",
+    ]);
+    let json = &run.json;
     let systems = json["systems"].as_array().unwrap();
     assert_eq!(systems.len(), 2, "{json}");
     for system in systems {
@@ -80,6 +56,5 @@ fn after_a_storm_resuming_agents_cost_a_fraction_of_a_snapshot() {
             }
         }
     }
-    let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
-    assert!(md.contains("## Storm"), "{md}");
+    assert!(run.md.contains("## Storm"), "{}", run.md);
 }

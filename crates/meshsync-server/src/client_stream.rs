@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use futures::Stream;
 use meshsync_cache::{
-    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, diff_frames, encode_for,
+    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, SyncState, diff_frames, encode_for,
 };
 use meshsync_proto::Frame;
 use tracing::{debug, info};
@@ -149,13 +149,13 @@ impl Open {
             },
         };
         match step {
-            Step::Snapshot => {
-                match self.client.mirror.take() {
-                    Some(mirror) => self.send_anti_entropy(mirror),
-                    None => self.send_snapshot().await,
+            Step::Snapshot => match self.client.mirror.take() {
+                Some(mirror) => self.send_anti_entropy(mirror).await,
+                None => {
+                    self.send_snapshot().await;
+                    true
                 }
-                true
-            }
+            },
             Step::CatchUp { seq, snapshot } => {
                 let head = self.follower.head();
                 info!(node = %self.client.shared.node, from_seq = seq, to_seq = head.seq,
@@ -181,10 +181,21 @@ impl Open {
     }
 
     /// Queues the `Replace` and the content of the agent's differing buckets against the head,
-    /// then the head's status.
-    fn send_anti_entropy(&mut self, mirror: Vec<meshsync_proto::BucketDigests>) {
+    /// then the head's status — once this server is in sync: compared with a cache still listing
+    /// its datastore, the agent would drop (and later get back) every key not listed yet. Until
+    /// then the agent keeps its mirror. False once the cache stopped.
+    async fn send_anti_entropy(&mut self, mirror: Vec<meshsync_proto::BucketDigests>) -> bool {
+        let mut head = self.follower.head();
+        if head.status.overall != SyncState::InSync {
+            info!(node = %self.client.shared.node, "anti-entropy waits until this server is in sync");
+        }
+        while head.status.overall != SyncState::InSync {
+            if self.follower.next(&head).await.is_none() {
+                return false;
+            }
+            head = self.follower.head();
+        }
         let (sub, shared) = (self.client.sub, &self.client.shared);
-        let head = self.follower.head();
         let (frames, stats) = self.client.cache.anti_entropy(&head, sub, &mirror);
         info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
             replaced = stats.replaced, sent = stats.sent,
@@ -194,6 +205,7 @@ impl Open {
         self.pending.push_back(head.status_frame(sub));
         *shared.position() = Position::At(head);
         shared.snapshot_sent();
+        true
     }
 
     /// Waits for the breadcrumb after `crumb` and queues its frames, or one coalesced difference

@@ -1,5 +1,6 @@
 //! Running a scenario through the real `meshsync-bench` binary, as an operator does, and reading
-//! back what it wrote: shared by the scenario tests.
+//! back what it wrote: shared by the scenario tests (each test binary uses part of it).
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -24,9 +24,30 @@ fn agent_config(server: &TestServer, node: &str) -> AgentConfig {
     config
 }
 
-/// Drives an agent in the background (it reports as it goes).
-fn drive(mut agent: Agent) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { while agent.next().await.is_ok() {} })
+/// Drives an agent in the background (it reports as it goes) until told to stop; hands it back.
+struct Driven {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Agent>,
+}
+
+fn drive(mut agent: Agent) -> Driven {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return agent,
+                event = agent.next() => if event.is_err() { return agent },
+            }
+        }
+    });
+    Driven { stop, task }
+}
+
+impl Driven {
+    async fn stop(self) -> Agent {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap()
+    }
 }
 
 async fn agents_now(server: &TestServer) -> Vec<pb::AgentInfo> {
@@ -78,9 +99,9 @@ async fn a_corrupted_agent_is_listed_as_diverged() {
         .expect("in sync: a consistent cut");
     assert!(cut > 0 && cut <= good.mirror().seq(), "{cut}");
 
-    // Both report right after their snapshot, and keep reporting while live updates flow.
-    // `bad` is not driven yet: its snapshot report was already sent.
+    // Both report soon after their snapshot, and keep reporting while live updates flow.
     let good_task = drive(good);
+    let bad_task = drive(bad);
     let ok = pb::AgentClusterState::Ok as i32;
     let agents = until_states(&server, |_| ok).await;
     for a in &agents {
@@ -93,6 +114,7 @@ async fn a_corrupted_agent_is_listed_as_diverged() {
     }
 
     // Corrupt one value of `bad`'s mirror behind its back; its next report gives it away.
+    let mut bad = bad_task.stop().await;
     bad.mirror_mut_for_test()
         .corrupt_for_test()
         .expect("a key to corrupt");
@@ -172,8 +194,8 @@ async fn a_corrupted_agent_is_listed_as_diverged() {
     );
     // /readiness is not affected by a diverged agent.
     assert_eq!(support::http_get(server.health, "/readiness").await.0, 200);
-    good_task.abort();
-    bad_task.abort();
+    drop(good_task.stop().await);
+    drop(bad_task.stop().await);
     // Gone agents leave the registry.
     within("the registry to empty", async {
         while !agents_now(&server).await.is_empty() {

@@ -144,8 +144,9 @@ struct Subscribed {
     client: SyncClient<Channel>,
     /// From the hello: names this stream in reports.
     stream_id: u64,
-    /// When the next periodic report is due.
-    next_report: tokio::time::Instant,
+    /// When the next periodic report is due: one timer per stream, reset when a report is sent
+    /// (not a new timer per received message).
+    report_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Received but not yet applied.
     received: VecDeque<Incoming>,
     snapshot: SnapshotPhase,
@@ -249,14 +250,13 @@ impl Agent {
                     // A quiet stream still reports on time (the mirror is at its last cut).
                     let reporting = subscribed.snapshot == SnapshotPhase::Following
                         && !self.config.report_interval.is_zero();
-                    let next_report = subscribed.next_report;
                     let message = tokio::select! {
                         message = subscribed.stream.message() => message,
-                        () = tokio::time::sleep_until(next_report), if reporting => {
+                        () = &mut subscribed.report_timer, if reporting => {
                             if self.mirror.at_cut() && self.mirror.resume_token().is_some() {
                                 self.report();
                             } else if let State::Streaming(s) = &mut self.state {
-                                s.next_report = tokio::time::Instant::now() + self.config.report_interval;
+                                s.report_at(tokio::time::Instant::now() + self.config.report_interval);
                             }
                             continue;
                         }
@@ -302,7 +302,9 @@ impl Agent {
                     stream,
                     client,
                     stream_id: 0,
-                    next_report: tokio::time::Instant::now() + self.config.report_interval,
+                    report_timer: Box::pin(tokio::time::sleep_until(
+                        tokio::time::Instant::now() + self.config.report_interval,
+                    )),
                     received: VecDeque::new(),
                     snapshot: SnapshotPhase::AwaitingHello,
                     compression: Accepted {
@@ -374,7 +376,7 @@ impl Agent {
         if self.config.report_interval.is_zero() || subscribed.stream_id == 0 {
             return;
         }
-        subscribed.next_report = tokio::time::Instant::now() + self.config.report_interval;
+        subscribed.report_at(tokio::time::Instant::now() + self.config.report_interval);
         let report = pb::AgentReport {
             stream_id: subscribed.stream_id,
             epoch: self.mirror.epoch(),
@@ -395,7 +397,7 @@ impl Agent {
             State::Streaming(s) => {
                 s.snapshot == SnapshotPhase::Following
                     && s.received.is_empty()
-                    && tokio::time::Instant::now() >= s.next_report
+                    && tokio::time::Instant::now() >= s.report_timer.deadline()
             }
             _ => false,
         };
@@ -487,8 +489,7 @@ impl Agent {
                     // compete with the others' resynchronisation. Within 0.5–1 s (or the interval).
                     if let State::Streaming(s) = &mut self.state {
                         let soon = self.config.report_interval.min(Duration::from_secs(1));
-                        s.next_report =
-                            tokio::time::Instant::now() + jittered_backoff(soon, soon, 0);
+                        s.report_at(tokio::time::Instant::now() + jittered_backoff(soon, soon, 0));
                     }
                 }
                 let in_sync = self.mirror.in_sync();
@@ -540,6 +541,11 @@ impl Agent {
 }
 
 impl Subscribed {
+    /// Moves the next report to `at`.
+    fn report_at(&mut self, at: tokio::time::Instant) {
+        self.report_timer.as_mut().reset(at);
+    }
+
     /// Queues a received message; it is applied to the mirror only when its events are returned,
     /// so the mirror always equals the fold of the events handed out so far. A compressed batch
     /// that cannot be read is an error: its updates would be lost.

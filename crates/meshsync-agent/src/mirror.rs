@@ -224,26 +224,6 @@ impl Mirror {
             .collect()
     }
 
-    /// Changes one held value without telling anyone, so that the mirror no longer matches the
-    /// server: for tests of divergence detection only.
-    #[doc(hidden)]
-    pub fn corrupt_for_test(&mut self) -> Option<MirrorKey> {
-        let key = self.resources.keys().next_back()?.clone();
-        let mut u = pb::Update {
-            cluster: key.cluster.clone(),
-            kind: key.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            r#type: pb::UpdateType::Updated as i32,
-            value: Bytes::from_static(b"{\"corrupted\":true}"),
-            ..Default::default()
-        };
-        u.seq = 0;
-        self.apply_update(&u, false);
-        self.at_cut = true;
-        Some(key)
-    }
-
     /// The digests matched the server's status: the mirror is a verified cut and can resume.
     pub fn mark_consistent(&mut self) {
         self.consistent = true;

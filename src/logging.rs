@@ -11,6 +11,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default filter of the one-shot commands (`status`, `selector`, `eval`): their result goes
+/// to stdout, and stderr says something only when something is wrong.
+pub const ONE_SHOT_LEVEL: &str = "warn";
+
 /// Installs the global subscriber. The filter comes from `--log-level` (or `MESHSYNC_LOG_LEVEL`),
 /// in `tracing`'s directive syntax (`info`, `meshsync_cache=debug,info`).
 ///

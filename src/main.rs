@@ -20,7 +20,8 @@ struct Cli {
     /// Log format: human-readable text or JSON lines (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MESHSYNC_LOG_FORMAT")]
     log_format: LogFormat,
-    /// Log filter, e.g. `info` or `meshsync_cache=debug,info`.
+    /// Log filter, e.g. `info` or `meshsync_cache=debug,info`. The one-shot commands (`status`,
+    /// `selector`, `eval`) log only warnings and errors unless it is given.
     #[arg(
         long,
         global = true,
@@ -46,6 +47,17 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Run the federated services controller against a server and a local datastore.
     Federate(cli::federate::FederateArgs),
+}
+
+impl Command {
+    /// Commands that print one result and exit: like `kubectl` and `calicoq`, they keep stderr
+    /// quiet unless something is wrong, so their default log level is `warn`.
+    fn is_one_shot(&self) -> bool {
+        matches!(
+            self,
+            Command::Status(_) | Command::Selector(_) | Command::Eval(_)
+        )
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,7 +89,13 @@ fn main() -> std::process::ExitCode {
         print!("{}", config::print_config(&command, sub, file.as_ref()));
         return std::process::ExitCode::SUCCESS;
     }
-    if let Err(e) = logging::init(cli.log_format, &cli.log_level) {
+    let log_level = match matches.value_source("log_level") {
+        Some(clap::parser::ValueSource::DefaultValue) if cli.command.is_one_shot() => {
+            logging::ONE_SHOT_LEVEL
+        }
+        _ => cli.log_level.as_str(),
+    };
+    if let Err(e) = logging::init(cli.log_format, log_level) {
         eprintln!("meshsync: {e:#}");
         return std::process::ExitCode::from(2);
     }

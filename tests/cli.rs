@@ -343,6 +343,11 @@ fn serve_agent_status_and_health_over_the_example_mesh() {
         "status failed: {}",
         status.describe()
     );
+    assert!(
+        status.stderr.trim().is_empty(),
+        "status wrote to stderr: {}",
+        status.describe()
+    );
     let status_doc: Value = serde_json::from_str(&status.stdout)
         .unwrap_or_else(|e| panic!("status output is not JSON ({e}): {}", status.stdout));
     assert_eq!(status_doc["overall"], "InSync", "{status_doc}");

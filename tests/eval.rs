@@ -312,6 +312,12 @@ fn eval(server: &str, expr: &str, extra: &[&str]) -> Finished {
         "eval {expr:?} failed: {}",
         out.describe()
     );
+    // A one-shot command prints its result and keeps stderr quiet unless something is wrong.
+    assert!(
+        out.stderr.trim().is_empty(),
+        "eval {expr:?} wrote to stderr: {}",
+        out.describe()
+    );
     out
 }
 

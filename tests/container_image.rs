@@ -54,7 +54,12 @@ fn profile_setting(manifest: &str, profile: &str, key: &str) -> Option<String> {
             Some((k.trim().to_string(), v.trim().to_string()))
         })
         .collect();
-    let get = |k: &str| table.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        table
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    };
     get(key).or_else(|| {
         let parent = get("inherits")?;
         profile_setting(manifest, parent.trim_matches('"'), key)

@@ -1,4 +1,4 @@
-//! Criterion micro-benchmarks of the cache's hot paths (DESIGN.md §5, §11), with realistic ~1 KiB
+//! Criterion micro-benchmarks of the cache's hot paths, with realistic ~1 KiB
 //! Calico v3 WorkloadEndpoint JSON values:
 //!
 //! - `apply/*`: 1000 upserts into a cache holding 10k keys, end to end through
@@ -16,6 +16,7 @@
 //!
 //! `cargo bench --bench cache` for numbers; `cargo bench --bench cache -- --test` runs every
 //! benchmark once as a smoke test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::hint::black_box;
 use std::sync::OnceLock;

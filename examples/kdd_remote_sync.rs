@@ -17,6 +17,7 @@
 //!
 //! Progress goes to stderr (with the product's warnings; `RUST_LOG` for more); the results go to
 //! stdout as Markdown. `KDD_METRICS_DIR=folder` keeps the raw `/metrics` texts read from B.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;

@@ -6,6 +6,7 @@
 //! source → mesh → cache → gRPC server) and one agent; preloads B, then adds B's
 //! RemoteClusterConfiguration while a writer updates a key in C every 10 ms, and reports B's
 //! time to in-sync and the write→agent delay of C's updates during that time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 #[path = "../tests/support/etcd.rs"]
 mod etcd;

@@ -53,8 +53,11 @@ pub fn merged_args(
     let Some(path) = sub.get_one::<PathBuf>("config").cloned() else {
         return Ok((argv, None));
     };
-    let text = std::fs::read_to_string(&path)
+    // A regular file of bounded size: a FIFO or a device would hang or exhaust the start.
+    let bytes = meshsync_server::read_small_file(&path, meshsync_server::MAX_SMALL_FILE_BYTES)
         .with_context(|| format!("cannot read --config {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("cannot read --config {}: not UTF-8", path.display()))?;
     let settings = parse_file(&path, &text)?;
     let Some(sub_command) = command.find_subcommand(CONFIGURABLE) else {
         return Ok((argv, None));

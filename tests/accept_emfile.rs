@@ -1,6 +1,7 @@
 //! The real `meshsync serve` at its open-file limit (set to 128 by the shell that starts it):
 //! it must not spin on a failing `accept`, must keep answering `/liveness`, must log one line
 //! rather than one per failure, and must recover once sockets close.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Sockets that never complete a request are closed within the handshake timeout, and sockets
 //! beyond the socket cap are closed at once, on the real server over real TCP.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

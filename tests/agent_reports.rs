@@ -4,6 +4,7 @@
 //! agent with `OK` / `STALE` / `DIVERGED`, and a deliberately corrupted agent shows as
 //! `DIVERGED` and in `meshsync_agents_diverged`. The status also carries the mesh-wide
 //! consistent cut.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 
@@ -53,7 +54,10 @@ impl Driven {
 async fn agents_now(server: &TestServer) -> Vec<pb::AgentInfo> {
     let mut client = SyncClient::connect(server.url()).await.unwrap();
     client
-        .status(pb::StatusRequest { agents: true })
+        .status(pb::StatusRequest {
+            agents: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -4,6 +4,7 @@
 //! its mirror then equals the new server's state key for key and by digest, with keys the new
 //! server does not have removed. One test with two in-process replicas, one with the real binary
 //! restarted on a real etcd.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The tests' real Kubernetes API server (tests/support/apiserver.rs): kube-apiserver over etcd,
 //! with TLS, an admin identity, RBAC, service-account tokens and Calico's CRDs. Objects are written
 //! and read back with `kubectl`, as a user would.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

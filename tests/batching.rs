@@ -2,6 +2,7 @@
 //! waiting at the head a lone change is published at once; while a follower is behind, changes
 //! arriving within the linger window share one breadcrumb. Runs on tokio's paused clock, so the
 //! linger's timing is exact, not a race.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

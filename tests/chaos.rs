@@ -8,6 +8,7 @@
 //! Reproducible: `MESHSYNC_CHAOS_SEED=<n>` replays a run's choices (the seed is printed, and
 //! printed again with the log of injected faults on failure); `MESHSYNC_CHAOS_SECS` sets the
 //! length (default 20 s, the short run in `./scripts/test.sh`; the long run: 1800).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -3,6 +3,7 @@
 //!
 //! Every child process is owned by a guard that kills it when the test ends, even on panic. Waits
 //! are on conditions (a log line, a process exit) with deadlines, never on fixed sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 
@@ -17,7 +18,7 @@ use support::log_text::{text_field, text_message_is};
 use support::{copy_dir, copy_example_mesh, http_get, within};
 
 const IN_SYNC_LINE: &str = "Sending in-sync update for local datastore";
-/// The subscription types DESIGN.md §2 names.
+/// The subscription types (Typha's syncer types, and meshsync's `federation` and `all`).
 const SYNCER_TYPES: [&str; 6] = [
     "felix",
     "bgp",
@@ -645,7 +646,7 @@ fn quick_start_two_cluster_example() {
     assert_eq!(serve.count(|l| text_message_is(l, IN_SYNC_LINE)), 1);
 }
 
-/// `meshsync selector`: canonical form, unique ID (calico-model.md §1.4 vectors), evaluation, and
+/// `meshsync selector`: canonical form, unique ID (Calico's vectors), evaluation, and
 /// exit code 2 with the error on bad input.
 #[test]
 fn selector_command() {
@@ -683,8 +684,8 @@ fn selector_command() {
     );
 }
 
-/// The selector CLI agrees with the reference unique-ID vectors (calico-model.md §1.4) and with
-/// canonical forms of the worked examples (§1.5).
+/// The selector CLI agrees with the unique IDs Calico computes and with the canonical forms of
+/// worked examples.
 #[test]
 fn selector_command_agrees_with_the_reference_vectors() {
     for (expr, canonical, uid) in [

@@ -3,6 +3,7 @@
 //! library accepts it by default and its mirror verifies against the server's digests; a server
 //! with compression off, or a client that does not ask, gets plain frames; and the real binary's
 //! agent says which compression the hello named.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // One configuration schema from flags, MESHSYNC_* variables and a YAML file (issue 13), with the
 // real binary: precedence flag > environment > file > default, `--print-config` with each value's

@@ -4,6 +4,7 @@
 //!
 //! There is no container engine on the test machines, so this reads the two files the image build
 //! is made of — `docker/Dockerfile` and the workspace `Cargo.toml` — and checks that they agree.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! Model-based test of the whole fan-out path: random upsert/delete/relist sequences go into the
 //! cache through a source stream; agents join before, during and after the stream over real gRPC;
 //! every agent must end with a mirror equal to the model of the datastore contents.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

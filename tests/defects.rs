@@ -1,5 +1,6 @@
 //! Regression tests for the hostile tester's defects report (issue 8) that concern the cache, the
 //! mesh and the federation controller: each reproduced the defect before its fix.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // Graceful drain on SIGTERM (issue 13), with two real server processes over one datastore and
 // agents on real gRPC connections that list both: `/readiness` goes 503 before any agent is

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 
 // The etcd datastore driver (`meshsync_datastore::etcd::watch`) and our etcd v3 client against
@@ -405,7 +406,7 @@ async fn live_changes_and_bad_values() {
     client.put(node_path("big"), big.clone()).await.unwrap();
 
     let mut cfg = etcd_source_config(&etcd);
-    cfg.max_value_bytes = 512;
+    cfg.common.limits.max_bytes = 512;
     let mut source = watch(cfg);
     assert_eq!(
         until_in_sync(&mut source).await,
@@ -507,7 +508,7 @@ async fn kinds_filter_drops_other_kinds() {
         .unwrap();
 
     let mut cfg = etcd_source_config(&etcd);
-    cfg.kinds = Some(["Node".to_string(), "IPAMBlock".to_string()].into());
+    cfg.common.kinds = Some(["Node".to_string(), "IPAMBlock".to_string()].into());
     let mut source = watch(cfg);
     assert_eq!(
         until_in_sync(&mut source).await,
@@ -615,8 +616,8 @@ async fn killed_etcd_is_reported_and_a_restart_relists() {
     // restart, so the watch carries them) and one retrying after 1.5–3 s (the relist tends to).
     let fast = watch(etcd_source_config(&etcd));
     let mut slow_config = etcd_source_config(&etcd);
-    slow_config.retry_min = Duration::from_secs(3);
-    slow_config.retry_max = Duration::from_secs(3);
+    slow_config.common.backoff.min = Duration::from_secs(3);
+    slow_config.common.backoff.max = Duration::from_secs(3);
     let slow = watch(slow_config);
     let mut sources = [("fast", fast), ("slow", slow)];
     for (_, source) in &mut sources {

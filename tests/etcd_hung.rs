@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 
 // A hung etcd (defect 11b): after `kill -STOP` of a real etcd process the etcd source reports
@@ -49,8 +50,8 @@ async fn a_stopped_etcd_is_noticed_within_the_bound_and_recovers_after_sigcont()
     let path = |name: &str| key_path("/calico", "Node", "", name).unwrap();
     client.put(path("h1"), node("h1")).await.unwrap();
     let mut cfg = EtcdSourceConfig::new(EtcdConfig::new(vec![etcd.url()]), "".into());
-    cfg.retry_min = Duration::from_millis(100);
-    cfg.retry_max = Duration::from_millis(500);
+    cfg.common.backoff.min = Duration::from_millis(100);
+    cfg.common.backoff.max = Duration::from_millis(500);
     let mut source = watch(cfg);
     until_within(&mut source, "in sync", Duration::from_secs(30), |e| {
         is_status(e, "InSync")

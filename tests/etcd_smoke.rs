@@ -1,4 +1,5 @@
 //! Smoke test of the etcd test support and the etcd datastore driver against a real etcd.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

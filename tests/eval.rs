@@ -7,6 +7,7 @@
 //!
 //! Every child process is owned by a guard that kills it when the test ends, even on panic. Waits
 //! are on conditions (a log line, a process exit) with deadlines, never on fixed sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};

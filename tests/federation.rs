@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The federated services controller (issue 5) over real etcd processes: the local cluster "A"
 // (with an RCC for the remote "B"), the real etcd source and mesh, the cache and server in

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The federated services controller on a file datastore, through the real binary:
 // `meshsync serve --federation` over a copy of the quick start's `examples/mesh`, whose

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The federated services controller writing through the Kubernetes API (server-side apply), against
 // a real kube-apiserver with RBAC on: the local cluster is the API server (the real Kubernetes

@@ -1,7 +1,8 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
-// calico-model §6 "Scenario tests" (the FV test of the federated services controller, licensing
-// skipped), walked in order over real etcd processes: the local cluster A and two remote clusters
-// B and C (RCCs `cluster-b` and `cluster-c` in A); mesh → cache → `TestServer` in process, and
+// The scenarios of Calico Enterprise's functional test of the federated services controller
+// (licensing skipped), walked in order over real etcd processes: the local cluster A and two
+// remote clusters B and C (RCCs `cluster-b` and `cluster-c` in A); mesh → cache → `TestServer` in process, and
 // the controller in process through `controller::run`. Every expectation is derived from the
 // data the test wrote (see `expected`), compared ignoring order; every wait polls etcd with a
 // deadline.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 
 // The file datastore's limits (defects 10 and 11a): a YAML file of thousands of documents is
@@ -103,7 +104,7 @@ async fn a_file_above_the_size_limit_is_refused_before_it_is_read() {
         .set_len(400 << 20)
         .unwrap();
     let config = config(dir.path());
-    let counters = config.counters.clone();
+    let counters = config.common.counters.clone();
     let before = peak_rss();
     let mut source = watch(config).unwrap();
     let events = until(&mut source, "in sync", is_in_sync).await;
@@ -143,7 +144,7 @@ async fn the_size_limit_is_exact_and_a_file_that_outgrows_it_loses_its_objects()
     write(&file, pad(limit).as_bytes());
     let mut config = config(dir.path());
     config.max_file_bytes = limit;
-    let counters = config.counters.clone();
+    let counters = config.common.counters.clone();
     let mut source = watch(config).unwrap();
     let events = until(&mut source, "in sync", is_in_sync).await;
     assert_eq!(upserted(&events), ["fs-grow".to_string()].into());

@@ -2,6 +2,7 @@
 //! agents on real gRPC connections. Files are edited the way editors and `git` do (write a hidden
 //! temporary file, rename it into place), and every "nothing else happened" claim is proved by
 //! making one more real change and checking that it is the very next update.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 
@@ -565,7 +566,7 @@ impl Subscriber for Wire {
     }
 }
 
-/// Per DESIGN.md §2 and reference/typha.md §1: `felix` carries Node, WorkloadEndpoint and BGPPeer
+/// As Typha's syncers: `felix` carries Node, WorkloadEndpoint and BGPPeer
 /// but not BGPFilter or BlockAffinity; `bgp` carries Node, BGPPeer, BGPFilter and BlockAffinity but
 /// not WorkloadEndpoint; an unknown kind (Gadget) reaches only `all`.
 struct FilterScenario {

@@ -2,6 +2,7 @@
 //! HTTP/1.1 requests, garbage bytes, a malformed request message, a thousand idle connections
 //! and a `Status` flood. Each is refused or absorbed, the log says so once per cause (not once per
 //! connection), and an agent on the same server keeps receiving updates throughout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

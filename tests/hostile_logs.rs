@@ -1,6 +1,7 @@
 //! Hostile clients against the text log of the real `meshsync serve`: client-supplied fields can
 //! neither forge a line nor smuggle terminal escapes, and an oversized field is refused before it
 //! is logged.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! pins are released once it is more than `max_backlog_bytes` behind, whether or not HTTP/2 polls
 //! the stream, and its connection is closed after the write timeout. A reading agent on the same
 //! server is unaffected.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The real `meshsync serve --datastore kubernetes:KUBECONFIG` against a real kube-apiserver, as the
 // README's Kubernetes quick start runs it (issue 12): the operator's grep works, an agent process

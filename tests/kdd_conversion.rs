@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The Kubernetes datastore against a real kube-apiserver (issue 12): core objects created with
 // kubectl reach an agent converted as Calico's KDD converts them (Pods → WorkloadEndpoints,
@@ -361,7 +362,7 @@ async fn expired_watch_history_relists_and_sends_only_the_differences() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = kubeconfig_via(&api, relay.port, dir.path());
     let mut config = kdd_config(&kubeconfig, "");
-    let counters = config.counters.clone();
+    let counters = config.common.counters.clone();
     config.probe_interval = std::time::Duration::from_millis(300);
     let source = Box::pin(meshsync_datastore::kubernetes::watch(config));
     let mesh = meshsync_mesh::mesh(source, meshsync_mesh::MeshConfig::default());

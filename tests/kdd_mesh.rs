@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // Remote clusters over Kubernetes, against real kube-apiservers with RBAC on (issue 12): the
 // document's setup (a kubeconfig for the remote's meshsync-remote ServiceAccount, in a Secret an

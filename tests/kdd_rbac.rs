@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // Least privilege, proven against a real kube-apiserver with RBAC on (issue 12): meshsync runs
 // with exactly the roles of deploy/kubernetes/rbac.yaml (as the ServiceAccounts it names, with

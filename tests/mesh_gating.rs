@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The local in-sync gated on the remotes (issue 3): it waits for the remotes known at start until
 // each is in sync or has failed, a hung remote fails within seconds, a remote holding it releases

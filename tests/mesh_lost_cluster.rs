@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The lost-cluster policy `withdraw` (issue 3): a lost remote's data is deleted after the grace
 // period, comes back with the remote, and the status keeps saying it is withdrawn through later

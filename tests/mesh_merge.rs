@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // The cluster mesh's merged view over real etcd processes (issue 3): the local cluster and two
 // remotes (one with overlay routing) in one agent's mirror, with per-cluster status and key

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // RemoteClusterConfigurations changing at runtime (issue 3): added, relabelled, pointed elsewhere
 // and deleted; invalid ones (ConfigIncomplete, never holding the local in-sync) fixed later; and

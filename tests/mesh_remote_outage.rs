@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // A remote cluster's etcd killed and restarted (issue 3): the remote is ConnectionFailed within
 // seconds while the local cluster and the other remote keep flowing (policy keep: its data stays),

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // A remote reached through its cluster-access Secret (issue 3): missing (ConfigIncomplete naming
 // it), created, rotated to another datastore and deleted, each step sending only its differences;

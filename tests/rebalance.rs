@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // Rebalancing by message (issue 13): with the replicas' Service known, a replica's limit is its
 // Typha share (from the local Nodes and the Service's EndpointSlices in the cache), agents above it

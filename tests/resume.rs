@@ -4,6 +4,7 @@
 //! nothing else — after which its mirror's digests verify. Outside the history its bucket digests
 //! repair it (anti-entropy, also `tests/anti_entropy.rs`); an agent that sends neither token nor
 //! digests gets a full snapshot and its mirror is replaced correctly.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! The gRPC server end to end on real sockets: status, readiness, limits, fan-out to hundreds of
 //! agents, resync differences, reconnects and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

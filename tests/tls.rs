@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 // TLS with client identity on the agents' port (issue 13), with the real binary on both sides and
 // certificates generated here: the allowed agent (by CN, or by URI SAN) syncs; a wrong CA, an

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 mod support;
 
 // One validation for every driver (defects 7, 8 and 11c): what reaches agents is UTF-8, a JSON
@@ -172,8 +173,8 @@ async fn etcd_listing_leaves_out_unusable_values_and_counts_them() {
         .unwrap();
 
     let mut cfg = etcd_source_config(&etcd);
-    let counters = cfg.counters.clone();
-    cfg.max_value_bytes = 1 << 20;
+    let counters = cfg.common.counters.clone();
+    cfg.common.limits.max_bytes = 1 << 20;
     let mut source = watch(cfg);
     let events = until(&mut source, "in sync", is_in_sync).await;
     assert_consumable(
@@ -224,7 +225,7 @@ async fn a_corrupted_value_deletes_the_key_and_running_and_fresh_sources_agree()
         client.put(node_path(name), node(name)).await.unwrap();
     }
     let cfg = etcd_source_config(&etcd);
-    let counters: Arc<SourceCounters> = cfg.counters.clone();
+    let counters: Arc<SourceCounters> = cfg.common.counters.clone();
     let mut running = watch(cfg);
     let mut replica = Replica::default();
     until(&mut running, "in sync", is_in_sync)
@@ -366,7 +367,7 @@ async fn malformed_etcd_keys_are_logged_once_each_and_counted() {
     client.put(node_path("mk-ok"), node("mk-ok")).await.unwrap();
 
     let cfg = etcd_source_config(&etcd);
-    let counters = cfg.counters.clone();
+    let counters = cfg.common.counters.clone();
     let mut source = watch(cfg);
     let events = until(&mut source, "in sync", is_in_sync).await;
     let upserts: Vec<&SourceEvent> = events
@@ -419,7 +420,7 @@ async fn file_objects_deeper_than_the_limit_are_skipped_alone() {
     )
     .unwrap();
     let config = FileSourceConfig::new(dir.path(), "".into());
-    let counters = config.counters.clone();
+    let counters = config.common.counters.clone();
     let mut source = file::watch(config).unwrap();
     let events = until(&mut source, "in sync", is_in_sync).await;
     assert_consumable(&events);

@@ -1,5 +1,5 @@
-//! Compiles our minimal etcd `.proto` without a system `protoc` (see DESIGN.md §12): `protox`
-//! parses it, `tonic-prost-build` emits messages and clients with `bytes::Bytes` for bytes fields.
+//! Compiles our minimal etcd `.proto` without a system `protoc` (a build needs nothing but
+//! cargo): `protox` parses it, `tonic-prost-build` emits messages and clients with `bytes::Bytes` for bytes fields.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = "../../proto";

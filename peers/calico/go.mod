@@ -3,7 +3,7 @@
 // linked into meshsync.
 //
 // Pin: Calico v3.31.0 (commit b1f3c43f8437, 2025-10-21), the newest Calico release found that the
-// Go module proxy serves here. The commit ../shared/reference/typha.md was read from (87c15906f2,
+// Go module proxy serves here. The commit meshsync's notes on Typha were taken from (87c15906f2,
 // 2026-08-22) is refused (403 "This module version is not available") under either pseudo-version
 // spelling, and so are v3.31.7, v3.32.0 and v3.32.1. The proxy's checksum database has no entry for these Calico versions
 // (404), so scripts/peers.sh sets GONOSUMDB=github.com/projectcalico; go.sum pins their hashes

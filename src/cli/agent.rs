@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use meshsync_agent::{
     Agent, AgentConfig, AgentEvent, Mirror, MirrorKey, cluster_state_name, sync_state_name,
 };
-use meshsync_proto as pb;
+use meshsync_proto::{self as pb, LogSafe};
 use serde_json::json;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -120,7 +120,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             retry_in,
         } = &event
         {
-            warn!(server = %server, error = %meshsync_proto::LogSafe(&error.to_string()), retry_in = ?retry_in, "connection lost; will retry");
+            warn!(server = %server, error = %LogSafe(error), retry_in = ?retry_in, "connection lost; will retry");
         }
         let in_sync = agent.mirror().in_sync();
         if in_sync && !was_in_sync {
@@ -155,6 +155,13 @@ fn write_atomically(path: &Path, mirror: &Mirror) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// [`resource_path`] of the server's key parts, each escaped.
+fn safe_path(cluster: &str, kind: &str, namespace: &str, name: &str) -> String {
+    let [cluster, kind, namespace, name] =
+        [cluster, kind, namespace, name].map(|part| LogSafe(part).to_string());
+    resource_path(&cluster, &kind, &namespace, &name)
 }
 
 fn update_type(t: i32) -> &'static str {
@@ -229,13 +236,15 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
             };
             writeln!(out, "{line}")
         }
+        // Text lines carry the server's strings escaped (`LogSafe`): a newline or a terminal
+        // escape in a name or a reason cannot forge a line or reach the terminal raw.
         Output::Text => match event {
             AgentEvent::Connected { server, hello } => writeln!(
                 out,
                 "CONNECTED {server} epoch={:016x} server_version={} subscription={} compression={} path={}",
                 hello.epoch,
-                hello.server_version,
-                hello.subscription,
+                LogSafe(&hello.server_version),
+                LogSafe(&hello.subscription),
                 super::common::compression_name(hello.compression),
                 meshsync_agent::sync_path_name(hello)
             ),
@@ -243,21 +252,21 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
                 out,
                 "{} {} seq={} revision={}",
                 update_type(u.r#type),
-                resource_path(&u.cluster, &u.kind, &u.namespace, &u.name),
+                safe_path(&u.cluster, &u.kind, &u.namespace, &u.name),
                 u.seq,
-                u.revision
+                LogSafe(&u.revision)
             ),
             AgentEvent::Removed(k) => writeln!(
                 out,
                 "REMOVED {}",
-                resource_path(&k.cluster, &k.kind, &k.namespace, &k.name)
+                safe_path(&k.cluster, &k.kind, &k.namespace, &k.name)
             ),
             AgentEvent::Status { status, in_sync } => {
                 let clusters: Vec<String> = status
                     .clusters
                     .iter()
                     .map(|c| {
-                        let name = cluster_label(&c.cluster);
+                        let name = LogSafe(cluster_label(&c.cluster));
                         format!("{name}={}({} keys)", cluster_state_name(c.state()), c.keys)
                     })
                     .collect();
@@ -272,7 +281,7 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
             }
             AgentEvent::DigestMismatch(m) => writeln!(out, "DIGEST-MISMATCH {m:?}"),
             AgentEvent::Reconnect { server, reason } => {
-                writeln!(out, "RECONNECT {server}: {reason}")
+                writeln!(out, "RECONNECT {server}: {}", LogSafe(reason))
             }
             AgentEvent::Disconnected {
                 server,
@@ -280,7 +289,8 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
                 retry_in,
             } => writeln!(
                 out,
-                "DISCONNECTED {server}: {error} (retry in {retry_in:?})"
+                "DISCONNECTED {server}: {} (retry in {retry_in:?})",
+                LogSafe(error)
             ),
         },
     }

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use meshsync_agent::{Mirror, cluster_state_name, sync_state_name};
-use meshsync_proto as pb;
+use meshsync_proto::{self as pb, LogSafe};
 use serde_json::json;
 
 /// How the local cluster (whose name is `""`) is shown.
@@ -18,6 +18,34 @@ pub fn cluster_label(cluster: &str) -> &str {
     } else {
         cluster
     }
+}
+
+/// A string from a server (or, through it, from an agent or a datastore) as a terminal may show
+/// it: control and invisible formatting characters escaped and the length bounded, as
+/// [`LogSafe`] does for logs, so no value can forge a table row or send the terminal a command.
+pub fn shown(text: &str) -> String {
+    LogSafe(text).to_string()
+}
+
+/// A JSON document as printed for scripts and terminals alike: pretty, with every character
+/// [`LogSafe`] escapes written as `\uXXXX` (serde_json escapes only U+0000 to U+001F; DEL, the C1
+/// controls and U+2028 would otherwise reach the terminal raw). The document's values are
+/// unchanged. Those characters can only occur inside strings, where the escape is valid JSON, and
+/// all are in the Basic Multilingual Plane.
+pub fn terminal_json(doc: &serde_json::Value) -> serde_json::Result<String> {
+    let text = serde_json::to_string_pretty(doc)?;
+    if !text.chars().any(|c| c != '\n' && LogSafe::needs_escape(c)) {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c != '\n' && LogSafe::needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// `cluster/kind/namespace/name`, or `cluster/kind/name` for a cluster-scoped resource.

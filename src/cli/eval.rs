@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::common::{cluster_label, describe_state, resource_path};
+use super::common::{cluster_label, describe_state, resource_path, shown, terminal_json};
 
 const WORKLOAD_ENDPOINT: &str = "WorkloadEndpoint";
 const HOST_ENDPOINT: &str = "HostEndpoint";
@@ -114,6 +114,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         };
         match event {
             Ok(AgentEvent::Disconnected { server, error, .. }) => {
+                let error = LogSafe(&error);
                 debug!(server = %server, error = %error, "connection lost; will retry");
                 last_error = Some(format!("{server}: {error}"));
             }
@@ -188,7 +189,7 @@ fn evaluate<'a>(selector: &Selector, mirror: &'a Mirror) -> Vec<Match<'a>> {
                 Some(applied) => {
                     labels.extend(applied.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
-                None => debug!(endpoint = %describe_key(key), profile = name,
+                None => debug!(endpoint = %LogSafe(&describe_key(key)), profile = %LogSafe(name),
                     "profile not found in the endpoint's cluster; it contributes no labels"),
             }
         }
@@ -285,13 +286,14 @@ fn print_text(selector: &Selector, matches: &[Match<'_>]) -> std::io::Result<()>
     let rows: Vec<[String; 6]> = matches
         .iter()
         .map(|m| {
+            // Every cell is the datastore's, relayed by the server: escaped for the terminal.
             [
-                cluster_label(&m.key.cluster).to_string(),
-                m.key.kind.clone(),
-                or_dash(&m.key.namespace),
-                m.key.name.clone(),
-                or_dash(&m.node),
-                or_dash(&m.ips.join(",")),
+                shown(cluster_label(&m.key.cluster)),
+                shown(&m.key.kind),
+                shown(&or_dash(&m.key.namespace)),
+                shown(&m.key.name),
+                shown(&or_dash(&m.node)),
+                shown(&or_dash(&m.ips.join(","))),
             ]
         })
         .collect();
@@ -344,8 +346,8 @@ fn print_json(selector: &Selector, matches: &[Match<'_>]) -> std::io::Result<()>
             "labels": m.labels,
         })).collect::<Vec<_>>(),
     });
+    let text = terminal_json(&doc).map_err(std::io::Error::other)?;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &doc)?;
-    writeln!(out)?;
+    writeln!(out, "{text}")?;
     out.flush()
 }

@@ -1,7 +1,7 @@
 //! `meshsync federate --datastore URL --server URL`: the federated services controller
-//! (calico-model.md §6). Subscribes to the server with the `federation` subscription and keeps the
-//! federated Services' `Endpoints` and EndpointSlices in the local datastore: etcd (compare-and-swap),
-//! for `file:DIR` JSON files under `DIR/generated/`, or for `kubernetes[:KUBECONFIG]` the API
+//! (Calico Enterprise's, reimplemented). Subscribes to the server with the `federation`
+//! subscription and keeps the federated Services' `Endpoints` and EndpointSlices in the local
+//! datastore: etcd (compare-and-swap), for `file:DIR` JSON files under `DIR/generated/`, or for `kubernetes[:KUBECONFIG]` the API
 //! (server-side apply as the field manager `meshsync-federation`). See `meshsync_federation::controller`.
 //! `meshsync serve --federation` runs the same controller in-process ([`controller_datastore`]).
 
@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use meshsync_agent::AgentConfig;
-use meshsync_datastore::DatastoreUrl;
-use meshsync_datastore::kubernetes::KubeAccess;
+use meshsync_datastore::{DatastoreSpec, DatastoreUrl};
 use meshsync_federation::controller::{self, ControllerConfig, KubeConnect, LocalDatastore};
 use tracing::info;
 
@@ -42,36 +41,35 @@ pub struct FederateArgs {
     debounce_ms: u64,
 }
 
-/// Where the controller writes, for a local datastore URL.
-pub fn controller_datastore(
-    url: &DatastoreUrl,
-    etcd: &EtcdFlags,
-) -> anyhow::Result<LocalDatastore> {
-    match url {
-        DatastoreUrl::Etcd { endpoints, prefix } => {
-            let (config, tls_files) = etcd.etcd_config(endpoints)?;
-            Ok(LocalDatastore::Etcd {
-                config,
-                prefix: prefix.clone(),
-                tls_files,
-            })
-        }
-        DatastoreUrl::File(dir) => Ok(LocalDatastore::Files { dir: dir.clone() }),
-        DatastoreUrl::Kubernetes { kubeconfig } => {
+/// Where the controller writes, for the local datastore the source reads: the same place,
+/// described for a writer (see [`LocalDatastore`] for why that is its own type).
+pub fn controller_datastore(datastore: &DatastoreSpec) -> LocalDatastore {
+    match datastore {
+        DatastoreSpec::Etcd {
+            etcd,
+            tls_files,
+            prefix,
+        } => LocalDatastore::Etcd {
+            config: etcd.clone(),
+            prefix: prefix.clone(),
+            tls_files: tls_files.clone(),
+        },
+        DatastoreSpec::File { dir } => LocalDatastore::Files { dir: dir.clone() },
+        DatastoreSpec::Kubernetes { access } => {
             // The kubeconfig is read again at each connection attempt, as the source does.
-            let access = KubeAccess::Kubeconfig(kubeconfig.clone());
-            Ok(LocalDatastore::Kubernetes {
+            let access = access.clone();
+            LocalDatastore::Kubernetes {
                 connect: KubeConnect::new(move || {
                     let access = access.clone();
                     async move { access.client().await.map_err(Into::into) }
                 }),
-            })
+            }
         }
     }
 }
 
 pub async fn run(args: FederateArgs) -> anyhow::Result<ExitCode> {
-    let datastore = controller_datastore(&args.datastore, &args.etcd)?;
+    let datastore = controller_datastore(&args.datastore.spec(|e| args.etcd.etcd_config(e))?);
     let mut agent = AgentConfig::new(String::new());
     agent.servers = args.server.clone();
     agent.tls = args.tls.client_tls()?;

@@ -7,12 +7,13 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
-use futures::Stream;
 use meshsync_agent::AgentConfig;
 use meshsync_cache::{CacheConfig, HistoryConfig, SnapshotCache};
-use meshsync_datastore::etcd::EtcdSourceConfig;
-use meshsync_datastore::kubernetes::{self, KubeAccess, KubeSourceConfig};
-use meshsync_datastore::{DatastoreUrl, LOCAL_CLUSTER, SourceEvent, file};
+use meshsync_datastore::kubernetes::SecretWatches;
+use meshsync_datastore::validate::ValueLimits;
+use meshsync_datastore::{
+    DatastoreSpec, DatastoreUrl, LOCAL_CLUSTER, SourceCommon, SourceCounters, SourceStream,
+};
 use meshsync_federation::controller::{self, ControllerConfig, LocalDatastore};
 use meshsync_mesh::{MeshConfig, RemoteLimits};
 use meshsync_server::{BoundServer, ServerConfig};
@@ -56,7 +57,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 60.0, env = "MESHSYNC_KEEPALIVE_TIMEOUT")]
     keepalive_timeout: f64,
     /// Close a connection that has not completed a request this long after it was accepted,
-    /// seconds.
+    /// seconds. Also how long a request body (gRPC) or request head (health, metrics) may take
+    /// to arrive whole.
     #[arg(long, default_value_t = 10.0, env = "MESHSYNC_HANDSHAKE_TIMEOUT")]
     handshake_timeout: f64,
     /// Most gRPC sockets open at once (further ones are closed at once). Default: derived from
@@ -162,17 +164,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "raised the open-file limit to its hard limit"
         );
     }
-    let (local, base_dir) = local_source(&args, &counters)?;
+    // The URL with the etcd flags: the one description the source, the mesh's duplicate check and
+    // the federation controller all use (bad etcd flags fail the start here).
+    let datastore = args.datastore.spec(|e| args.etcd.etcd_config(e))?;
+    // The mesh asks the local source for the Secrets its RCCs name through this handle.
+    let local_secrets = SecretWatches::default();
+    let local = local_source(&datastore, &args, &counters, &local_secrets)?;
     let source = meshsync_mesh::mesh(
         local,
         MeshConfig {
-            local_identities: local_identities(&args.datastore),
-            base_dir,
+            // An RCC pointing back at the local datastore is refused. The same kubeconfig as an
+            // RCC's is recognised; another kubeconfig for this API server is not (its address is
+            // only known once the kubeconfig is read); see ARCHITECTURE.md.
+            local_identities: datastore.identities(),
+            // Relative remote `filePath`s are resolved from the local file datastore's directory.
+            base_dir: datastore.dir().map(PathBuf::from),
             limits: RemoteLimits {
                 max_value_bytes: args.max_value_bytes,
                 counters: counters.clone(),
-                ..RemoteLimits::default()
             },
+            local_secrets,
         },
     );
     let cache = SnapshotCache::spawn(
@@ -190,16 +201,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let supervised = cache.clone();
     let server = BoundServer::bind(cache, server_config).await?;
     let grpc_addr = server.grpc_addr()?;
-    // Resolved before serving, so that bad etcd flags fail the start rather than the controller.
-    // (The TLS files are read at each connection attempt, by the source and the controller alike.)
-    let federation = if args.federation {
-        Some(super::federate::controller_datastore(
-            &args.datastore,
-            &args.etcd,
-        )?)
-    } else {
-        None
-    };
+    // The TLS files are read at each connection attempt, by the source and the controller alike.
+    let federation = args
+        .federation
+        .then(|| super::federate::controller_datastore(&datastore));
     info!(grpc = %grpc_addr, health = ?server.health_addr(), metrics = ?server.metrics_addr(), version = meshsync_server::SERVER_VERSION,
         "meshsync serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -301,56 +306,23 @@ fn spawn_controller(
     })
 }
 
-/// What identifies the local datastore, so that an RCC pointing back at it is refused.
-fn local_identities(datastore: &DatastoreUrl) -> Vec<String> {
-    match datastore {
-        DatastoreUrl::File(dir) => vec![meshsync_mesh::file_identity(dir)],
-        DatastoreUrl::Etcd { endpoints, prefix } => endpoints
-            .iter()
-            .map(|e| meshsync_mesh::etcd_identity(e, prefix))
-            .collect(),
-        // The same kubeconfig as an RCC's is recognised; another kubeconfig for this API server
-        // is not (its address is only known once the kubeconfig is read); see ARCHITECTURE.md.
-        DatastoreUrl::Kubernetes { kubeconfig } => vec![meshsync_mesh::kube_identity(
-            &KubeAccess::Kubeconfig(kubeconfig.clone()),
-        )],
-    }
-}
-
-type LocalSource = std::pin::Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
-
-/// The local datastore's source, and the directory relative remote `filePath`s are resolved from.
+/// The local datastore's source. It must exist at start (a mistyped directory fails loudly);
+/// once started it is retried like any source. A Kubernetes source watches the Secrets set in
+/// `secrets`; the others list every Secret they hold.
 fn local_source(
+    datastore: &DatastoreSpec,
     args: &ServeArgs,
-    counters: &std::sync::Arc<meshsync_datastore::SourceCounters>,
-) -> anyhow::Result<(LocalSource, Option<PathBuf>)> {
-    match &args.datastore {
-        DatastoreUrl::File(dir) => {
-            let mut config = file::FileSourceConfig::new(dir.clone(), LOCAL_CLUSTER.into());
-            config.max_value_bytes = args.max_value_bytes;
-            config.counters = counters.clone();
-            info!(datastore = %dir.display(), "starting the file datastore");
-            let stream =
-                file::watch(config).with_context(|| format!("file datastore {}", dir.display()))?;
-            Ok((Box::pin(stream), Some(dir.clone())))
-        }
-        DatastoreUrl::Etcd { endpoints, prefix } => {
-            let (etcd, tls_files) = args.etcd.etcd_config(endpoints)?;
-            let mut config = EtcdSourceConfig::new(etcd, LOCAL_CLUSTER.into());
-            config.tls_files = tls_files;
-            config.prefix = prefix.clone();
-            config.max_value_bytes = args.max_value_bytes;
-            config.counters = counters.clone();
-            info!(endpoints = ?endpoints, prefix = %prefix, "starting the etcd datastore");
-            Ok((Box::pin(meshsync_datastore::etcd::watch(config)), None))
-        }
-        DatastoreUrl::Kubernetes { kubeconfig } => {
-            let access = KubeAccess::Kubeconfig(kubeconfig.clone());
-            let mut config = KubeSourceConfig::new(access, LOCAL_CLUSTER.into());
-            config.max_value_bytes = args.max_value_bytes;
-            config.counters = counters.clone();
-            info!(kubeconfig = ?kubeconfig, "starting the Kubernetes datastore");
-            Ok((Box::pin(kubernetes::watch(config)), None))
-        }
-    }
+    counters: &std::sync::Arc<SourceCounters>,
+    secrets: &SecretWatches,
+) -> anyhow::Result<SourceStream> {
+    datastore
+        .check()
+        .with_context(|| format!("local datastore {datastore}"))?;
+    let common = SourceCommon {
+        limits: ValueLimits::new(args.max_value_bytes),
+        counters: counters.clone(),
+        ..SourceCommon::new(LOCAL_CLUSTER.into())
+    };
+    info!(datastore = %datastore, "starting the local datastore");
+    Ok(datastore.start_watching_secrets(common, secrets))
 }

@@ -1,4 +1,8 @@
 //! `meshsync status`: one unary `Status` call, printed as a table for people or JSON for scripts.
+//!
+//! Every string in the answer came from the server, and through it from agents and datastores:
+//! the table shows each escaped ([`shown`]) and the JSON escapes every control character, so no
+//! name can forge a row or send the terminal a command.
 
 use std::process::ExitCode;
 
@@ -8,7 +12,7 @@ use meshsync_agent::{cluster_state_name, sync_state_name};
 use meshsync_proto::{self as pb, sync_client::SyncClient};
 use serde_json::json;
 
-use super::common::{cluster_label, cluster_status_json};
+use super::common::{cluster_label, cluster_status_json, shown, terminal_json};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -31,6 +35,10 @@ pub struct StatusArgs {
     /// `DIVERGED` from its last report of what it holds.
     #[arg(long)]
     agents: bool,
+    /// With --agents: list at most N agents (the DIVERGED first, then those without a recent
+    /// verdict); 0 is as many as the server lists at most (1000).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    agents_limit: u32,
     #[command(flatten)]
     tls: super::tls_flags::ClientTlsFlags,
 }
@@ -44,7 +52,7 @@ fn agent_state_name(state: i32) -> &'static str {
     }
 }
 
-/// An agent's clusters as `name=STATE` (or `-` before its first report).
+/// An agent's clusters as `name=STATE` (or `-` before its first report), escaped.
 fn agent_clusters(a: &pb::AgentInfo) -> String {
     if a.clusters.is_empty() {
         return if a.reported_seq == 0 {
@@ -53,23 +61,26 @@ fn agent_clusters(a: &pb::AgentInfo) -> String {
             "-".into()
         };
     }
-    a.clusters
+    let mut listed: Vec<String> = a
+        .clusters
         .iter()
         .map(|c| {
             let state = agent_state_name(c.state);
+            let name = shown(cluster_label(&c.cluster));
             if c.state == pb::AgentClusterState::Diverged as i32 {
-                format!(
-                    "{}={state} ({} keys, server {})",
-                    cluster_label(&c.cluster),
-                    c.keys,
-                    c.server_keys
-                )
+                format!("{name}={state} ({} keys, server {})", c.keys, c.server_keys)
             } else {
-                format!("{}={state}", cluster_label(&c.cluster))
+                format!("{name}={state}")
             }
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    if a.unlisted_clusters > 0 {
+        listed.push(format!(
+            "(+{} more clusters not shown)",
+            a.unlisted_clusters
+        ));
+    }
+    listed.join(" ")
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -83,8 +94,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let response = SyncClient::new(channel)
         .status(pb::StatusRequest {
             agents: args.agents,
+            agents_limit: args.agents_limit,
         })
         .await
+        // The server's message is escaped like everything else it sends.
+        .map_err(|status| anyhow::anyhow!("{}", shown(&status.to_string())))
         .with_context(|| format!("Status call to {} failed", args.server))?
         .into_inner();
     let status = response.status.unwrap_or_default();
@@ -114,16 +128,21 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                                 "cluster": c.cluster, "state": agent_state_name(c.state),
                                 "keys": c.keys, "server_keys": c.server_keys,
                             })).collect::<Vec<_>>(),
+                            "unlisted_clusters": a.unlisted_clusters,
                         })
                     })
                     .collect();
+                doc["agents_total"] =
+                    json!(agents_total(response.agents_total, response.agents.len()));
             }
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            println!("{}", terminal_json(&doc)?);
         }
         Output::Table => {
             println!(
                 "Server:      {} (version {}, epoch {:016x})",
-                args.server, response.server_version, response.epoch
+                args.server,
+                shown(&response.server_version),
+                response.epoch
             );
             println!(
                 "Overall:     {} at seq {}",
@@ -137,11 +156,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|c| {
                     [
-                        cluster_label(&c.cluster).to_string(),
+                        shown(cluster_label(&c.cluster)),
                         cluster_state_name(c.state()).to_string(),
                         c.keys.to_string(),
                         format!("{:016x}", c.digest),
-                        c.error.clone(),
+                        shown(&c.error),
                     ]
                 })
                 .collect();
@@ -153,8 +172,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|a| {
                         [
-                            a.node_name.clone(),
-                            a.peer.clone(),
+                            shown(&a.node_name),
+                            shown(&a.peer),
                             a.reported_seq.to_string(),
                             a.lag.to_string(),
                             format!("{:.1}s", a.report_age_ms as f64 / 1000.0),
@@ -166,10 +185,20 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     ["AGENT", "PEER", "SEQ", "LAG", "REPORTED", "CLUSTERS"],
                     &rows,
                 );
+                let more = agents_total(response.agents_total, response.agents.len())
+                    .saturating_sub(response.agents.len());
+                if more > 0 {
+                    println!("{more} more agents not shown (the DIVERGED are listed first)");
+                }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connected agents in all: the server's count, or what it listed (servers before the count).
+fn agents_total(total: u32, listed: usize) -> usize {
+    usize::try_from(total).unwrap_or(usize::MAX).max(listed)
 }
 
 fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {

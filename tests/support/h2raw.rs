@@ -19,7 +19,45 @@ pub struct Stalled {
 }
 
 pub async fn stalled_subscribe(addr: SocketAddr, node: &str, window: u32) -> Stalled {
+    let request = pb::SubscribeRequest {
+        node_name: node.into(),
+        subscription: "felix".into(),
+        ..Default::default()
+    };
+    stalled_subscribe_with(addr, &request, window).await
+}
+
+/// [`stalled_subscribe`] with any request (a resume token, anti-entropy digests, …).
+pub async fn stalled_subscribe_with(
+    addr: SocketAddr,
+    subscribe: &pb::SubscribeRequest,
+    window: u32,
+) -> Stalled {
     let tcp = TcpStream::connect(addr).await.expect("connect");
+    stalled_subscribe_on(tcp, addr, subscribe, window).await
+}
+
+/// [`stalled_subscribe_with`] from the local address `local` (any of 127.0.0.0/8 on loopback):
+/// another client as far as the server can tell.
+pub async fn stalled_subscribe_from(
+    local: std::net::IpAddr,
+    addr: SocketAddr,
+    subscribe: &pb::SubscribeRequest,
+    window: u32,
+) -> Stalled {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(local, 0)).expect("bind");
+    let tcp = socket.connect(addr).await.expect("connect");
+    stalled_subscribe_on(tcp, addr, subscribe, window).await
+}
+
+/// [`stalled_subscribe_with`] over a connected socket.
+async fn stalled_subscribe_on(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    subscribe: &pb::SubscribeRequest,
+    window: u32,
+) -> Stalled {
     let (send, conn) = h2::client::Builder::new()
         .initial_window_size(window)
         .initial_connection_window_size(window)
@@ -34,12 +72,7 @@ pub async fn stalled_subscribe(addr: SocketAddr, node: &str, window: u32) -> Sta
         .body(())
         .expect("request");
     let (response, mut body) = send.send_request(request, false).expect("send request");
-    let msg = pb::SubscribeRequest {
-        node_name: node.into(),
-        subscription: "felix".into(),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let msg = subscribe.encode_to_vec();
     let mut framed = Vec::with_capacity(msg.len() + 5);
     framed.push(0);
     framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());

@@ -22,8 +22,8 @@ pub fn kdd_config(kubeconfig: &Path, cluster: &str) -> KubeSourceConfig {
         KubeAccess::Kubeconfig(Some(kubeconfig.to_path_buf())),
         cluster.into(),
     );
-    config.retry_min = Duration::from_millis(200);
-    config.retry_max = Duration::from_secs(2);
+    config.common.backoff.min = Duration::from_millis(200);
+    config.common.backoff.max = Duration::from_secs(2);
     config.probe_interval = Duration::from_millis(500);
     config
 }
@@ -35,11 +35,17 @@ pub fn kdd_source(kubeconfig: &Path) -> Events {
     )))
 }
 
-/// The mesh over a local Kubernetes datastore, ready for `TestServer::start`.
+/// The mesh over a local Kubernetes datastore, ready for `TestServer::start`: the mesh asks the
+/// source for the Secrets its RCCs name, as `meshsync serve` does.
 pub fn kdd_mesh(kubeconfig: &Path) -> Events {
+    let config = kdd_config(kubeconfig, "");
+    let local_secrets = config.secrets.clone();
     Box::pin(meshsync_mesh::mesh(
-        kdd_source(kubeconfig),
-        MeshConfig::default(),
+        meshsync_datastore::kubernetes::watch(config),
+        MeshConfig {
+            local_secrets,
+            ..MeshConfig::default()
+        },
     ))
 }
 

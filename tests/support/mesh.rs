@@ -27,7 +27,7 @@ pub use {
 
 pub const RCC: &str = "RemoteClusterConfiguration";
 pub const SECRET: &str = "Secret";
-/// Synced from every remote cluster (DESIGN.md §2).
+/// Synced from every remote cluster (with or without overlay routing).
 pub const REMOTE_KINDS: [&str; 6] = [
     "WorkloadEndpoint",
     "HostEndpoint",

@@ -5,8 +5,10 @@
 pub mod apiserver;
 pub mod binary;
 pub mod certs;
+pub mod endpoint_files;
 pub mod endpoints;
 pub mod etcd;
+pub mod fake_server;
 pub mod federation;
 pub mod h2raw;
 pub mod hostile;

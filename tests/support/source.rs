@@ -17,8 +17,8 @@ use super::{WAIT, within};
 /// A source configuration for `etcd` (local cluster "") with fast retries.
 pub fn etcd_source_config(etcd: &Etcd) -> EtcdSourceConfig {
     let mut config = EtcdSourceConfig::new(EtcdConfig::new(vec![etcd.url()]), "".into());
-    config.retry_min = Duration::from_millis(50);
-    config.retry_max = Duration::from_millis(200);
+    config.common.backoff.min = Duration::from_millis(50);
+    config.common.backoff.max = Duration::from_millis(200);
     config
 }
 
@@ -131,7 +131,9 @@ impl Replica {
                     .expect("ResyncDone without ResyncStart");
                 self.entries.retain(|k, _| seen.contains(k));
             }
-            SourceEvent::Status { .. } | SourceEvent::ClusterRemoved { .. } => {}
+            SourceEvent::Status { .. }
+            | SourceEvent::ClusterRemoved { .. }
+            | SourceEvent::Unreadable { .. } => {}
         }
     }
 

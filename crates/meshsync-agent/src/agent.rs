@@ -11,10 +11,12 @@ use std::time::Duration;
 use futures::Stream;
 use meshsync_model::{error_chain, jittered_backoff};
 use meshsync_proto::compression::{CompressionError, decompress_batch};
-use meshsync_proto::{self as pb, sync_client::SyncClient, sync_event};
+use meshsync_proto::limits::LimitError;
+use meshsync_proto::{self as pb, LogSafe, sync_client::SyncClient, sync_event};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
+use crate::codec::{Received, SubscribeCodec};
 use crate::mirror::{DigestMismatch, Mirror, MirrorKey};
 
 /// The capability an agent advertises to receive [`pb::Reconnect`].
@@ -89,8 +91,9 @@ pub enum AgentEvent {
     Status { status: pb::Status, in_sync: bool },
     /// The mirror's digests disagree with the server's: the agent resubscribes.
     DigestMismatch(Vec<DigestMismatch>),
-    /// The server asked the agent to move (it drains or sheds load): the agent reconnects at once,
-    /// to the next server.
+    /// The server asked the agent to move (it drains or sheds load): the agent reconnects to the
+    /// next server — at once the first time; asked again before a stream delivered a verified
+    /// snapshot, or within `backoff_max` of the last prompt move, after the usual backoff.
     Reconnect { server: String, reason: String },
     /// The connection failed or ended; the agent retries after `retry_in`.
     Disconnected {
@@ -139,7 +142,7 @@ enum State {
 
 /// One subscription's stream and what has been received on it.
 struct Subscribed {
-    stream: tonic::Streaming<pb::SyncEvent>,
+    stream: tonic::Streaming<Received>,
     /// For `Report`s, on the same connection.
     client: SyncClient<Channel>,
     /// From the hello: names this stream in reports.
@@ -153,6 +156,23 @@ struct Subscribed {
     /// What this stream accepts in a `CompressedBatch`: offered in the request, and at most
     /// `max_bytes` once decompressed.
     compression: Accepted,
+    /// The path of the hello received on this stream (`None`: none yet).
+    hello_path: Option<i32>,
+    /// An anti-entropy hello was received and neither its `Replace` nor a status yet.
+    replace_expected: bool,
+}
+
+/// Why the agent drops a stream on what its server sent (and resubscribes).
+#[derive(Debug, thiserror::Error)]
+enum Violation {
+    #[error("unreadable compressed batch: {0}")]
+    Compressed(#[from] CompressionError),
+    #[error("refused a message: {0}")]
+    Refused(#[from] LimitError),
+    #[error("a second hello on the same stream")]
+    SecondHello,
+    #[error("a replace that is not the one after an anti-entropy hello")]
+    UnexpectedReplace,
 }
 
 /// The compressed batches a stream accepts.
@@ -185,6 +205,44 @@ pub struct Agent {
     attempt: u32,
     /// Events ready to be returned, in order.
     events: VecDeque<AgentEvent>,
+    /// A stream delivered a verified snapshot since the agent last followed a `Reconnect` at once
+    /// (true at the start).
+    verified_since_move: bool,
+    /// When the agent last followed a `Reconnect` at once.
+    moved_at: Option<tokio::time::Instant>,
+    /// The INFO lines said once per subscription (its hello, a `Reconnect`): each at most once
+    /// per [`CHATTY_LOG_INTERVAL`].
+    hello_log: LogBudget,
+    reconnect_log: LogBudget,
+}
+
+/// Lines logged once per subscription are said at INFO at most once per this interval (the rest
+/// at DEBUG, counted in the next INFO line): a server that makes the agent resubscribe in a loop
+/// must not flood its log.
+const CHATTY_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate limit for a log line: [`LogBudget::take`] says whether to log at INFO now, and how many
+/// lines went to DEBUG since the last one.
+#[derive(Default)]
+struct LogBudget {
+    last: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// `Some(suppressed since the last INFO line)` when this line may be logged at INFO.
+    fn take(&mut self, interval: Duration) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < interval)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Agent {
@@ -212,6 +270,10 @@ impl Agent {
             server: 0,
             attempt: 0,
             events: VecDeque::new(),
+            verified_since_move: true,
+            moved_at: None,
+            hello_log: LogBudget::default(),
+            reconnect_log: LogBudget::default(),
         })
     }
 
@@ -219,8 +281,9 @@ impl Agent {
         &self.mirror
     }
 
-    /// The mirror, writable: for tests that corrupt it on purpose (divergence detection).
-    #[doc(hidden)]
+    /// The mirror, writable: for tests that corrupt it on purpose (divergence detection). For
+    /// tests only (feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub fn mirror_mut_for_test(&mut self) -> &mut Mirror {
         &mut self.mirror
     }
@@ -261,17 +324,23 @@ impl Agent {
                             continue;
                         }
                     };
-                    match message {
-                        Ok(Some(event)) => {
-                            if let Err(e) = subscribed.receive(event) {
-                                // The batch's updates are lost: only a new snapshot repairs that.
-                                warn!(server = %self.server_url(), error = %e,
-                                    "unreadable compressed batch; resubscribing");
-                                self.lost(format!("unreadable compressed batch: {e}"));
-                            }
+                    let received = match message {
+                        Ok(Some(Received::Event(event))) => subscribed.receive(event),
+                        Ok(Some(Received::Refused(e))) => Err(Violation::Refused(e)),
+                        Ok(None) => {
+                            self.lost("server closed the stream".into());
+                            continue;
                         }
-                        Ok(None) => self.lost("server closed the stream".into()),
-                        Err(status) => self.lost(describe(&status)),
+                        Err(status) => {
+                            self.lost(describe(&status));
+                            continue;
+                        }
+                    };
+                    if let Err(e) = received {
+                        // What the message carried is lost: only a new snapshot repairs that.
+                        warn!(server = %self.server_url(), error = %e,
+                            "dropping the stream on what the server sent; resubscribing");
+                        self.lost(e.to_string());
                     }
                 }
             }
@@ -307,6 +376,8 @@ impl Agent {
                     )),
                     received: VecDeque::new(),
                     snapshot: SnapshotPhase::AwaitingHello,
+                    hello_path: None,
+                    replace_expected: false,
                     compression: Accepted {
                         zstd: self
                             .config
@@ -331,7 +402,7 @@ impl Agent {
     async fn subscribe(
         &self,
         server: &str,
-    ) -> Result<(SyncClient<Channel>, tonic::Streaming<pb::SyncEvent>), tonic::Status> {
+    ) -> Result<(SyncClient<Channel>, tonic::Streaming<Received>), tonic::Status> {
         let endpoint = crate::endpoint(
             server,
             self.config.tls.as_ref(),
@@ -341,8 +412,7 @@ impl Agent {
         let channel: Channel = endpoint.connect().await.map_err(|e| {
             tonic::Status::unavailable(format!("cannot connect: {}", error_chain(&e)))
         })?;
-        let mut client =
-            SyncClient::new(channel).max_decoding_message_size(self.config.max_message_bytes);
+        let client = SyncClient::new(channel.clone());
         let request = pb::SubscribeRequest {
             node_name: self.config.node_name.clone(),
             client_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -363,7 +433,19 @@ impl Agent {
                 Vec::new()
             },
         };
-        let stream = client.subscribe(request).await?.into_inner();
+        // The generated client's call, with a decoder that bounds what a message may contain
+        // before decoding it (`codec`).
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(self.config.max_message_bytes);
+        grpc.ready().await.map_err(|e| {
+            tonic::Status::unavailable(format!("cannot connect: {}", error_chain(&e)))
+        })?;
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/meshsync.v1.Sync/Subscribe");
+        let stream = grpc
+            .server_streaming(tonic::Request::new(request), path, SubscribeCodec)
+            .await?
+            .into_inner();
         Ok((client, stream))
     }
 
@@ -386,7 +468,7 @@ impl Agent {
         let mut client = subscribed.client.clone();
         tokio::spawn(async move {
             if let Err(status) = client.report(report).await {
-                debug!(error = %describe(&status), "report not taken");
+                debug!(error = %LogSafe(&describe(&status)), "report not taken");
             }
         });
     }
@@ -441,17 +523,23 @@ impl Agent {
                     self.lost("unexpected resume".into());
                     return;
                 }
-                if hello.path == pb::SyncPath::AntiEntropy as i32 {
-                    info!(server = %self.server_url(), path = "anti-entropy", keys = self.mirror.len(),
-                        "subscribed; the server sends the buckets of the mirror that differ");
+                let what = if hello.path == pb::SyncPath::AntiEntropy as i32 {
                     self.mirror.begin_anti_entropy(hello.epoch);
+                    "subscribed; the server sends the buckets of the mirror that differ"
                 } else if is_resume(&hello) {
-                    info!(server = %self.server_url(), path = "resume", from_seq = self.mirror.seq(),
-                        "subscribed; the server sends only what changed since");
                     self.mirror.begin_resume();
+                    "subscribed; the server sends only what changed since"
                 } else {
-                    info!(server = %self.server_url(), path = "full", "subscribed; receiving a full snapshot");
                     self.mirror.begin_snapshot(hello.epoch);
+                    "subscribed; receiving a full snapshot"
+                };
+                let server = self.server_url().to_string();
+                let path = sync_path_name(&hello);
+                match self.hello_log.take(CHATTY_LOG_INTERVAL) {
+                    Some(0) => info!(%server, path, keys = self.mirror.len(), "{what}"),
+                    Some(unlogged) => info!(%server, path, keys = self.mirror.len(),
+                        unlogged_subscriptions = unlogged, "{what}"),
+                    None => debug!(%server, path, keys = self.mirror.len(), "{what}"),
                 }
                 self.advance_snapshot(SnapshotPhase::Receiving);
                 self.events.push_back(AgentEvent::Connected {
@@ -471,8 +559,22 @@ impl Agent {
                 if was == Some(SnapshotPhase::Receiving) {
                     let mismatches = self.mirror.verify();
                     if !mismatches.is_empty() {
+                        // Cluster names come from the server: escaped, and only the first few.
+                        let first: Vec<String> = mismatches
+                            .iter()
+                            .take(3)
+                            .map(|m| {
+                                format!(
+                                    "{} ({} keys on the server, {} here)",
+                                    LogSafe(&m.cluster),
+                                    m.server_keys,
+                                    m.local_keys
+                                )
+                            })
+                            .collect();
                         warn!(
-                            ?mismatches,
+                            clusters = mismatches.len(),
+                            first = %first.join(", "),
                             "mirror digest differs from the server's; resubscribing"
                         );
                         self.events
@@ -483,6 +585,7 @@ impl Agent {
                         return;
                     }
                     self.attempt = 0;
+                    self.verified_since_move = true;
                     self.mirror.mark_consistent();
                     // Tell the server what we hold now that it is verified — soon, not at once:
                     // after a restart every agent gets here together, and their reports would
@@ -505,31 +608,63 @@ impl Agent {
             }
             Incoming::Reconnect(reconnect) => {
                 let server = self.server_url().to_string();
-                info!(server = %server, reason = %reconnect.reason, elsewhere = %reconnect.elsewhere,
-                    "the server asked this agent to reconnect elsewhere");
+                let (reason, elsewhere) =
+                    (LogSafe(&reconnect.reason), LogSafe(&reconnect.elsewhere));
+                match self.reconnect_log.take(CHATTY_LOG_INTERVAL) {
+                    Some(0) => info!(%server, %reason, %elsewhere,
+                        "the server asked this agent to reconnect elsewhere"),
+                    Some(unlogged) => {
+                        info!(%server, %reason, %elsewhere, unlogged_subscriptions = unlogged,
+                        "the server asked this agent to reconnect elsewhere")
+                    }
+                    None => debug!(%server, %reason, %elsewhere,
+                        "the server asked this agent to reconnect elsewhere"),
+                }
                 self.events.push_back(AgentEvent::Reconnect {
                     server,
                     reason: reconnect.reason.clone(),
                 });
-                // Asked, not failed: the next server at once, without growing the backoff.
-                self.attempt = 0;
-                self.lost(format!("server asked to reconnect: {}", reconnect.reason));
-                self.state = State::Connecting;
+                let error = format!("server asked to reconnect: {}", reconnect.reason);
+                // Asked, not failed: a draining or shedding server is left for the next one at
+                // once — the first time. Asked again before any stream delivered a verified
+                // snapshot, or within `backoff_max` of the last prompt move, the agent backs off
+                // as after any lost stream: a server that answers every subscription with a
+                // `Reconnect` must not make it spin.
+                let now = tokio::time::Instant::now();
+                let prompt = self.verified_since_move
+                    && self
+                        .moved_at
+                        .is_none_or(|at| now.duration_since(at) >= self.config.backoff_max);
+                if prompt {
+                    self.verified_since_move = false;
+                    self.moved_at = Some(now);
+                    self.lose(error, Some(Duration::ZERO));
+                } else {
+                    self.lost(error);
+                }
             }
         }
     }
 
     /// Drops the connection (and whatever it delivered that is not applied yet) and schedules the
-    /// retry on the next server.
+    /// retry on the next server after the backoff, which grows with each failed attempt.
     fn lost(&mut self, error: String) {
+        self.lose(error, None);
+    }
+
+    /// [`Agent::lost`], retrying after `retry_in` when given (without growing the backoff).
+    fn lose(&mut self, error: String, retry_in: Option<Duration>) {
         let server = self.server_url().to_string();
         self.mirror.disconnected();
-        let retry_in = jittered_backoff(
-            self.config.backoff_initial,
-            self.config.backoff_max,
-            self.attempt,
-        );
-        self.attempt = self.attempt.saturating_add(1);
+        let retry_in = retry_in.unwrap_or_else(|| {
+            let backoff = jittered_backoff(
+                self.config.backoff_initial,
+                self.config.backoff_max,
+                self.attempt,
+            );
+            self.attempt = self.attempt.saturating_add(1);
+            backoff
+        });
         self.server = self.server.wrapping_add(1);
         self.events.push_back(AgentEvent::Disconnected {
             server,
@@ -548,25 +683,37 @@ impl Subscribed {
 
     /// Queues a received message; it is applied to the mirror only when its events are returned,
     /// so the mirror always equals the fold of the events handed out so far. A compressed batch
-    /// that cannot be read is an error: its updates would be lost.
-    fn receive(&mut self, event: pb::SyncEvent) -> Result<(), CompressionError> {
+    /// that cannot be read is an error (its updates would be lost), and so is a message an honest
+    /// server never sends at that point: a second hello (each would restart the snapshot, an
+    /// O(mirror) step, for a few bytes), or a `Replace` other than the one after an anti-entropy
+    /// hello (each costs a pass over the mirror).
+    fn receive(&mut self, event: pb::SyncEvent) -> Result<(), Violation> {
         match event.event {
             Some(sync_event::Event::Hello(hello)) => {
+                if self.hello_path.is_some() {
+                    return Err(Violation::SecondHello);
+                }
+                self.hello_path = Some(hello.path);
+                self.replace_expected = hello.path == pb::SyncPath::AntiEntropy as i32;
                 self.received.push_back(Incoming::Hello(hello))
             }
             Some(sync_event::Event::Updates(batch)) => self.receive_batch(batch),
             Some(sync_event::Event::Status(status)) => {
+                self.replace_expected = false;
                 self.received.push_back(Incoming::Status(status))
             }
             Some(sync_event::Event::Reconnect(reconnect)) => {
                 self.received.push_back(Incoming::Reconnect(reconnect))
             }
             Some(sync_event::Event::Replace(replace)) => {
+                if !std::mem::take(&mut self.replace_expected) {
+                    return Err(Violation::UnexpectedReplace);
+                }
                 self.received.push_back(Incoming::Replace(replace))
             }
             Some(sync_event::Event::Compressed(compressed)) => {
                 if !self.compression.zstd {
-                    return Err(CompressionError::Unsupported(compressed.algorithm));
+                    return Err(CompressionError::Unsupported(compressed.algorithm).into());
                 }
                 let batch = decompress_batch(&compressed, self.compression.max_bytes)?;
                 self.receive_batch(batch);

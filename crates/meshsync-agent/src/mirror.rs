@@ -1,10 +1,10 @@
 //! The local mirror an agent keeps: every resource it was sent, the sync status, and its own
 //! digest per cluster so it can check it holds exactly what the server holds.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
-use meshsync_proto::digest::{bucket_counts, bucket_of, entry_hash, key_hash};
+use meshsync_proto::digest::{MAX_BUCKETS, bucket_counts, bucket_of, entry_hash, key_hash};
 use meshsync_proto::{self as pb};
 use serde::Serialize;
 
@@ -157,17 +157,34 @@ impl Mirror {
 
     /// Marks every key held in the replaced buckets for deletion at the next status, unless the
     /// server sends it again before then.
+    ///
+    /// Linear in the `Replace` and in the mirror, however the `Replace` is made up: its entries are
+    /// first gathered per cluster and bucket count, then each cluster's keys are visited once.
+    /// Bucket counts are powers of two up to `MAX_BUCKETS` (what agents send; the server answers
+    /// in the agent's count, or one bucket for a cluster the agent did not report), so a key is
+    /// looked up under at most 17 counts; an entry with any other count is ignored (the digests
+    /// checked at the next status tell whether the repair worked).
     pub fn replace_buckets(&mut self, replace: &pb::Replace) {
-        let unseen = self.unseen.get_or_insert_with(HashSet::new);
+        let mut replaced: HashMap<&str, HashMap<usize, HashSet<usize>>> = HashMap::new();
         for cluster in &replace.clusters {
             let buckets = cluster.buckets as usize;
-            let replaced: HashSet<usize> = cluster.bucket.iter().map(|b| *b as usize).collect();
-            for (key, entry) in self
-                .resources
-                .iter()
-                .filter(|(k, _)| k.cluster == cluster.cluster)
-            {
-                if replaced.contains(&bucket_of(entry.key_hash, buckets)) {
+            if !buckets.is_power_of_two() || buckets > MAX_BUCKETS {
+                continue;
+            }
+            replaced
+                .entry(cluster.cluster.as_str())
+                .or_default()
+                .entry(buckets)
+                .or_default()
+                .extend(cluster.bucket.iter().map(|b| *b as usize));
+        }
+        let unseen = self.unseen.get_or_insert_with(HashSet::new);
+        for (cluster, counts) in &replaced {
+            for (key, entry) in cluster_range(&self.resources, cluster) {
+                if counts
+                    .iter()
+                    .any(|(n, set)| set.contains(&bucket_of(entry.key_hash, *n)))
+                {
                     unseen.insert(key.clone());
                 }
             }
@@ -188,7 +205,7 @@ impl Mirror {
         for ((cluster, _), count) in held.into_iter().zip(counts) {
             let mut digests = vec![0u64; count];
             let n = digests.len();
-            for (_, entry) in self.resources.iter().filter(|(k, _)| &k.cluster == cluster) {
+            for (_, entry) in cluster_range(&self.resources, cluster) {
                 let b = bucket_of(entry.key_hash, n);
                 digests[b] = digests[b].wrapping_add(entry.hash);
             }
@@ -439,6 +456,22 @@ impl Mirror {
     }
 }
 
+/// The entries of one cluster: keys are ordered by cluster first, so they are one range.
+fn cluster_range<'a>(
+    resources: &'a BTreeMap<MirrorKey, MirrorEntry>,
+    cluster: &'a str,
+) -> impl Iterator<Item = (&'a MirrorKey, &'a MirrorEntry)> + 'a {
+    let first = MirrorKey {
+        cluster: cluster.to_string(),
+        kind: String::new(),
+        namespace: String::new(),
+        name: String::new(),
+    };
+    resources
+        .range(first..)
+        .take_while(move |(k, _)| k.cluster == cluster)
+}
+
 /// The value as embedded JSON; bytes that are not JSON become a JSON string, so a dump is always
 /// valid JSON.
 fn json_value(bytes: &[u8]) -> Box<serde_json::value::RawValue> {
@@ -542,6 +575,44 @@ mod tests {
         let dump = serde_json::to_value(m.to_dump()).unwrap();
         assert_eq!(dump["resources"][0]["value"], serde_json::json!({}));
         assert_eq!(dump["clusters"][0]["state"], "InSync");
+    }
+
+    #[test]
+    fn a_replace_marks_exactly_the_keys_of_its_buckets_whatever_its_shape() {
+        let mut m = Mirror::new(vec![]);
+        m.begin_snapshot(1);
+        for i in 0..64 {
+            m.apply_update(&upd(i, &format!("n{i}"), pb::UpdateType::New, "{}"), false);
+        }
+        let bucket = |name: &str, n: usize| bucket_of(key_hash("Node", "", name), n) as u32;
+        let entry = |cluster: &str, buckets: u32, bucket: Vec<u32>| pb::ReplacedBuckets {
+            cluster: cluster.into(),
+            buckets,
+            bucket,
+        };
+        m.begin_anti_entropy(2);
+        m.replace_buckets(&pb::Replace {
+            clusters: vec![
+                // n1's bucket among 8, n2's among 16, named twice; n3's in a count no agent
+                // sends (ignored); and a cluster the mirror does not hold.
+                entry("", 8, vec![bucket("n1", 8)]),
+                entry("", 16, vec![bucket("n2", 16)]),
+                entry("", 16, vec![bucket("n2", 16)]),
+                entry("", 7, vec![bucket("n3", 7)]),
+                entry("other", 1, vec![0]),
+            ],
+        });
+        let removed: HashSet<String> = m
+            .apply_status(&status(1, 0, 0))
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        let expected: HashSet<String> = (0..64)
+            .map(|i| format!("n{i}"))
+            .filter(|n| bucket(n, 8) == bucket("n1", 8) || bucket(n, 16) == bucket("n2", 16))
+            .collect();
+        assert!(removed.contains("n1") && removed.contains("n2"));
+        assert_eq!(removed, expected);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!
 //! Needs `etcd` on PATH and the `meshsync` binary next to this one (`cargo test --workspace`
 //! builds it for the root package's tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 

@@ -106,6 +106,54 @@ impl BucketTable {
         self.seq == seq && self.sub == sub && self.layout == layout
     }
 
+    /// What repairing `mirror` would send, without encoding anything: the buckets compared, how
+    /// many differ and how many entries they hold.
+    pub fn repair_size(&self, mirror: &[pb::BucketDigests]) -> AntiEntropyStats {
+        let mut stats = AntiEntropyStats::default();
+        for (name, cluster) in &self.clusters {
+            let agent = mirror
+                .iter()
+                .find(|c| c.cluster == *name)
+                .map(|c| &c.digests[..]);
+            stats.buckets += cluster.digests.len();
+            for (b, ours) in cluster.digests.iter().enumerate() {
+                if agent.and_then(|d| d.get(b)).copied().unwrap_or(0) != *ours {
+                    stats.replaced += 1;
+                    stats.sent += cluster.members[b].len();
+                }
+            }
+        }
+        stats
+    }
+
+    /// Entries of the snapshot (as the subscription sees it) in the table.
+    pub fn entries(&self) -> usize {
+        self.clusters
+            .iter()
+            .map(|(_, c)| c.members.iter().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    /// A `Replace` of everything the agent holds: every cluster of the table (those it reported
+    /// and those of the snapshot) as one bucket, replaced. Followed by the full snapshot, it leaves
+    /// the mirror equal to the snapshot, exactly as a repair of the differing buckets would.
+    pub fn replace_all_frame(&self) -> Frame {
+        let replace = pb::Replace {
+            clusters: self
+                .clusters
+                .iter()
+                .map(|(name, _)| pb::ReplacedBuckets {
+                    cluster: name.clone(),
+                    buckets: 1,
+                    bucket: vec![0],
+                })
+                .collect(),
+        };
+        Frame::encode(&pb::SyncEvent {
+            event: Some(sync_event::Event::Replace(replace)),
+        })
+    }
+
     /// The `Replace` frame and the frames with the content of the buckets where `mirror` differs.
     /// `snapshot` must be the one the table was built from.
     pub fn repair_frames(
@@ -222,6 +270,42 @@ mod tests {
             }
         }
         (replace.expect("a Replace first"), updates)
+    }
+
+    /// The size a repair would have is what the repair sends; replacing everything names every
+    /// cluster, reported or not, as one bucket.
+    #[test]
+    fn repair_size_matches_the_repair_and_replace_all_covers_every_cluster() {
+        let mut server = Snapshot::new();
+        for i in 0..50 {
+            insert(&mut server, "", "WorkloadEndpoint", &format!("w{i}"), "{}");
+        }
+        insert(&mut server, "c", "WorkloadEndpoint", "remote", "{}");
+        let mut agent = server.clone();
+        insert(&mut agent, "", "WorkloadEndpoint", "w3", "{\"old\":1}");
+        insert(&mut agent, "gone", "WorkloadEndpoint", "x", "{}");
+        let mirror = digests_of(&agent, &["", "gone"], 16);
+        let table = BucketTable::build(&server, 0, Subscription::FELIX, layout_of(&mirror));
+        assert_eq!(table.entries(), 51);
+        let (_, stats) = table.repair_frames(&server, &mirror);
+        assert_eq!(table.repair_size(&mirror), stats);
+        let Some(sync_event::Event::Replace(all)) =
+            pb::SyncEvent::decode(table.replace_all_frame().message())
+                .unwrap()
+                .event
+        else {
+            panic!("not a Replace")
+        };
+        let mut clusters: Vec<_> = all
+            .clusters
+            .iter()
+            .map(|c| (c.cluster.as_str(), c.buckets, c.bucket.clone()))
+            .collect();
+        clusters.sort();
+        assert_eq!(
+            clusters,
+            vec![("", 1, vec![0]), ("c", 1, vec![0]), ("gone", 1, vec![0])]
+        );
     }
 
     #[test]

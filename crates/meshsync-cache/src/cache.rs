@@ -1,8 +1,8 @@
 //! The [`SnapshotCache`] handle: start the writer, read the head, follow breadcrumbs, and get a
 //! new client's snapshot frames (computed once, shared by everyone who connects while current).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
@@ -49,6 +49,29 @@ impl Default for CacheConfig {
             history: HistoryConfig::default(),
         }
     }
+}
+
+/// A repair (a resume's coalesced difference, anti-entropy's differing buckets) is encoded for
+/// one stream and held by it until sent, while a full snapshot's frames are shared by every
+/// stream. A repair carrying more than this fraction (1/N) of the subscription's entries is
+/// replaced by the shared full snapshot: a stream's private repair frames never exceed about half
+/// the snapshot, however many streams ask, and the fallback never sends more than twice what the
+/// repair would have.
+pub const REPAIR_SHARE_DIVISOR: u64 = 2;
+
+/// The most entries of `sub` a private repair may carry at `status`.
+fn repair_limit(status: &SyncStatus, sub: Subscription) -> usize {
+    let keys: u64 = status.clusters.values().map(|c| c.view(sub).keys).sum();
+    usize::try_from(keys / REPAIR_SHARE_DIVISOR).unwrap_or(usize::MAX)
+}
+
+/// What anti-entropy sends a stream.
+pub enum Repair {
+    /// The `Replace` of the differing buckets and their entries, encoded for this stream.
+    Buckets(Vec<Frame>),
+    /// A `Replace` of every cluster as one bucket: the stream then sends the shared full
+    /// snapshot and its status.
+    Everything(Frame),
 }
 
 /// A snapshot's frames and the breadcrumb they were computed from.
@@ -176,16 +199,45 @@ impl SnapshotCache {
         self.inner.history.at_or_before(seq)
     }
 
+    /// The entries of a resume from `from` to the head for an agent of `sub`, when it is worth
+    /// sending: its coalesced difference, made for this stream alone, carries at most a
+    /// [`REPAIR_SHARE_DIVISOR`]th of the subscription's entries. Otherwise (`None`) the agent is
+    /// better served by the full snapshot, which every stream shares. Stops counting at the limit,
+    /// so this costs no more than the difference it allows.
+    pub fn private_resume_size(&self, from: &Breadcrumb, sub: Subscription) -> Option<usize> {
+        let head = self.head();
+        let limit = repair_limit(&head.status, sub);
+        let size = from
+            .snapshot
+            .diff(&head.snapshot)
+            .filter(|item| {
+                let key = match item {
+                    imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k,
+                    imbl::ordmap::DiffItem::Update { new: (k, _), .. } => k,
+                };
+                sub.includes(key.kind())
+            })
+            .take(limit.saturating_add(1))
+            .count();
+        (size <= limit).then_some(size)
+    }
+
     /// Anti-entropy against `crumb` for an agent of `sub` whose mirror is described by `mirror`:
-    /// the `Replace` and the differing buckets' content. The bucket table is built once per
-    /// (breadcrumb, subscription, layout) and shared by every agent that asks for the same, so a
-    /// storm of reconnecting agents costs one pass over the snapshot, not one each.
+    /// the `Replace` and the differing buckets' content — or, when those buckets hold more than a
+    /// [`REPAIR_SHARE_DIVISOR`]th of the subscription's entries, a `Replace` of everything, to be
+    /// followed by the shared full snapshot (a private copy of most of the snapshot per stream is
+    /// what a hostile or badly out-of-date agent could otherwise make the server hold). The
+    /// bucket table is built once per (breadcrumb, subscription, layout) and shared by every agent
+    /// that asks for the same, so a storm of reconnecting agents costs one pass over the
+    /// snapshot, not one each. A repair small enough is made only if `private` agrees, given its
+    /// size (the caller's budget of private repairs); otherwise it is the `Replace` of everything.
     pub fn anti_entropy(
         &self,
         crumb: &Breadcrumb,
         sub: Subscription,
         mirror: &[meshsync_proto::BucketDigests],
-    ) -> (Vec<Frame>, AntiEntropyStats) {
+        private: impl FnOnce(&AntiEntropyStats) -> bool,
+    ) -> (Repair, AntiEntropyStats) {
         let layout = layout_of(mirror);
         let table = {
             let mut slot = self.inner.bucket_tables[sub.index()]
@@ -200,7 +252,13 @@ impl SnapshotCache {
                 }
             }
         };
-        table.repair_frames(&crumb.snapshot, mirror)
+        let size = table.repair_size(mirror);
+        let limit = (table.entries() as u64) / REPAIR_SHARE_DIVISOR;
+        if size.sent as u64 > limit || !private(&size) {
+            return (Repair::Everything(table.replace_all_frame()), size);
+        }
+        let (frames, stats) = table.repair_frames(&crumb.snapshot, mirror);
+        (Repair::Buckets(frames), stats)
     }
 
     /// The oldest sequence number an agent can resume from, and how many breadcrumbs are kept.
@@ -340,6 +398,24 @@ impl Follower {
             first = false;
             if self.rx.changed().await.is_err() {
                 return crumb.next().cloned();
+            }
+        }
+    }
+
+    /// Waits until a breadcrumb follows `crumb`, holding no reference to it while waiting: a
+    /// stream that stops being polled here (its peer stopped reading while it was at the head)
+    /// must not pin every later breadcrumb, which it would with an `Arc` held across the wait.
+    /// Returns at once when `crumb` is gone. False once the cache stopped with nothing after
+    /// `crumb`.
+    pub async fn wait_past(&mut self, crumb: Weak<Breadcrumb>) -> bool {
+        loop {
+            drop(self.rx.borrow_and_update());
+            match crumb.upgrade() {
+                Some(c) if c.next().is_none() => {}
+                _ => return true,
+            }
+            if self.rx.changed().await.is_err() {
+                return crumb.upgrade().is_none_or(|c| c.next().is_some());
             }
         }
     }

@@ -12,6 +12,8 @@ use crate::change::Change;
 
 /// Most updates in one frame.
 pub const MAX_UPDATES_PER_FRAME: usize = 1000;
+// Agents refuse a batch of more updates than their limit (`meshsync_proto::limits`).
+const _: () = assert!(MAX_UPDATES_PER_FRAME <= meshsync_proto::limits::MAX_UPDATES_PER_BATCH);
 /// A frame is closed once its values add up to this many bytes. Small enough that each stream's
 /// transient buffers (tonic's encode buffer, h2's send queue) stay small during a snapshot, large
 /// enough that per-frame overhead is noise.

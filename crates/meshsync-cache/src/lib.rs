@@ -21,7 +21,9 @@ pub use anti_entropy::{AntiEntropyStats, BucketTable, anti_entropy_frames, layou
 pub use breadcrumb::{
     Breadcrumb, Delta, Entry, Snapshot, diff_frames, encode_for, live_breadcrumbs, snapshot_frames,
 };
-pub use cache::{CacheConfig, Follower, SharedSnapshot, SnapshotCache};
+pub use cache::{
+    CacheConfig, Follower, REPAIR_SHARE_DIVISOR, Repair, SharedSnapshot, SnapshotCache,
+};
 pub use change::Change;
 pub use frames::{FrameBuilder, MAX_UPDATES_PER_FRAME, hello_frame, status_frame};
 pub use history::HistoryConfig;

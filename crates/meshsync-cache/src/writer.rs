@@ -247,6 +247,11 @@ impl Writer {
                 }
                 self.delete(key, revision, deltas);
             }
+            // Only the mesh asks for objects by name (Secrets, consumed there); anything else a
+            // source could not read is not served, and was never upserted.
+            SourceEvent::Unreadable { key, reason } => {
+                debug!(key = %key, reason = %reason, "unreadable object; not served");
+            }
         }
     }
 

@@ -12,10 +12,10 @@
 //! Every value goes through [`crate::validate::validate_value`] (UTF-8, a JSON object within the
 //! size and depth limits, `kind`/`metadata.name`/`metadata.namespace` agreeing with the key). An
 //! invalid value is logged (key and reason, never the value) and counted
-//! ([`SourceCounters::invalid_values`]); it is absent from a listing and a watched one is emitted
+//! ([`crate::SourceCounters::invalid_values`]); it is absent from a listing and a watched one is emitted
 //! as a `Delete` of its key, so a running source and a freshly started one always hold the same
 //! keys. Keys of a served layout with the wrong shape (extra segments, empty names) are logged once
-//! per key and counted ([`SourceCounters::malformed_keys`]).
+//! per key and counted ([`crate::SourceCounters::malformed_keys`]).
 //!
 //! A hung etcd (a stopped process, a dead link that still looks open) is noticed while watching
 //! by a progress probe: when the watch has been silent for [`EtcdSourceConfig::probe_interval`]
@@ -25,20 +25,18 @@
 //! 5 s to answer) and request timeout.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use meshsync_etcd::{EtcdClient, EtcdConfig, EtcdError, WatchStream, pb};
-use meshsync_model::jittered_backoff;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
+use crate::common::{Closed, SourceCommon, SourceTx};
 use crate::layout::{KeyClass, classify_key};
-use crate::validate::{ValueLimits, validate_value};
-use crate::{ClusterName, ResourceKey, SourceCounters, SourceEvent, SourceStatus};
+use crate::validate::validate_value;
+use crate::{ClusterName, ResourceKey, SourceEvent, SourceStatus};
 
 /// TLS material given as files, read at every connection attempt (the same reading as the
 /// federation controller's; defined with the client).
@@ -60,23 +58,15 @@ pub struct EtcdSourceConfig {
     pub tls_files: TlsFiles,
     /// Key prefix, `/calico` by default.
     pub prefix: String,
-    pub cluster: ClusterName,
-    /// Only these kinds are emitted (`None`: every kind the layout knows).
-    pub kinds: Option<HashSet<String>>,
-    /// Largest value served (bytes); larger ones are invalid. Default 1 MiB.
-    pub max_value_bytes: usize,
-    /// Deepest nesting of a served value. Default [`crate::validate::DEFAULT_MAX_DEPTH`] (64).
-    pub max_value_depth: usize,
+    /// Cluster, kinds (`None`: every kind the layout knows), value limits, backoff, counters
+    /// (invalid values, malformed keys).
+    pub common: SourceCommon,
     /// Keys per `Range` page while listing.
     pub page_size: i64,
-    pub retry_min: Duration,
-    pub retry_max: Duration,
     /// A watch silent for this long is probed (a progress request). Default 2 s.
     pub probe_interval: Duration,
     /// A probed watch that receives nothing for this long fails the connection. Default 5 s.
     pub probe_timeout: Duration,
-    /// What this source refused (invalid values, malformed keys); shared with readers.
-    pub counters: Arc<SourceCounters>,
 }
 
 impl EtcdSourceConfig {
@@ -85,16 +75,10 @@ impl EtcdSourceConfig {
             etcd,
             tls_files: TlsFiles::default(),
             prefix: "/calico".into(),
-            cluster,
-            kinds: None,
-            max_value_bytes: crate::validate::DEFAULT_MAX_VALUE_BYTES,
-            max_value_depth: crate::validate::DEFAULT_MAX_DEPTH,
+            common: SourceCommon::new(cluster),
             page_size: 1000,
-            retry_min: Duration::from_millis(500),
-            retry_max: Duration::from_secs(10),
             probe_interval: DEFAULT_PROBE_INTERVAL,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
-            counters: Arc::default(),
         }
     }
 }
@@ -102,26 +86,21 @@ impl EtcdSourceConfig {
 /// Starts the source task and returns its event stream. Connection problems are reported in the
 /// stream as `ConnectionFailed` and retried; the task ends when the stream is dropped.
 pub fn watch(config: EtcdSourceConfig) -> ReceiverStream<SourceEvent> {
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = SourceTx::channel(config.common.cluster.clone());
     tokio::spawn(async move {
         let mut source = EtcdSource {
             config,
             tx,
-            status: None,
             logged_malformed: HashSet::new(),
         };
         source.run().await;
     });
-    ReceiverStream::new(rx)
+    rx
 }
-
-/// The receiver went away: stop.
-struct Closed;
 
 struct EtcdSource {
     config: EtcdSourceConfig,
-    tx: mpsc::Sender<SourceEvent>,
-    status: Option<SourceStatus>,
+    tx: SourceTx,
     /// Malformed keys already logged (each is logged once).
     logged_malformed: HashSet<Vec<u8>>,
 }
@@ -154,11 +133,11 @@ enum WatchEnd {
 impl EtcdSource {
     async fn run(&mut self) {
         let _ = self.run_inner().await;
-        debug!(cluster = %self.config.cluster, "etcd source stopped");
+        debug!(cluster = %self.config.common.cluster, "etcd source stopped");
     }
 
     async fn run_inner(&mut self) -> Result<(), Closed> {
-        self.set_status(SourceStatus::Connecting).await?;
+        self.tx.set_status(SourceStatus::Connecting).await?;
         let mut phase = Phase::Disconnected { attempt: 0 };
         loop {
             phase = self.step(phase).await?;
@@ -170,7 +149,7 @@ impl EtcdSource {
         Ok(match phase {
             Phase::Disconnected { attempt } => match self.connect().await {
                 Ok(client) => {
-                    info!(cluster = %self.config.cluster, endpoint = client.endpoint(),
+                    info!(cluster = %self.config.common.cluster, endpoint = client.endpoint(),
                         "connected to etcd");
                     Phase::Listing { client, attempt }
                 }
@@ -194,14 +173,13 @@ impl EtcdSource {
                 (WatchEnd::Failed(reason), attempt) => Phase::Failed { reason, attempt },
             },
             Phase::Failed { reason, attempt } => {
-                warn!(cluster = %self.config.cluster, error = %reason, "etcd connection failed; will retry");
-                self.set_status(SourceStatus::ConnectionFailed(reason))
+                warn!(cluster = %self.config.common.cluster, error = %reason, "etcd connection failed; will retry");
+                self.tx
+                    .set_status(SourceStatus::ConnectionFailed(reason))
                     .await?;
-                let delay = jittered_backoff(self.config.retry_min, self.config.retry_max, attempt);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = self.tx.closed() => return Err(Closed),
-                }
+                self.tx
+                    .sleep(self.config.common.backoff.delay(attempt))
+                    .await?;
                 Phase::Disconnected {
                     attempt: attempt.saturating_add(1),
                 }
@@ -231,8 +209,8 @@ impl EtcdSource {
     /// revision listed.
     async fn list(&mut self, client: &EtcdClient) -> Result<Result<i64, WatchEnd>, Closed> {
         let prefix = self.key_prefix();
-        if self.status != Some(SourceStatus::InSync) {
-            self.set_status(SourceStatus::ResyncInProgress).await?;
+        if self.tx.status() != Some(&SourceStatus::InSync) {
+            self.tx.set_status(SourceStatus::ResyncInProgress).await?;
         }
         let (kvs, revision) = match client
             .list_prefix(prefix.as_bytes(), 0, self.config.page_size)
@@ -240,27 +218,29 @@ impl EtcdSource {
         {
             Ok(listing) => listing,
             Err(e) if e.is_compacted() => {
-                info!(cluster = %self.config.cluster, error = %e, "history compacted while listing; relisting");
+                info!(cluster = %self.config.common.cluster, error = %e, "history compacted while listing; relisting");
                 return Ok(Err(WatchEnd::Compacted));
             }
             Err(e) => return Ok(Err(WatchEnd::Failed(e.to_string()))),
         };
-        let cluster = self.config.cluster.clone();
-        self.send(SourceEvent::ResyncStart {
-            cluster: cluster.clone(),
-        })
-        .await?;
+        let cluster = self.config.common.cluster.clone();
+        self.tx
+            .send(SourceEvent::ResyncStart {
+                cluster: cluster.clone(),
+            })
+            .await?;
         let mut count = 0usize;
         for kv in kvs {
             if let Some(event) = self.listed(&kv) {
                 count += 1;
-                self.send(event).await?;
+                self.tx.send(event).await?;
             }
         }
-        self.send(SourceEvent::ResyncDone {
-            cluster: cluster.clone(),
-        })
-        .await?;
+        self.tx
+            .send(SourceEvent::ResyncDone {
+                cluster: cluster.clone(),
+            })
+            .await?;
         info!(cluster = %cluster, revision, resources = count, "etcd listing complete");
         Ok(Ok(revision))
     }
@@ -281,13 +261,13 @@ impl EtcdSource {
         let watch = match client.watch_prefix(prefix.as_bytes(), revision + 1).await {
             Ok(w) => w,
             Err(e) if e.is_compacted() => {
-                info!(cluster = %self.config.cluster, error = %e, "history compacted before the watch started; relisting");
+                info!(cluster = %self.config.common.cluster, error = %e, "history compacted before the watch started; relisting");
                 return Ok((WatchEnd::Compacted, attempt));
             }
             Err(e) => return Ok((WatchEnd::Failed(e.to_string()), attempt)),
         };
         // In sync only once the watch runs: nothing after the listing can be missed from here on.
-        self.set_status(SourceStatus::InSync).await?;
+        self.tx.set_status(SourceStatus::InSync).await?;
         Ok((self.follow(watch).await?, 0))
     }
 
@@ -321,15 +301,15 @@ impl EtcdSource {
                 Ok(response) => {
                     for event in response.events {
                         if let Some(e) = self.watched(event) {
-                            self.send(e).await?;
+                            self.tx.send(e).await?;
                         }
                     }
                     probe_at = Instant::now() + interval;
                     give_up_at = None;
                 }
                 Err(e) if e.is_compacted() => {
-                    self.config.counters.count_expired_relist();
-                    info!(cluster = %self.config.cluster, error = %e, "watch compacted; relisting");
+                    self.config.common.counters.count_expired_relist();
+                    info!(cluster = %self.config.common.cluster, error = %e, "watch compacted; relisting");
                     return Ok(WatchEnd::Compacted);
                 }
                 Err(EtcdError::Rpc(status)) => {
@@ -359,16 +339,17 @@ impl EtcdSource {
         };
         let wanted = |kind: &str| {
             self.config
+                .common
                 .kinds
                 .as_ref()
                 .is_none_or(|kinds| kinds.contains(kind))
         };
         match class {
             KeyClass::Served(kind, namespace, name) => wanted(kind)
-                .then(|| ResourceKey::new(&self.config.cluster, kind, &namespace, &name)),
+                .then(|| ResourceKey::new(&self.config.common.cluster, kind, &namespace, &name)),
             KeyClass::Malformed { kind, reason } => {
                 if count && wanted(kind) {
-                    self.config.counters.count_malformed_key();
+                    self.config.common.counters.count_malformed_key();
                     self.log_malformed(raw, &text, reason);
                 }
                 None
@@ -383,7 +364,7 @@ impl EtcdSource {
         }
         if self.logged_malformed.len() >= MAX_LOGGED_MALFORMED_KEYS {
             if self.logged_malformed.len() == MAX_LOGGED_MALFORMED_KEYS {
-                warn!(cluster = %self.config.cluster, limit = MAX_LOGGED_MALFORMED_KEYS,
+                warn!(cluster = %self.config.common.cluster, limit = MAX_LOGGED_MALFORMED_KEYS,
                     "more malformed etcd keys; further ones are counted, not logged");
                 // One more entry (the marker's), so this line is written once.
                 self.logged_malformed.insert(Vec::new());
@@ -391,17 +372,13 @@ impl EtcdSource {
             return;
         }
         self.logged_malformed.insert(raw.to_vec());
-        warn!(cluster = %self.config.cluster, key = %text, reason,
+        warn!(cluster = %self.config.common.cluster, key = %text, reason,
             "ignoring malformed etcd key (logged once per key)");
     }
 
     /// The value as served, or why it is invalid (logged and counted here).
     fn checked_value(&self, key: &ResourceKey, kv: &pb::KeyValue) -> Option<Bytes> {
-        let limits = ValueLimits {
-            max_bytes: self.config.max_value_bytes,
-            max_depth: self.config.max_value_depth,
-        };
-        let result = validate_value(key, &kv.value, &limits)
+        let result = validate_value(key, &kv.value, &self.config.common.limits)
             .map_err(|e| e.to_string())
             .and_then(|info| {
                 if info.has_resource_version {
@@ -413,8 +390,8 @@ impl EtcdSource {
         match result {
             Ok(value) => Some(value),
             Err(reason) => {
-                self.config.counters.count_invalid_value();
-                warn!(cluster = %self.config.cluster, key = %String::from_utf8_lossy(&kv.key),
+                self.config.common.counters.count_invalid_value();
+                warn!(cluster = %self.config.common.cluster, key = %String::from_utf8_lossy(&kv.key),
                     revision = kv.mod_revision, reason = %reason,
                     "invalid etcd value; the key is not served (deleted at the agents)");
                 None
@@ -451,22 +428,6 @@ impl EtcdSource {
             },
             None => SourceEvent::Delete { key, revision },
         })
-    }
-
-    async fn send(&self, event: SourceEvent) -> Result<(), Closed> {
-        self.tx.send(event).await.map_err(|_| Closed)
-    }
-
-    async fn set_status(&mut self, status: SourceStatus) -> Result<(), Closed> {
-        if self.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        self.status = Some(status.clone());
-        self.send(SourceEvent::Status {
-            cluster: self.config.cluster.clone(),
-            status,
-        })
-        .await
     }
 }
 

@@ -31,7 +31,10 @@
 //!   a new subdirectory created a moment before its watch), so the tree is also rescanned every
 //!   [`FileSourceConfig::rescan_interval`], and the watcher is recreated when the directory's inode
 //!   changes. If the directory cannot be listed, the source reports `ConnectionFailed` once, keeps
-//!   retrying, and relists everything (a full resync) when it is back.
+//!   retrying (with [`SourceCommon::backoff`]), and relists everything (a full resync) when it is
+//!   back. A directory that does not exist yet is the same case: [`start`] waits for it (a remote
+//!   cluster's directory may appear later), so the stream never ends on its own; [`watch`] is the
+//!   strict entry point that refuses a missing directory at once (the local datastore of `serve`).
 //!
 //! File-system work runs on tokio's blocking pool; events go out through a bounded channel, so a
 //! slow consumer slows the scanner rather than growing a queue. The task ends when the stream is
@@ -44,7 +47,7 @@
 //!
 //! Limits: a file larger than [`FileSourceConfig::max_file_bytes`] (default 64 MiB) is refused
 //! whole from its metadata, before it is read (and the read itself is bounded, so a file growing
-//! meanwhile cannot slip through); it is logged, counted ([`SourceCounters::refused_files`]) and
+//! meanwhile cannot slip through); it is logged, counted ([`crate::SourceCounters::refused_files`]) and
 //! serves no objects until it shrinks. A YAML file may hold up to 100,000 documents; serde-saphyr's
 //! other budgets per file stay at their defaults (250,000 nodes, 1,000,000 parser events, 50,000
 //! aliases and anchors, depth 64, 64 MiB of scalars), which is what refuses a YAML bomb. Every
@@ -73,7 +76,6 @@ pub fn parse_manifest(
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -84,10 +86,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, error, info, warn};
 
 use self::scan::{ScanOutcome, Scanner};
-use crate::validate::ValueLimits;
-use crate::{ClusterName, SourceCounters, SourceEvent, SourceStatus};
+use crate::common::{Closed, SourceCommon, SourceTx};
+use crate::{ClusterName, SourceEvent, SourceStatus};
 
-/// Default for [`FileSourceConfig::max_value_bytes`]: 1 MiB.
+/// Default for the file source's largest value ([`crate::validate::ValueLimits::max_bytes`]): 1 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
 /// Default for [`FileSourceConfig::max_file_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
@@ -97,33 +99,24 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest a burst of file-system events can postpone a rescan.
 pub const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
-/// While the directory is unavailable it is retried at least this often.
-const FAILED_RETRY: Duration = Duration::from_secs(1);
 /// Lower bound for the rescan interval, so a zero cannot spin.
 const MIN_RESCAN_INTERVAL: Duration = Duration::from_millis(10);
-/// Capacity of the event stream's channel.
-const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
 /// Configuration of a file source.
 #[derive(Clone, Debug)]
 pub struct FileSourceConfig {
     /// The directory of manifests.
     pub dir: PathBuf,
-    /// The cluster the objects belong to; `""` for the local cluster.
-    pub cluster: ClusterName,
-    /// Objects whose canonical JSON is larger are skipped with an error log. Default 1 MiB.
-    pub max_value_bytes: usize,
-    /// Objects nested deeper are skipped with an error log. Default
-    /// [`crate::validate::DEFAULT_MAX_DEPTH`] (64).
-    pub max_value_depth: usize,
+    /// Cluster, kinds, value limits (objects whose canonical JSON is larger or deeper are skipped
+    /// with an error log), backoff while the directory is unavailable, counters (invalid objects,
+    /// oversized files).
+    pub common: SourceCommon,
     /// Quiet time after a file-system event before rescanning. Default 50 ms.
     pub debounce: Duration,
     /// Periodic safety-net rescan (inotify can overflow). Default 30 s.
     pub rescan_interval: Duration,
     /// Files larger than this are refused whole (checked before reading). Default 64 MiB.
     pub max_file_bytes: u64,
-    /// What this source refused (invalid objects, oversized files); shared with readers.
-    pub counters: Arc<SourceCounters>,
 }
 
 impl FileSourceConfig {
@@ -131,13 +124,10 @@ impl FileSourceConfig {
     pub fn new(dir: impl Into<PathBuf>, cluster: ClusterName) -> Self {
         FileSourceConfig {
             dir: dir.into(),
-            cluster,
-            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
-            max_value_depth: crate::validate::DEFAULT_MAX_DEPTH,
+            common: SourceCommon::new(cluster),
             debounce: DEFAULT_DEBOUNCE,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
-            counters: Arc::default(),
         }
     }
 }
@@ -165,8 +155,9 @@ pub enum FileSourceError {
     NoRuntime,
 }
 
-/// Starts the source: checks the directory, starts watching it, spawns a tokio task that lists and
-/// then follows it, and returns the event stream. The task ends when the stream is dropped.
+/// Starts the source strictly: checks the directory and starts watching it (either failing is an
+/// error), then spawns the task that lists and follows it and returns the event stream. The task
+/// ends when the stream is dropped; a directory that goes away later is waited for, as in [`start`].
 ///
 /// Must be called from within a tokio runtime.
 pub fn watch(config: FileSourceConfig) -> Result<ReceiverStream<SourceEvent>, FileSourceError> {
@@ -178,30 +169,57 @@ pub fn watch(config: FileSourceConfig) -> Result<ReceiverStream<SourceEvent>, Fi
             path: config.dir.clone(),
             source,
         })?;
-    let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    Ok(spawn(
+        &runtime,
+        config,
+        (fs_tx, fs_rx),
+        Some(watcher),
+        Phase::Listing,
+    ))
+}
+
+/// Starts the source whether or not its directory exists yet: `Connecting`, then (while the
+/// directory is missing or unreadable) `ConnectionFailed`, retried with the backoff, and a full
+/// listing once it is there. The stream never ends on its own; the task ends when it is dropped.
+///
+/// Must be called from within a tokio runtime (it panics otherwise, as `tokio::spawn` does).
+pub fn start(config: FileSourceConfig) -> ReceiverStream<SourceEvent> {
+    let runtime = tokio::runtime::Handle::current();
+    spawn(&runtime, config, mpsc::channel(1), None, Phase::Connecting)
+}
+
+fn spawn(
+    runtime: &tokio::runtime::Handle,
+    config: FileSourceConfig,
+    (fs_tx, fs_rx): (mpsc::Sender<()>, mpsc::Receiver<()>),
+    watcher: Option<RecommendedWatcher>,
+    phase: Phase,
+) -> ReceiverStream<SourceEvent> {
+    let (tx, rx) = SourceTx::channel(config.common.cluster.clone());
+    let common = &config.common;
     let driver = Driver {
         scanner: Some(Scanner::new(
             config.dir.clone(),
-            config.cluster.clone(),
-            ValueLimits {
-                max_bytes: config.max_value_bytes,
-                max_depth: config.max_value_depth,
-            },
+            common.cluster.clone(),
+            common.limits,
             config.max_file_bytes,
-            config.counters.clone(),
+            common.counters.clone(),
         )),
         config,
         tx,
         fs_tx,
         fs_rx,
-        watcher: Some(watcher),
-        phase: Phase::Listing,
+        watcher,
+        phase,
+        failures: 0,
     };
     runtime.spawn(driver.run());
-    Ok(ReceiverStream::new(rx))
+    rx
 }
 
-fn check_dir(dir: &Path) -> Result<(), FileSourceError> {
+/// Why the directory cannot serve as a file datastore now (missing, not a directory,
+/// unreadable), for callers that refuse to start without it.
+pub fn check_dir(dir: &Path) -> Result<(), FileSourceError> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(FileSourceError::NotADirectory {
@@ -241,6 +259,8 @@ fn start_watcher(dir: &Path, signal: mpsc::Sender<()>) -> notify::Result<Recomme
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    /// Started without knowing the directory: `Connecting` is sent, then as `Listing`.
+    Connecting,
     /// The next successful scan is reported as a full listing.
     Listing,
     /// Listed; scans report differences.
@@ -251,7 +271,7 @@ enum Phase {
 
 struct Driver {
     config: FileSourceConfig,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: SourceTx,
     /// Kept so that `fs_rx` never closes, and to re-arm new watchers.
     fs_tx: mpsc::Sender<()>,
     fs_rx: mpsc::Receiver<()>,
@@ -259,25 +279,43 @@ struct Driver {
     /// `None` only while a scan runs on the blocking pool.
     scanner: Option<Scanner>,
     phase: Phase,
+    /// Failed scans in a row: the backoff's attempt.
+    failures: u32,
 }
 
 impl Driver {
     async fn run(mut self) {
+        if self.phase == Phase::Connecting
+            && self.tx.set_status(SourceStatus::Connecting).await.is_err()
+        {
+            return;
+        }
         loop {
-            if self.watcher.is_none() {
-                // Before the scan, so that nothing changed after the scan goes unnoticed.
-                match start_watcher(&self.config.dir, self.fs_tx.clone()) {
-                    Ok(watcher) => self.watcher = Some(watcher),
-                    Err(e) => {
-                        debug!(dir = %self.config.dir.display(), error = %e, "cannot watch directory yet")
+            // Before the scan, so that nothing changed after the scan goes unnoticed.
+            let watch_error = match &self.watcher {
+                Some(_) => None,
+                None => match start_watcher(&self.config.dir, self.fs_tx.clone()) {
+                    Ok(watcher) => {
+                        self.watcher = Some(watcher);
+                        None
                     }
-                }
-            }
+                    Err(e) => Some(e),
+                },
+            };
             let full = self.phase != Phase::Synced;
             let Some(outcome) = self.scan(full).await else {
                 return;
             };
-            if !self.report(outcome, full).await {
+            if let Some(e) = watch_error {
+                let dir = self.config.dir.display();
+                if matches!(outcome, ScanOutcome::Failed(_)) {
+                    debug!(dir = %dir, error = %e, "cannot watch directory yet");
+                } else {
+                    warn!(dir = %dir, error = %e,
+                        "cannot watch the directory; changes are seen at the periodic rescan only");
+                }
+            }
+            if self.report(outcome, full).await.is_err() {
                 debug!(dir = %self.config.dir.display(), "event stream dropped; file source stops");
                 return;
             }
@@ -309,20 +347,26 @@ impl Driver {
         }
     }
 
-    /// Sends what a scan found. False when the stream has been dropped.
-    async fn report(&mut self, outcome: ScanOutcome, full: bool) -> bool {
-        let cluster = &self.config.cluster;
+    /// Sends what a scan found. `Err` when the stream has been dropped.
+    async fn report(&mut self, outcome: ScanOutcome, full: bool) -> Result<(), Closed> {
+        let cluster = self.tx.cluster().clone();
+        if matches!(outcome, ScanOutcome::Failed(_)) {
+            self.failures = self.failures.saturating_add(1);
+        } else {
+            self.failures = 0;
+        }
         match outcome {
             ScanOutcome::Failed(reason) => {
                 // The watch is dead or useless; a new one is made before each retry.
                 self.watcher = None;
                 if self.phase == Phase::Failed {
-                    return true;
+                    return Ok(());
                 }
                 error!(dir = %self.config.dir.display(), reason, "file datastore directory unavailable; retrying");
                 self.phase = Phase::Failed;
-                let status = SourceStatus::ConnectionFailed(reason);
-                send(&self.tx, status_event(cluster, status)).await
+                self.tx
+                    .set_status(SourceStatus::ConnectionFailed(reason))
+                    .await
             }
             ScanOutcome::Scanned {
                 events,
@@ -336,43 +380,46 @@ impl Driver {
                         let _ = self.fs_tx.try_send(());
                     }
                     for event in events {
-                        if !send(&self.tx, event).await {
-                            return false;
-                        }
+                        self.send(event).await?;
                     }
-                    return true;
+                    return Ok(());
                 }
                 info!(dir = %self.config.dir.display(), objects = events.len(), "file datastore listed");
                 self.phase = Phase::Synced;
-                let head = [
-                    status_event(cluster, SourceStatus::ResyncInProgress),
-                    SourceEvent::ResyncStart {
+                self.tx.set_status(SourceStatus::ResyncInProgress).await?;
+                self.tx
+                    .send(SourceEvent::ResyncStart {
                         cluster: cluster.clone(),
-                    },
-                ];
-                let tail = [
-                    SourceEvent::ResyncDone {
-                        cluster: cluster.clone(),
-                    },
-                    status_event(cluster, SourceStatus::InSync),
-                ];
-                for event in head.into_iter().chain(events).chain(tail) {
-                    if !send(&self.tx, event).await {
-                        return false;
-                    }
+                    })
+                    .await?;
+                for event in events {
+                    self.send(event).await?;
                 }
-                true
+                self.tx.send(SourceEvent::ResyncDone { cluster }).await?;
+                self.tx.set_status(SourceStatus::InSync).await
             }
         }
+    }
+
+    /// Sends one object event, unless its kind is not wanted.
+    async fn send(&self, event: SourceEvent) -> Result<(), Closed> {
+        if !self.config.common.wants_event(&event) {
+            return Ok(());
+        }
+        self.tx.send(event).await
     }
 
     /// Waits until a rescan is due: file-system activity followed by `debounce` of quiet (capped at
     /// `MAX_DEBOUNCE`), or the rescan interval. False when the stream has been dropped.
     async fn wait_for_change(&mut self) -> bool {
-        let mut interval = self.config.rescan_interval.max(MIN_RESCAN_INTERVAL);
-        if self.phase == Phase::Failed {
-            interval = interval.min(FAILED_RETRY);
-        }
+        let interval = if self.phase == Phase::Failed {
+            self.config
+                .common
+                .backoff
+                .delay(self.failures.saturating_sub(1))
+        } else {
+            self.config.rescan_interval.max(MIN_RESCAN_INTERVAL)
+        };
         tokio::select! {
             _ = self.tx.closed() => return false,
             _ = sleep_until(Instant::now() + interval) => return true,
@@ -395,15 +442,12 @@ impl Driver {
     }
 }
 
+#[cfg(test)]
 fn status_event(cluster: &ClusterName, status: SourceStatus) -> SourceEvent {
     SourceEvent::Status {
         cluster: cluster.clone(),
         status,
     }
-}
-
-async fn send(tx: &mpsc::Sender<SourceEvent>, event: SourceEvent) -> bool {
-    tx.send(event).await.is_ok()
 }
 
 #[cfg(test)]
@@ -418,7 +462,8 @@ mod tests {
 
     use super::parse::{parse_file, revision_of};
     use super::*;
-    use crate::ResourceKey;
+    use crate::validate::ValueLimits;
+    use crate::{ResourceKey, SourceCounters};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -880,7 +925,7 @@ mod tests {
         let big = obj("Node", "", "big", json!({"blob": "x".repeat(300)}));
         write(&d.join("a.yaml"), &format!("{big}\n---\n{small}"));
         let mut config = config(d);
-        config.max_value_bytes = 200;
+        config.common.limits.max_bytes = 200;
         let mut stream = watch(config).unwrap();
         expect_listing(
             &mut stream,
@@ -925,8 +970,8 @@ mod tests {
         write(&d.join("a.yaml"), &n.to_string());
         let mut config = config(&d);
         config.rescan_interval = Duration::from_millis(100);
-        config.cluster = Arc::from("east");
-        let cluster = config.cluster.clone();
+        config.common.cluster = Arc::from("east");
+        let cluster = config.common.cluster.clone();
         let mut stream = watch(config).unwrap();
         let east = |name: &str| ResourceKey::new("east", "Node", "", name);
         let listing = |names: Vec<(&str, &Value)>| {
@@ -993,6 +1038,47 @@ mod tests {
             watch(FileSourceConfig::new(&file, local())),
             Err(FileSourceError::NotADirectory { .. })
         ));
+    }
+
+    /// `start` waits for a directory that does not exist yet (a remote cluster's may appear
+    /// later): `Connecting`, one `ConnectionFailed`, then the listing once it is there. A driver
+    /// that gave up would end the stream, and `next` would fail.
+    #[tokio::test]
+    async fn start_waits_for_a_missing_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let d = parent.path().join("later");
+        let mut config = config(&d);
+        config.common.backoff = crate::Backoff {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+        };
+        let cluster = config.common.cluster.clone();
+        let mut stream = start(config);
+        assert_eq!(
+            next(&mut stream).await,
+            status_event(&cluster, SourceStatus::Connecting)
+        );
+        match next(&mut stream).await {
+            SourceEvent::Status {
+                status: SourceStatus::ConnectionFailed(reason),
+                ..
+            } => assert!(reason.contains("later"), "{reason}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Several retries go by, silently (one failure report), and the stream stays open.
+        assert!(
+            timeout(Duration::from_millis(500), stream.next())
+                .await
+                .is_err(),
+            "nothing more until the directory exists"
+        );
+        let n = obj("Node", "", "n", json!({}));
+        write(&d.join("a.yaml"), &n.to_string());
+        expect_listing(&mut stream, vec![upsert(key("Node", "", "n"), n)]).await;
+        // And live: the watch is set up once the directory exists.
+        let m = obj("Node", "", "m", json!({}));
+        write(&d.join("b.yaml"), &m.to_string());
+        assert_eq!(next(&mut stream).await, upsert(key("Node", "", "m"), m));
     }
 
     #[test]

@@ -8,17 +8,26 @@
 //! - [`access`]: how to reach an API server (in-cluster, kubeconfig file or text, endpoint+token);
 //! - [`resources`]: which API resources exist (discovery) and which to watch for the wanted kinds;
 //! - [`convert`] with [`pod`], [`profile`], [`node`]: each object → the resources it stands for
-//!   (`../shared/reference/calico-model.md` §3), pure functions over JSON;
+//!   as Calico's Kubernetes datastore converts it, pure functions over JSON;
 //! - [`source`]: the task — one watcher per resource, relists that send only real differences,
-//!   status with the API's own error messages, Secrets watched by name.
+//!   status with the API's own error messages; its connected phase is `running`, with `watched`
+//!   (per-watch key bookkeeping), `errors` (what a watcher's error means), `probe` (recovering
+//!   failed resources);
+//! - [`secrets`]: the Secrets watched by name, as the consumer asks ([`SecretWatches`]).
 
 pub mod access;
 pub mod convert;
+mod errors;
 pub mod node;
 pub mod pod;
+mod probe;
 pub mod profile;
 pub mod resources;
+mod running;
+pub mod secrets;
 pub mod source;
+mod watched;
 
 pub use access::{AccessError, EndpointAccess, KubeAccess};
-pub use source::{InitialList, KubeSourceConfig, UNREADABLE_SECRET_FIELD, watch};
+pub use secrets::{SecretName, SecretWatches};
+pub use source::{InitialList, KubeSourceConfig, watch};

@@ -1,7 +1,12 @@
-//! Datastore URLs: which driver a `--datastore` argument selects.
+//! Datastore URLs: what a `--datastore` argument says, before it becomes a [`DatastoreSpec`].
 
 use std::path::PathBuf;
 use std::str::FromStr;
+
+use meshsync_etcd::{EtcdConfig, TlsFiles};
+
+use crate::DatastoreSpec;
+use crate::kubernetes::KubeAccess;
 
 /// A parsed `--datastore` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +77,31 @@ impl FromStr for DatastoreUrl {
             });
         }
         Err(UrlError::Unsupported(s.to_string()))
+    }
+}
+
+impl DatastoreUrl {
+    /// The datastore this URL names. `etcd` completes an etcd URL's `host:port` endpoints into a
+    /// client configuration with its TLS files (credentials and TLS come from the CLI's flags,
+    /// not from the URL); its error is returned as is.
+    pub fn spec<E>(
+        &self,
+        etcd: impl FnOnce(&[String]) -> Result<(EtcdConfig, TlsFiles), E>,
+    ) -> Result<DatastoreSpec, E> {
+        Ok(match self {
+            DatastoreUrl::File(dir) => DatastoreSpec::File { dir: dir.clone() },
+            DatastoreUrl::Etcd { endpoints, prefix } => {
+                let (etcd, tls_files) = etcd(endpoints)?;
+                DatastoreSpec::Etcd {
+                    etcd,
+                    tls_files,
+                    prefix: prefix.clone(),
+                }
+            }
+            DatastoreUrl::Kubernetes { kubeconfig } => DatastoreSpec::Kubernetes {
+                access: KubeAccess::Kubeconfig(kubeconfig.clone()),
+            },
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! The selection rules and endpoints computation of `calico-model.md` §6.
+//! The selection rules and endpoints computation of Calico Enterprise's federated services
+//! controller (kube-controllers), as `desired_endpoints` documents them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,7 +77,7 @@ struct Candidate<'a> {
 /// Services without an entry are not federated (or are remote): their Endpoints are none of the
 /// controller's business.
 ///
-/// Rules (§6): a Service is federated when it carries [`SERVICE_SELECTOR_ANNOTATION`]. Backing
+/// Rules: a Service is federated when it carries [`SERVICE_SELECTOR_ANNOTATION`]. Backing
 /// candidates are all Services, local and remote, *without* that annotation. A candidate's
 /// labels are its own labels plus `projectcalico.org/namespace=<ns>` and, for remote ones,
 /// `federation.tigera.io/remoteClusterName=<cluster>` (the implicit labels override own labels

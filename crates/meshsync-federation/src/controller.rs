@@ -90,6 +90,12 @@ pub struct ControllerConfig {
 }
 
 /// Where the controller writes its objects.
+///
+/// The same places a source reads (`meshsync_datastore::DatastoreSpec`, from which the binary
+/// resolves it), described for a writer, and kept apart on purpose: a writer needs other things
+/// (a file datastore is written under `generated/`, the Kubernetes API through a client the
+/// caller builds, [`KubeConnect`]), and this crate would otherwise depend on every reading driver
+/// (file watching, kube-runtime watchers) it never runs.
 #[derive(Clone, Debug)]
 #[allow(
     clippy::large_enum_variant,
@@ -237,12 +243,14 @@ pub async fn run(
                         info!(%server, "federation controller subscribed");
                     }
                     AgentEvent::Disconnected { server, error, retry_in } => {
+                        let error = meshsync_agent::LogSafe(&error);
                         warn!(%server, %error, ?retry_in, "federation subscription lost; retrying");
                     }
                     AgentEvent::DigestMismatch(m) => {
                         warn!(clusters = m.len(), "mirror digest mismatch; resubscribing");
                     }
                     AgentEvent::Reconnect { server, reason } => {
+                        let reason = meshsync_agent::LogSafe(&reason);
                         info!(%server, %reason, "the server asked the federation controller to reconnect");
                     }
                     AgentEvent::Update(_) | AgentEvent::Removed(_) | AgentEvent::Status { .. } => {}

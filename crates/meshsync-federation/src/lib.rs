@@ -1,5 +1,5 @@
-//! The federated services controller (spec: `calico-model.md` §6): the rules, and the controller
-//! that applies them to a local datastore.
+//! The federated services controller (as Calico Enterprise's kube-controllers runs it): the
+//! rules, and the controller that applies them to a local datastore.
 //!
 //! A *federated* Service is a local Kubernetes Service carrying the annotation
 //! [`SERVICE_SELECTOR_ANNOTATION`] and no `spec.selector`. Its endpoints are not chosen from pods
@@ -10,7 +10,7 @@
 //!   federated Endpoints (and EndpointSlices) *should* be.
 //!   * [`ServiceInfo`] / [`EndpointsInfo`]: the parts of a Service / Endpoints object the rules
 //!     use, parsed from Kubernetes JSON and tagged with their cluster ([`LOCAL_CLUSTER`] = `""`).
-//!   * [`desired_endpoints`]: the selection rules and endpoints computation of §6, ending in
+//!   * [`desired_endpoints`]: the selection rules and endpoints computation, ending in
 //!     [`repack_subsets`], a port of Kubernetes' `RepackSubsets` with a documented total order.
 //!   * [`DesiredEndpoints::to_endpoints_json`] / [`DesiredEndpoints::to_endpoint_slices_json`]:
 //!     the objects to write. [`is_managed`] tells whether an existing object is ours to update or

@@ -1,5 +1,6 @@
-//! Scenario tests of `calico-model.md` §6 (the FV scenarios 1–9 without licensing, in pure form)
-//! and the unit-level cases listed there.
+//! Scenario tests of the federation rules: the nine end-to-end scenarios Calico Enterprise's
+//! functional test walks its federated services controller through (licensing left out), in pure
+//! form, and unit-level cases of each rule.
 
 use std::collections::BTreeMap;
 

@@ -49,7 +49,10 @@ pub enum SecretError {
     },
     #[error("Secret data key {0:?} is not UTF-8")]
     NotUtf8(String),
-    /// The local datastore could not read it (the Kubernetes API's message, e.g. RBAC).
+    /// The local datastore could not read it ([`SourceEvent::Unreadable`]: the Kubernetes API's
+    /// message, e.g. RBAC).
+    ///
+    /// [`SourceEvent::Unreadable`]: meshsync_model::SourceEvent::Unreadable
     #[error("cannot be read: {0}")]
     Unreadable(String),
 }

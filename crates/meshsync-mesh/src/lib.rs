@@ -1,7 +1,10 @@
-//! The cluster mesh stage (DESIGN.md §4), between the sources and the cache.
+//! The cluster mesh stage, between the sources and the cache.
 //!
 //! It owns the local source. RemoteClusterConfigurations and Secrets arriving from it are consumed
-//! (never forwarded): each valid RCC gets one remote source, named by the RCC, synced for the kinds
+//! (never forwarded); the mesh tells the local source which Secrets its RCCs name
+//! ([`MeshConfig::local_secrets`]: a Kubernetes source watches only those), and a Secret the
+//! source may not read arrives as `Unreadable`, making its RCCs `ConfigIncomplete` with the
+//! reason. Each valid RCC gets one remote source, named by the RCC, synced for the kinds
 //! the mesh needs (WorkloadEndpoints, HostEndpoints, Profiles with their rules stripped; with
 //! `overlayRoutingMode: Enabled` also Nodes, IPPools and IPAM blocks; for the `federation`
 //! subscription also Services, Endpoints and EndpointSlices). Every remote's state
@@ -24,10 +27,12 @@ use meshsync_model::SourceEvent;
 
 pub use error::{ConfigError, JsonError, SecretError};
 pub use manager::{MeshConfig, RCC_KIND, RemoteClusterManager, SECRET_KIND};
+/// What identifies a datastore (defined with [`meshsync_datastore::DatastoreSpec::identities`]).
+pub use meshsync_datastore::spec::{etcd_identity, file_identity, kube_identity};
 pub use rcc::{
     CALICO_ETCD_PREFIX, InvalidClusterName, LOST_CLUSTER_GRACE_ANNOTATION,
     LOST_CLUSTER_POLICY_ANNOTATION, LostClusterPolicy, MAX_LOST_CLUSTER_GRACE, Rcc, RemoteConfig,
-    RemoteDatastore, Secrets, etcd_identity, file_identity, kube_identity, validate_cluster_name,
+    Secrets, validate_cluster_name,
 };
 pub use remote::RemoteLimits;
 pub use secret::SecretData;

@@ -7,7 +7,7 @@ use futures::Stream;
 use meshsync_model::{ClusterName, SourceEvent, SourceStatus};
 use tracing::{info, warn};
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, SecretError};
 use crate::manager::{RemoteClusterManager, supervised};
 use crate::rcc::{Rcc, RemoteConfig, SecretRef, validate_cluster_name};
 use crate::remote;
@@ -43,7 +43,20 @@ where
             info!(cluster = name, "Handling modified RCC update");
             remote.rcc = rcc;
         }
+        self.request_secrets();
         self.reconfigure(name, if is_new { "new RCC" } else { "modified RCC" });
+    }
+
+    /// Tells the local source which Secrets the RCCs name now (see [`MeshConfig::local_secrets`]).
+    ///
+    /// [`MeshConfig::local_secrets`]: crate::MeshConfig::local_secrets
+    fn request_secrets(&self) {
+        self.config.local_secrets.set(
+            self.remotes
+                .values()
+                .filter_map(|r| r.rcc.secret_ref())
+                .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty()),
+        );
     }
 
     /// Recomputes a remote's configuration and starts, restarts or stops its source.
@@ -72,7 +85,7 @@ where
                 );
                 let stream = remote::start(name, &config, &self.config.limits);
                 remote.state = RemoteState::Running {
-                    config,
+                    config: Box::new(config),
                     link: Link::Up,
                 };
                 // A restarted source relists; the cache turns that into the differences.
@@ -163,19 +176,20 @@ where
         self.sources.remove(name);
         self.release(name);
         self.remotes.remove(name);
+        self.request_secrets();
         self.out.push_back(SourceEvent::ClusterRemoved {
             cluster: name.into(),
         });
         self.retry_duplicates(name);
     }
 
-    pub(crate) fn secret_changed(&mut self, reference: SecretRef, value: Option<&Bytes>) {
-        let new = value.map(|v| {
-            SecretData::parse(v).inspect_err(|e| {
-                warn!(secret = %format!("{}/{}", reference.0, reference.1), error = %e,
-                    "malformed Secret; RemoteClusterConfigurations that use it report ConfigIncomplete");
-            })
-        });
+    /// A Secret was read (`Some`: decoded, or why not) or is gone (`None`): the RCCs that name
+    /// it are reconfigured.
+    pub(crate) fn secret_changed(
+        &mut self,
+        reference: SecretRef,
+        new: Option<Result<SecretData, SecretError>>,
+    ) {
         let old = match &new {
             Some(s) => self.secrets.insert(reference.clone(), s.clone()),
             None => self.secrets.remove(&reference),
@@ -192,5 +206,107 @@ where
         for name in users {
             self.reconfigure(&name, "Secret update");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use futures::FutureExt;
+    use meshsync_datastore::kubernetes::SecretWatches;
+    use meshsync_model::ResourceKey;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+    use crate::MeshConfig;
+
+    fn rcc(name: &str, secret: &str) -> SourceEvent {
+        let spec = format!(
+            r#"{{"clusterAccessSecret":{{"kind":"Secret","namespace":"ns","name":"{secret}"}}}}"#
+        );
+        SourceEvent::Upsert {
+            key: ResourceKey::new("", crate::RCC_KIND, "", name),
+            value: Bytes::from(format!(
+                r#"{{"kind":"RemoteClusterConfiguration","metadata":{{"name":"{name}"}},"spec":{spec}}}"#
+            )),
+            revision: "1".into(),
+        }
+    }
+
+    fn wanted(secrets: &[&str]) -> BTreeSet<(String, String)> {
+        secrets
+            .iter()
+            .map(|s| ("ns".to_string(), s.to_string()))
+            .collect()
+    }
+
+    /// Feeds `events` to the mesh and returns what it emits (the local source is a channel, so
+    /// everything is ready at once: no waiting).
+    fn feed(
+        tx: &mpsc::Sender<SourceEvent>,
+        mesh: &mut RemoteClusterManager<ReceiverStream<SourceEvent>>,
+        events: Vec<SourceEvent>,
+    ) -> Vec<SourceEvent> {
+        for event in events {
+            tx.try_send(event).expect("room in the channel");
+        }
+        std::iter::from_fn(|| mesh.next().now_or_never().flatten()).collect()
+    }
+
+    fn incomplete_reason(events: &[SourceEvent], cluster: &str) -> Option<String> {
+        events.iter().rev().find_map(|e| match e {
+            SourceEvent::Status {
+                cluster: c,
+                status: SourceStatus::ConfigIncomplete(reason),
+            } if &**c == cluster => Some(reason.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_mesh_asks_for_the_secrets_its_rccs_name_and_reports_unreadable_ones() {
+        let local_secrets = SecretWatches::default();
+        let (tx, rx) = mpsc::channel(16);
+        let mut mesh = RemoteClusterManager::new(
+            ReceiverStream::new(rx),
+            MeshConfig {
+                local_secrets: local_secrets.clone(),
+                ..MeshConfig::default()
+            },
+        );
+        feed(&tx, &mut mesh, vec![rcc("b", "s1"), rcc("c", "s2")]);
+        assert_eq!(local_secrets.get(), wanted(&["s1", "s2"]));
+
+        // An unreadable Secret: its RCC is incomplete with the API's reason; nothing is forwarded.
+        let forbidden = "secrets \"s1\" is forbidden: User \"x\" cannot watch";
+        let out = feed(
+            &tx,
+            &mut mesh,
+            vec![SourceEvent::Unreadable {
+                key: ResourceKey::new("", crate::SECRET_KIND, "ns", "s1"),
+                reason: forbidden.to_string(),
+            }],
+        );
+        let reason = incomplete_reason(&out, "b").expect("b is incomplete");
+        assert!(reason.contains(forbidden), "{reason}");
+        assert!(
+            !out.iter()
+                .any(|e| matches!(e, SourceEvent::Unreadable { .. }))
+        );
+
+        // A changed reference and a deleted RCC change what is asked for.
+        feed(&tx, &mut mesh, vec![rcc("b", "s3")]);
+        assert_eq!(local_secrets.get(), wanted(&["s2", "s3"]));
+        feed(
+            &tx,
+            &mut mesh,
+            vec![SourceEvent::Delete {
+                key: ResourceKey::new("", crate::RCC_KIND, "", "c"),
+                revision: "2".into(),
+            }],
+        );
+        assert_eq!(local_secrets.get(), wanted(&["s3"]));
     }
 }

@@ -6,13 +6,16 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::PathBuf;
 
 use futures::{Stream, StreamExt};
+use meshsync_datastore::kubernetes::SecretWatches;
 use meshsync_model::{ClusterName, LOCAL_CLUSTER, SourceEvent, SourceStatus};
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
+use crate::error::SecretError;
 use crate::rcc::{SecretRef, Secrets};
 use crate::remote::{RemoteLimits, SourceStream};
+use crate::secret::SecretData;
 use crate::state::{LocalGate, Remote};
 
 /// A remote source as the manager holds it: its events, then one `None` when it ends. A source
@@ -41,6 +44,13 @@ pub struct MeshConfig {
     /// directory).
     pub base_dir: Option<PathBuf>,
     pub limits: RemoteLimits,
+    /// Where the mesh asks the local source for the Secrets its RCCs name: the handle of a local
+    /// Kubernetes source ([`KubeSourceConfig::secrets`]), which watches Secrets only by name.
+    /// The file and etcd sources list every Secret they hold: for them the default (a handle no
+    /// source reads) is right.
+    ///
+    /// [`KubeSourceConfig::secrets`]: meshsync_datastore::kubernetes::KubeSourceConfig::secrets
+    pub local_secrets: SecretWatches,
 }
 
 /// See the module documentation.
@@ -139,7 +149,20 @@ where
                 if let Some((_, secrets)) = self.local_unseen.as_mut() {
                     secrets.remove(&reference);
                 }
-                self.secret_changed(reference, Some(&value));
+                let secret = SecretData::parse(&value).inspect_err(|e| {
+                    warn!(secret = %format!("{}/{}", reference.0, reference.1), error = %e,
+                        "malformed Secret; RemoteClusterConfigurations that use it report ConfigIncomplete");
+                });
+                self.secret_changed(reference, Some(secret));
+            }
+            SourceEvent::Unreadable { key, reason } if key.kind() == SECRET_KIND => {
+                let reference = (key.namespace().to_string(), key.name().to_string());
+                if let Some((_, secrets)) = self.local_unseen.as_mut() {
+                    secrets.remove(&reference);
+                }
+                warn!(secret = %format!("{}/{}", reference.0, reference.1), error = %reason,
+                    "cannot read a Secret; RemoteClusterConfigurations that use it report ConfigIncomplete");
+                self.secret_changed(reference, Some(Err(SecretError::Unreadable(reason))));
             }
             SourceEvent::Delete { key, .. } if key.kind() == SECRET_KIND => {
                 let reference = (key.namespace().to_string(), key.name().to_string());

@@ -1,5 +1,6 @@
-//! RemoteClusterConfiguration: parsing, validation (calico-model.md §4.1) and the remote
-//! datastore configuration it resolves to.
+//! RemoteClusterConfiguration: parsing, validation (Calico's rules for the resource) and the remote
+//! configuration it resolves to: the datastore's [`DatastoreSpec`] (the same description the CLI's
+//! `--datastore` becomes) and how the mesh syncs it.
 //!
 //! Validation problems, a missing Secret or an unsupported datastore type are not errors of the
 //! server: they become the cluster's `ConfigIncomplete` status with the reason, and nothing else
@@ -9,7 +10,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshsync_datastore::DatastoreSpec;
+use meshsync_datastore::etcd::TlsFiles;
 use meshsync_datastore::kubernetes::{EndpointAccess, KubeAccess};
+use meshsync_etcd::{EtcdConfig, EtcdTls};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, SecretError};
@@ -35,17 +39,7 @@ pub enum LostClusterPolicy {
 /// at most 253 characters), as the Kubernetes API would require of the object. Anything else
 /// (`(local)`, `a/b`, `" "`, …) could be confused with the local cluster or break key paths.
 pub fn validate_cluster_name(name: &str) -> Result<(), InvalidClusterName> {
-    const MAX: usize = 253;
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let bytes = name.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= MAX
-        && bytes.iter().all(|&c| alnum(c) || c == b'-' || c == b'.')
-        && name.split('.').all(|label| {
-            let l = label.as_bytes();
-            !l.is_empty() && alnum(l[0]) && alnum(l[l.len() - 1])
-        });
-    if ok {
+    if meshsync_model::is_remote_cluster_name(name) {
         Ok(())
     } else {
         Err(InvalidClusterName(
@@ -61,84 +55,13 @@ pub fn validate_cluster_name(name: &str) -> Result<(), InvalidClusterName> {
 )]
 pub struct InvalidClusterName(pub String);
 
-/// How to reach a remote cluster's datastore.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RemoteDatastore {
-    Etcd {
-        endpoints: Vec<String>,
-        username: Option<String>,
-        password: Option<String>,
-        /// Inline PEM.
-        ca: Option<String>,
-        cert: Option<String>,
-        key: Option<String>,
-        /// PEM files, read at every connection attempt.
-        ca_file: Option<PathBuf>,
-        cert_file: Option<PathBuf>,
-        key_file: Option<PathBuf>,
-    },
-    /// meshsync's extension: a directory of manifests (`spec.filePath`).
-    File { dir: PathBuf },
-    /// The Kubernetes API (`datastoreType: kubernetes`): `kubeconfigInline` (or a Secret's
-    /// `kubeconfig`), else the `kubeconfig` file, else `k8sAPIEndpoint` with its credentials.
-    Kubernetes { access: KubeAccess },
-}
-
 /// The prefix under which Calico keeps its etcdv3 data; remotes are always read there.
 pub const CALICO_ETCD_PREFIX: &str = "/calico";
-
-/// Identifies an etcd datastore by one endpoint (scheme dropped, host lower-cased) and prefix.
-/// Best effort: two names for one host (`localhost`, `127.0.0.1`) are not recognised as one.
-pub fn etcd_identity(endpoint: &str, prefix: &str) -> String {
-    let host_port = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-        .unwrap_or(endpoint)
-        .trim_end_matches('/')
-        .to_ascii_lowercase();
-    format!("etcd {host_port}{}", prefix.trim_end_matches('/'))
-}
-
-/// Identifies a file datastore by its directory (resolved through symlinks when it exists).
-pub fn file_identity(dir: &Path) -> String {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    format!("file {}", dir.display())
-}
-
-/// Identifies a Kubernetes datastore by how it is reached (best effort: the API server's address
-/// is only known once a kubeconfig is read, so two kubeconfigs for one cluster are not recognised
-/// as one).
-pub fn kube_identity(access: &KubeAccess) -> String {
-    match access {
-        KubeAccess::InCluster => "kubernetes in-cluster".into(),
-        KubeAccess::Kubeconfig(path) => format!("kubernetes kubeconfig {path:?}"),
-        KubeAccess::KubeconfigInline(text) => format!(
-            "kubernetes kubeconfig text {:016x}",
-            xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-        ),
-        KubeAccess::Endpoint(e) => format!("kubernetes {}", e.server.to_ascii_lowercase()),
-    }
-}
-
-impl RemoteDatastore {
-    /// What identifies the datastore, so that two RCCs (or an RCC and the local cluster) that
-    /// name one datastore are recognised: any shared identity means the same data.
-    pub fn identities(&self) -> Vec<String> {
-        match self {
-            RemoteDatastore::Etcd { endpoints, .. } => endpoints
-                .iter()
-                .map(|e| etcd_identity(e, CALICO_ETCD_PREFIX))
-                .collect(),
-            RemoteDatastore::File { dir } => vec![file_identity(dir)],
-            RemoteDatastore::Kubernetes { access } => vec![kube_identity(access)],
-        }
-    }
-}
 
 /// Everything that decides how a remote source runs; a change restarts that one source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteConfig {
-    pub datastore: RemoteDatastore,
+    pub datastore: DatastoreSpec,
     pub overlay: bool,
     pub policy: LostClusterPolicy,
 }
@@ -235,7 +158,7 @@ impl RccSpec {
             || self.k8s_insecure_skip_tls_verify.unwrap_or(false)
     }
 
-    /// The spec a Secret's data describes (calico-model.md §4.1: `kubeconfig` maps to
+    /// The spec a Secret's data describes (as in Calico: `kubeconfig` maps to
     /// `kubeconfigInline`; file paths cannot come from a Secret, except our `filePath`).
     fn from_secret(secret: &SecretData) -> Result<RccSpec, SecretError> {
         Ok(RccSpec {
@@ -453,7 +376,7 @@ fn path_field(v: &Option<String>, field: &'static str) -> Result<Option<PathBuf>
     }
 }
 
-/// How a `datastoreType: kubernetes` RCC reaches its API server (calico-model.md §4.1:
+/// How a `datastoreType: kubernetes` RCC reaches its API server (as in Calico:
 /// `kubeconfigInline` overrides `kubeconfig`; the endpoint fields are the alternative).
 fn kube_access(spec: &RccSpec, base_dir: Option<&Path>) -> Result<KubeAccess, ConfigError> {
     if let Some(text) = non_empty(&spec.kubeconfig_inline) {
@@ -488,42 +411,63 @@ fn kube_access(spec: &RccSpec, base_dir: Option<&Path>) -> Result<KubeAccess, Co
     }))
 }
 
-fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, ConfigError> {
+/// The etcd datastore an `etcdv3` spec describes.
+fn etcd_spec(spec: &RccSpec) -> Result<DatastoreSpec, ConfigError> {
+    let endpoints: Vec<String> = spec
+        .etcd_endpoints
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(ConfigError::field(
+            "EtcdEndpoints",
+            "etcdv3 needs etcdEndpoints",
+        ));
+    }
+    if let Some(bad) = endpoints.iter().find(|e| !endpoint_ok(e)) {
+        return Err(ConfigError::field(
+            "EtcdEndpoints",
+            format!("{bad:?} is not http(s)://host:port"),
+        ));
+    }
+    let (ca, cert, key) = (
+        non_empty(&spec.etcd_ca_cert),
+        non_empty(&spec.etcd_cert),
+        non_empty(&spec.etcd_key),
+    );
+    let mut etcd = EtcdConfig::new(endpoints);
+    etcd.username = non_empty(&spec.etcd_username);
+    etcd.password = non_empty(&spec.etcd_password);
+    if ca.is_some() || cert.is_some() || key.is_some() {
+        etcd.tls = Some(EtcdTls {
+            ca_pem: ca.map(String::into_bytes),
+            cert_pem: cert.map(String::into_bytes),
+            key_pem: key.map(String::into_bytes),
+        });
+    }
+    // A remote that accepts connections but never answers must fail within seconds, so it
+    // cannot hold the local in-sync for long (Calico's tests expect ~15 s at most).
+    etcd.connect_timeout = Duration::from_secs(3);
+    etcd.request_timeout = Duration::from_secs(5);
+    let tls_files = TlsFiles {
+        ca: path_field(&spec.etcd_ca_cert_file, "EtcdCACertFile")?,
+        cert: path_field(&spec.etcd_cert_file, "EtcdCertFile")?,
+        key: path_field(&spec.etcd_key_file, "EtcdKeyFile")?,
+    };
+    Ok(DatastoreSpec::Etcd {
+        etcd,
+        tls_files,
+        prefix: CALICO_ETCD_PREFIX.into(),
+    })
+}
+
+fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<DatastoreSpec, ConfigError> {
     match spec.datastore_type.as_deref().unwrap_or("") {
-        "etcdv3" => {
-            let endpoints: Vec<String> = spec
-                .etcd_endpoints
-                .as_deref()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(String::from)
-                .collect();
-            if endpoints.is_empty() {
-                return Err(ConfigError::field(
-                    "EtcdEndpoints",
-                    "etcdv3 needs etcdEndpoints",
-                ));
-            }
-            if let Some(bad) = endpoints.iter().find(|e| !endpoint_ok(e)) {
-                return Err(ConfigError::field(
-                    "EtcdEndpoints",
-                    format!("{bad:?} is not http(s)://host:port"),
-                ));
-            }
-            Ok(RemoteDatastore::Etcd {
-                endpoints,
-                username: non_empty(&spec.etcd_username),
-                password: non_empty(&spec.etcd_password),
-                ca: non_empty(&spec.etcd_ca_cert),
-                cert: non_empty(&spec.etcd_cert),
-                key: non_empty(&spec.etcd_key),
-                ca_file: path_field(&spec.etcd_ca_cert_file, "EtcdCACertFile")?,
-                cert_file: path_field(&spec.etcd_cert_file, "EtcdCertFile")?,
-                key_file: path_field(&spec.etcd_key_file, "EtcdKeyFile")?,
-            })
-        }
+        "etcdv3" => etcd_spec(spec),
         "kubernetes" => {
             if [
                 &spec.etcd_endpoints,
@@ -540,7 +484,7 @@ fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, 
                     "kubernetes does not take etcd fields",
                 ));
             }
-            kube_access(spec, base_dir).map(|access| RemoteDatastore::Kubernetes { access })
+            kube_access(spec, base_dir).map(|access| DatastoreSpec::Kubernetes { access })
         }
         "file" => {
             let path = non_empty(&spec.file_path).ok_or_else(|| {
@@ -551,7 +495,7 @@ fn validate(spec: &RccSpec, base_dir: Option<&Path>) -> Result<RemoteDatastore, 
                 Some(base) if path.is_relative() => base.join(path),
                 _ => path,
             };
-            Ok(RemoteDatastore::File { dir })
+            Ok(DatastoreSpec::File { dir })
         }
         "" => Err(ConfigError::field(
             "DatastoreType",
@@ -588,8 +532,9 @@ mod tests {
         assert!(c.kinds().contains("Service") && c.kinds().contains("EndpointSlice"));
         assert!(!c.kinds().contains("GlobalNetworkPolicy"));
         match c.datastore {
-            RemoteDatastore::Etcd { endpoints, .. } => {
-                assert_eq!(endpoints, ["http://a:2379", "https://b:2380"])
+            DatastoreSpec::Etcd { etcd, prefix, .. } => {
+                assert_eq!(etcd.endpoints, ["http://a:2379", "https://b:2380"]);
+                assert_eq!(prefix, CALICO_ETCD_PREFIX);
             }
             other => panic!("{other:?}"),
         }
@@ -663,7 +608,7 @@ mod tests {
         let c = r.resolve(&secrets, Some(Path::new("/x/a"))).unwrap();
         assert_eq!(
             c.datastore,
-            RemoteDatastore::File {
+            DatastoreSpec::File {
                 dir: "/x/a/../b".into()
             }
         );

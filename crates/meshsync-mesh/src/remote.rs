@@ -1,25 +1,19 @@
-//! One remote cluster's source: started from its [`RemoteConfig`], filtered to the kinds the mesh
-//! syncs, and rewritten so a remote cluster can never contribute policy.
+//! One remote cluster's source: started from its [`RemoteConfig`]'s datastore, filtered to the
+//! kinds the mesh syncs, and rewritten so a remote cluster can never contribute policy.
 
 use std::collections::HashSet;
-use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use meshsync_datastore::etcd::{EtcdSourceConfig, TlsFiles};
-use meshsync_datastore::file::FileSourceConfig;
-use meshsync_datastore::kubernetes::KubeSourceConfig;
-use meshsync_etcd::{EtcdConfig, EtcdTls};
-use meshsync_model::{ClusterName, SourceEvent, SourceStatus};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures::StreamExt;
+use meshsync_datastore::validate::ValueLimits;
+use meshsync_datastore::{Backoff, SourceCommon};
+use meshsync_model::{ClusterName, SourceEvent};
 use tracing::warn;
 
-use crate::rcc::{RemoteConfig, RemoteDatastore};
+use crate::rcc::RemoteConfig;
 
-/// A boxed source stream.
-pub type SourceStream = Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
+/// A started source, whichever its driver.
+pub use meshsync_datastore::SourceStream;
 
 /// Limits applied to remote sources.
 #[derive(Clone, Debug)]
@@ -27,8 +21,6 @@ pub struct RemoteLimits {
     pub max_value_bytes: usize,
     /// Counts what the remote sources refuse (shared with the local source and `/metrics`).
     pub counters: std::sync::Arc<meshsync_model::SourceCounters>,
-    /// Delay between attempts to open a remote file datastore that is missing.
-    pub file_retry: Duration,
 }
 
 impl Default for RemoteLimits {
@@ -36,119 +28,26 @@ impl Default for RemoteLimits {
         RemoteLimits {
             max_value_bytes: 1 << 20,
             counters: Default::default(),
-            file_retry: Duration::from_secs(2),
         }
     }
 }
 
-/// Starts the source for remote cluster `cluster`.
+/// Starts the source for remote cluster `cluster`: its datastore's driver (which retries on its
+/// own, so the stream never ends on its own), filtered and rewritten by [`rewrite`].
 pub fn start(cluster: &str, config: &RemoteConfig, limits: &RemoteLimits) -> SourceStream {
-    let name: ClusterName = cluster.into();
     let kinds = config.kinds();
-    let raw: SourceStream = match &config.datastore {
-        RemoteDatastore::Etcd {
-            endpoints,
-            username,
-            password,
-            ca,
-            cert,
-            key,
-            ca_file,
-            cert_file,
-            key_file,
-        } => {
-            let mut etcd = EtcdConfig::new(endpoints.clone());
-            etcd.username = username.clone();
-            etcd.password = password.clone();
-            if ca.is_some() || cert.is_some() || key.is_some() {
-                etcd.tls = Some(EtcdTls {
-                    ca_pem: ca.as_ref().map(|s| s.as_bytes().to_vec()),
-                    cert_pem: cert.as_ref().map(|s| s.as_bytes().to_vec()),
-                    key_pem: key.as_ref().map(|s| s.as_bytes().to_vec()),
-                });
-            }
-            // A remote that accepts connections but never answers must fail within seconds, so it
-            // cannot hold the local in-sync for long (Calico's tests expect ~15 s at most).
-            etcd.connect_timeout = Duration::from_secs(3);
-            etcd.request_timeout = Duration::from_secs(5);
-            let mut source = EtcdSourceConfig::new(etcd, name.clone());
-            source.tls_files = TlsFiles {
-                ca: ca_file.clone(),
-                cert: cert_file.clone(),
-                key: key_file.clone(),
-            };
-            source.kinds = Some(kinds.clone());
-            source.max_value_bytes = limits.max_value_bytes;
-            source.counters = limits.counters.clone();
-            Box::pin(meshsync_datastore::etcd::watch(source))
-        }
-        RemoteDatastore::Kubernetes { access } => {
-            let mut source = KubeSourceConfig::new(access.clone(), name.clone());
-            source.kinds = Some(kinds.clone());
-            source.max_value_bytes = limits.max_value_bytes;
-            source.counters = limits.counters.clone();
-            Box::pin(meshsync_datastore::kubernetes::watch(source))
-        }
-        RemoteDatastore::File { dir } => {
-            let mut source = FileSourceConfig::new(dir.clone(), name.clone());
-            source.max_value_bytes = limits.max_value_bytes;
-            source.counters = limits.counters.clone();
-            Box::pin(retrying_file_source(source, limits.file_retry))
-        }
+    let common = SourceCommon {
+        cluster: ClusterName::from(cluster),
+        kinds: Some(kinds.clone()),
+        limits: ValueLimits::new(limits.max_value_bytes),
+        backoff: Backoff::default(),
+        counters: limits.counters.clone(),
     };
+    let raw = config.datastore.start(common);
     Box::pin(raw.filter_map(move |event| {
         let out = rewrite(event, &kinds);
         async move { out }
     }))
-}
-
-/// A file source that reports `ConnectionFailed` while its directory is missing and keeps trying.
-fn retrying_file_source(config: FileSourceConfig, retry: Duration) -> ReceiverStream<SourceEvent> {
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(async move {
-        let _ = tx
-            .send(SourceEvent::Status {
-                cluster: config.cluster.clone(),
-                status: SourceStatus::Connecting,
-            })
-            .await;
-        let mut last_error = String::new();
-        loop {
-            match meshsync_datastore::file::watch(config.clone()) {
-                Ok(mut inner) => {
-                    while let Some(event) = inner.next().await {
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                    return;
-                }
-                Err(e) => {
-                    let error = e.to_string();
-                    if error != last_error {
-                        warn!(cluster = %config.cluster, error = %error, "remote file datastore unavailable; will retry");
-                        let status = SourceStatus::ConnectionFailed(error.clone());
-                        if tx
-                            .send(SourceEvent::Status {
-                                cluster: config.cluster.clone(),
-                                status,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        last_error = error;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(retry) => {}
-                        _ = tx.closed() => return,
-                    }
-                }
-            }
-        }
-    });
-    ReceiverStream::new(rx)
 }
 
 /// Keeps only the kinds synced from remote clusters and strips Profiles' rules (a remote
@@ -183,6 +82,9 @@ pub fn rewrite(event: SourceEvent, kinds: &HashSet<String>) -> Option<SourceEven
         SourceEvent::Delete { key, revision } => kinds
             .contains(key.kind())
             .then_some(SourceEvent::Delete { key, revision }),
+        SourceEvent::Unreadable { key, reason } => kinds
+            .contains(key.kind())
+            .then_some(SourceEvent::Unreadable { key, reason }),
         other => Some(other),
     }
 }

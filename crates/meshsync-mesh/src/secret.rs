@@ -16,13 +16,6 @@ impl SecretData {
     pub fn parse(value: &[u8]) -> Result<SecretData, SecretError> {
         let object: serde_json::Value =
             serde_json::from_slice(value).map_err(|e| SecretError::NotJson(e.into()))?;
-        // The Kubernetes source reports a Secret it may not read this way (it never reaches agents).
-        if let Some(reason) = object
-            .get(meshsync_datastore::kubernetes::UNREADABLE_SECRET_FIELD)
-            .and_then(|r| r.as_str())
-        {
-            return Err(SecretError::Unreadable(reason.to_string()));
-        }
         let mut data = BTreeMap::new();
         if let Some(map) = object.get("data").and_then(|d| d.as_object()) {
             for (k, v) in map {

@@ -26,8 +26,11 @@ pub(crate) enum RemoteState {
     New,
     /// No source runs: the RCC is incomplete or refused.
     Incomplete(ConfigError),
-    /// A source runs with this configuration.
-    Running { config: RemoteConfig, link: Link },
+    /// A source runs with this configuration (boxed: a datastore description is large).
+    Running {
+        config: Box<RemoteConfig>,
+        link: Link,
+    },
 }
 
 /// What a running remote's source last said about its connection, for the lost-cluster policy.
@@ -91,8 +94,8 @@ impl Remote {
     }
 }
 
-/// The local in-sync gate (calico-model.md §4: the local in-sync waits for the remotes known
-/// when the local datastore first synced).
+/// The local in-sync gate (as Calico's remote-cluster syncer: the local in-sync waits for the
+/// remotes known when the local datastore first synced).
 pub(crate) enum LocalGate {
     /// The local datastore has not reported InSync yet.
     Pending,

@@ -1,4 +1,4 @@
-//! Calico's etcdv3 key layout (calico-model.md §2) and meshsync's layout for Kubernetes objects
+//! Calico's etcdv3 key layout and meshsync's layout for Kubernetes objects
 //! in etcd mode.
 //!
 //! - Calico v3 resources: `<prefix>/resources/v3/projectcalico.org/<plural>/<name>` for global

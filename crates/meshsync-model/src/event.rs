@@ -1,8 +1,10 @@
-//! What a source streams: its connection state, relist markers, upserts and deletes.
+//! What a source streams: its connection state, relist markers, upserts, deletes, and the objects
+//! it was asked for but may not read.
 //!
-//! Every driver (file, etcd, and later Kubernetes) produces exactly these events, so everything
-//! downstream (the mesh, the cache) is written once against them, in the style of kube-runtime's
-//! watcher events.
+//! Every driver (file, etcd, Kubernetes) produces exactly these events, so everything downstream
+//! (the mesh, the cache) is written once against them, in the style of kube-runtime's watcher
+//! events. Only a driver that reads objects by name on request (Kubernetes, for Secrets) reports
+//! one as `Unreadable`: the others list what they may read and have nothing to report.
 
 use bytes::Bytes;
 
@@ -62,6 +64,10 @@ pub enum SourceEvent {
         key: ResourceKey,
         revision: Revision,
     },
+    /// The source is told to read this object but may not (the Kubernetes API's own message, e.g.
+    /// RBAC's `forbidden`). Nothing is served for it; whoever asked for the object (the mesh, for
+    /// a Secret an RCC names) reports `reason`. A later `Upsert` or `Delete` of the key ends it.
+    Unreadable { key: ResourceKey, reason: String },
     /// The listing that began with `ResyncStart` is complete; keys of `cluster` it did not mention
     /// no longer exist.
     ResyncDone { cluster: ClusterName },
@@ -78,7 +84,9 @@ impl SourceEvent {
             | SourceEvent::ResyncStart { cluster }
             | SourceEvent::ResyncDone { cluster }
             | SourceEvent::ClusterRemoved { cluster } => cluster,
-            SourceEvent::Upsert { key, .. } | SourceEvent::Delete { key, .. } => key.cluster(),
+            SourceEvent::Upsert { key, .. }
+            | SourceEvent::Delete { key, .. }
+            | SourceEvent::Unreadable { key, .. } => key.cluster(),
         }
     }
 }

@@ -13,6 +13,24 @@ pub type Revision = Arc<str>;
 /// The cluster name of the local datastore.
 pub const LOCAL_CLUSTER: &str = "";
 
+/// Whether `name` can name a remote cluster: a DNS-1123 subdomain (lower-case letters, digits,
+/// `-` and `.`, each dot-separated label starting and ending with a letter or digit, at most 253
+/// bytes), as the Kubernetes API requires of the RemoteClusterConfiguration whose name it is.
+/// Such a name holds no control characters or spaces, and cannot be confused with the local
+/// cluster or break a key's path.
+pub fn is_remote_cluster_name(name: &str) -> bool {
+    const MAX: usize = 253;
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX
+        && bytes.iter().all(|&c| alnum(c) || c == b'-' || c == b'.')
+        && name.split('.').all(|label| {
+            let l = label.as_bytes();
+            !l.is_empty() && alnum(l[0]) && alnum(l[l.len() - 1])
+        })
+}
+
 /// The four parts joined by NUL bytes, with the part boundaries. NUL sorts below every other byte,
 /// so comparing the joined strings orders keys exactly as comparing the parts in turn would, with
 /// one `memcmp` instead of up to four.

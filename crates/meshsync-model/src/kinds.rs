@@ -20,7 +20,7 @@ pub const SERVICE: &str = "Service";
 pub const ENDPOINTS: &str = "Endpoints";
 pub const ENDPOINT_SLICE: &str = "EndpointSlice";
 
-/// Whether remote clusters contribute a kind to the mesh (DESIGN §2).
+/// Whether remote clusters contribute a kind to the mesh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RemoteSync {
     /// Only the local cluster's objects of this kind are served.
@@ -33,8 +33,8 @@ pub enum RemoteSync {
     Federation,
 }
 
-/// Where a kind lives in an etcd datastore (calico-model.md §2, and meshsync's own layout for the
-/// Kubernetes objects it needs in etcd mode).
+/// Where a kind lives in an etcd datastore (Calico's etcdv3 layout, and meshsync's own layout for
+/// the Kubernetes objects it needs in etcd mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EtcdLayout {
     /// `<prefix>/resources/v3/projectcalico.org/<plural>/[<namespace>/]<name>`.
@@ -55,7 +55,7 @@ pub enum KubeApi {
         api_version: &'static str,
         plural: &'static str,
     },
-    /// Converted by Calico from a built-in resource (calico-model.md §3), e.g. Pods →
+    /// Converted by Calico's Kubernetes datastore from a built-in resource, e.g. Pods →
     /// WorkloadEndpoints.
     DerivedFrom {
         api_version: &'static str,

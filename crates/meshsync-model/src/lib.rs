@@ -19,6 +19,6 @@ pub use backoff::jittered_backoff;
 pub use counters::SourceCounters;
 pub use error_chain::error_chain;
 pub use event::{SourceEvent, SourceStatus};
-pub use key::{ClusterName, LOCAL_CLUSTER, ResourceKey, Revision};
+pub use key::{ClusterName, LOCAL_CLUSTER, ResourceKey, Revision, is_remote_cluster_name};
 pub use kinds::{KindInfo, RemoteSync};
 pub use subscription::{SUBSCRIPTION_COUNT, SUBSCRIPTION_NAMES, Subscription, UnknownSubscription};

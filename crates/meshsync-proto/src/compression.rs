@@ -1,4 +1,4 @@
-//! zstd compression of update frames, negotiated in the hello (DESIGN.md §4, §7).
+//! zstd compression of update frames, negotiated in the hello.
 //!
 //! gRPC's own per-message compression would compress every message once per stream, undoing
 //! "encode once, send many". Instead the server compresses an encoded `UpdateBatch` once and
@@ -61,6 +61,8 @@ pub enum CompressionError {
     LengthMismatch { claimed: u32, actual: usize },
     #[error("the decompressed batch is not an UpdateBatch: {0}")]
     Decode(#[from] prost::DecodeError),
+    #[error("the decompressed batch is refused: {0}")]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 /// The zstd form of `frame`, when `frame` is an update batch worth compressing and compression
@@ -119,7 +121,8 @@ fn updates_payload(message: &Bytes) -> Option<Bytes> {
     Some(message.slice(message.len() - len..))
 }
 
-/// Decompresses `batch` (which must be zstd), accepting at most `limit` uncompressed bytes.
+/// Decompresses `batch` (which must be zstd), accepting at most `limit` uncompressed bytes and
+/// [`crate::limits::MAX_UPDATES_PER_BATCH`] updates.
 pub fn decompress_batch(
     batch: &CompressedBatch,
     limit: usize,
@@ -144,6 +147,9 @@ pub fn decompress_batch(
             actual: data.len(),
         });
     }
+    // Counted before decoding: a few bytes per empty update would otherwise become millions of
+    // structs (`limits`).
+    crate::limits::check_batch(&data)?;
     Ok(UpdateBatch::decode(data.as_slice())?)
 }
 
@@ -285,6 +291,24 @@ mod tests {
         assert!(matches!(
             decompress_batch(&bomb, 16 << 20),
             Err(CompressionError::TooLarge { .. })
+        ));
+        // An update bomb: a few hundred bytes that expand to a valid 4 MiB batch of two million
+        // empty updates, refused before a single update is decoded.
+        let empty = UpdateBatch {
+            updates: vec![Update::default(); 2_000_000],
+            unordered: false,
+            cut_seq: 0,
+        }
+        .encode_to_vec();
+        let bomb = CompressedBatch {
+            algorithm: Compression::Zstd as i32,
+            data: Bytes::from(zstd::bulk::compress(&empty, 19).unwrap()),
+            uncompressed_len: empty.len() as u32,
+        };
+        assert!(bomb.data.len() < 4096, "{}", bomb.data.len());
+        assert!(matches!(
+            decompress_batch(&bomb, 64 << 20),
+            Err(CompressionError::Limit(_))
         ));
     }
 }

@@ -8,6 +8,7 @@
 pub mod compression;
 pub mod digest;
 mod frame;
+pub mod limits;
 mod logsafe;
 
 pub use frame::{Frame, GRPC_HEADER_LEN};

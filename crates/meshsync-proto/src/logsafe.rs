@@ -16,6 +16,11 @@ pub struct LogSafe<'a>(pub &'a str);
 impl LogSafe<'_> {
     /// Characters shown before the rest is elided.
     pub const MAX_CHARS: usize = 256;
+
+    /// Whether `c` is escaped: for output that escapes in its own syntax (JSON's `\uXXXX`).
+    pub fn needs_escape(c: char) -> bool {
+        needs_escape(c)
+    }
 }
 
 /// Characters that must never reach a log line raw: C0/C1 controls (newline, escape, …), the

@@ -1,4 +1,4 @@
-//! The Calico selector language (spec: `calico-model.md` §1).
+//! The Calico selector language: the grammar is in `parser`, the canonical form in `render`.
 //!
 //! A selector such as `app == "web" && !has(canary)` picks endpoints by their labels. meshsync needs
 //! three things from it, and each shapes the design:

@@ -1,4 +1,4 @@
-//! Recursive-descent parser for the grammar of spec §1.2 (lowest precedence first):
+//! Recursive-descent parser for Calico's selector grammar (lowest precedence first):
 //!
 //! ```text
 //! selector := ε | or_expr

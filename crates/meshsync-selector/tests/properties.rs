@@ -1,5 +1,6 @@
 //! Property tests: canonical forms are stable under re-parsing, re-parsing preserves meaning, and
 //! `parse` never panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::BTreeMap;
 

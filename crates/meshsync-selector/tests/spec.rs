@@ -1,4 +1,6 @@
-//! Every vector of calico-model.md §1.4–§1.6.
+//! Calico's selector language pinned by vectors: the unique IDs Calico computes, worked examples
+//! (evaluation and canonical form), and the edge cases a parser must accept or refuse.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -13,12 +13,14 @@ use std::sync::atomic::Ordering;
 
 use futures::Stream;
 use meshsync_cache::{
-    Breadcrumb, Follower, Snapshot, SnapshotCache, Subscription, SyncState, diff_frames, encode_for,
+    Breadcrumb, Follower, Repair, Snapshot, SnapshotCache, Subscription, SyncState, diff_frames,
+    encode_for,
 };
 use meshsync_proto::Frame;
 use tracing::{debug, info};
 
-use crate::connections::ConnectionGuard;
+use crate::connections::{ConnectionGuard, Connections};
+use crate::repairs::RepairSlot;
 use crate::streams::{Position, StreamShared};
 
 /// Everything a client stream needs.
@@ -32,6 +34,10 @@ pub(crate) struct ClientStream {
     /// Anti-entropy: the agent's bucket digests, when the stream starts by repairing its mirror
     /// instead of sending a full snapshot.
     pub(crate) mirror: Option<Vec<meshsync_proto::BucketDigests>>,
+    /// A resume's reservation of a private repair, taken before the hello (see `repairs.rs`).
+    pub(crate) repair: Option<RepairSlot>,
+    /// Where anti-entropy reserves its private repair.
+    pub(crate) connections: Arc<Connections>,
     pub(crate) lag_limit: u64,
     /// Becomes true when the server shuts down: the stream ends with `UNAVAILABLE`.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
@@ -56,6 +62,11 @@ struct Open {
     follower: Follower,
     /// Frames queued and not yet handed to tonic (their count is mirrored in `shared.pending`).
     pending: VecDeque<Frame>,
+    /// The last step waited at the head for the next breadcrumb.
+    waited: bool,
+    /// The reservation of the private repair queued in `pending`: given back once its last frame
+    /// is handed to tonic (a stalled stream keeps it until it ends).
+    repair_queued: Option<RepairSlot>,
     client: ClientStream,
 }
 
@@ -76,6 +87,8 @@ impl ClientStream {
         let open = Open {
             follower: self.cache.follower(),
             pending: VecDeque::from([self.hello.clone()]),
+            waited: false,
+            repair_queued: None,
             client: self,
         };
         open.client.shared.pending.store(1, Ordering::Release);
@@ -112,6 +125,9 @@ impl ClientStream {
                     return Some((Err(status), State::Ended));
                 }
                 if let Some(frame) = open.pending.pop_front() {
+                    if open.pending.is_empty() {
+                        open.repair_queued = None;
+                    }
                     let shared = &open.client.shared;
                     shared.pending.store(open.pending.len(), Ordering::Release);
                     shared.progress.fetch_add(1, Ordering::AcqRel);
@@ -161,6 +177,7 @@ impl Open {
                 info!(node = %self.client.shared.node, from_seq = seq, to_seq = head.seq,
                     "sending a coalesced difference (agent resumed, or its stream released its breadcrumbs)");
                 self.send_difference(&snapshot, head);
+                self.repair_queued = self.client.repair.take();
                 true
             }
             Step::Follow(crumb) => self.follow(crumb).await,
@@ -196,28 +213,65 @@ impl Open {
             head = self.follower.head();
         }
         let (sub, shared) = (self.client.sub, &self.client.shared);
-        let (frames, stats) = self.client.cache.anti_entropy(&head, sub, &mirror);
-        info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
-            replaced = stats.replaced, sent = stats.sent,
-            "anti-entropy: sending the agent's differing buckets only");
+        let mut slot = None;
+        let reserve = |stats: &meshsync_cache::AntiEntropyStats| {
+            let reserved = self.client.connections.reserve_private_repair(
+                &shared.peer,
+                &shared.node,
+                "anti-entropy",
+                stats.sent as u64,
+                head.status.total_keys(),
+            );
+            slot = reserved.ok();
+            slot.is_some()
+        };
+        let frames = match self.client.cache.anti_entropy(&head, sub, &mirror, reserve) {
+            (Repair::Buckets(frames), stats) => {
+                info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
+                    replaced = stats.replaced, sent = stats.sent,
+                    "anti-entropy: sending the agent's differing buckets only");
+                frames
+            }
+            (Repair::Everything(replace), stats) => {
+                info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
+                    replaced = stats.replaced, differing_entries = stats.sent,
+                    "anti-entropy: too much differs, or the private repair budget is taken; replacing every bucket with the shared snapshot");
+                self.pending.push_back(replace);
+                self.send_snapshot().await;
+                return true;
+            }
+        };
         self.pending
             .extend(encode_for(frames, self.client.compression));
         self.pending.push_back(head.status_frame(sub));
+        self.repair_queued = slot;
         *shared.position() = Position::At(head);
         shared.snapshot_sent();
         true
     }
 
-    /// Waits for the breadcrumb after `crumb` and queues its frames, or one coalesced difference
-    /// to the head when the stream is more than `lag_limit` behind. False once the cache stopped.
+    /// Queues the frames of the breadcrumb after `crumb`, or one coalesced difference to the head
+    /// when the stream is more than `lag_limit` behind. At the head, waits for the next breadcrumb
+    /// holding no reference to `crumb` (see [`Follower::wait_past`]): the position is read again
+    /// afterwards, since the watcher may have released it meanwhile. False once the cache stopped.
     async fn follow(&mut self, crumb: Arc<Breadcrumb>) -> bool {
         let sub = self.client.sub;
         let shared = self.client.shared.clone();
-        if crumb.next().is_none() {
-            shared.caught_up.fetch_add(1, Ordering::AcqRel);
-        }
-        let Some(next) = self.follower.next(&crumb).await else {
-            return false;
+        let next = match crumb.next() {
+            // Published while the stream waited: not a sign of load (the writer lingers when
+            // followers find their next breadcrumb already there).
+            Some(next) if std::mem::take(&mut self.waited) => next.clone(),
+            Some(_) => match self.follower.next(&crumb).await {
+                Some(next) => next,
+                None => return false,
+            },
+            None => {
+                shared.caught_up.fetch_add(1, Ordering::AcqRel);
+                let weak = Arc::downgrade(&crumb);
+                drop(crumb);
+                self.waited = true;
+                return self.follower.wait_past(weak).await;
+            }
         };
         let head = self.follower.head();
         if head.seq.saturating_sub(crumb.seq) > self.client.lag_limit {

@@ -1,9 +1,9 @@
 //! Counting connected agents and refusing new ones above the limit.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::incoming::RateLimit;
+use crate::incoming::{ConnState, RateLimit};
 
 /// The number of streaming agents, shared by the service and the `Status` call, and the
 /// counters of what the server did to protect itself (exported as metrics).
@@ -31,6 +31,10 @@ pub struct Connections {
     pub(crate) full_snapshots: AtomicU64,
     /// Subscriptions repaired by anti-entropy (another epoch, with bucket digests).
     pub(crate) anti_entropy: AtomicU64,
+    /// Private repairs in flight (per client and in total), and the repairs sent as the shared
+    /// snapshot because that budget was taken.
+    pub(crate) repairs: crate::repairs::RepairBudget,
+    pub(crate) repairs_shared_fallback: AtomicU64,
     /// Connections refused for a failed TLS handshake (no TLS, wrong CA, identity not allowed,
     /// expired, timeout).
     pub(crate) refused_tls: AtomicU64,
@@ -44,6 +48,11 @@ pub struct Connections {
     pub(crate) release_log: RateLimit,
     /// Every streaming agent and its last report.
     pub(crate) agents: Arc<crate::agents::AgentRegistry>,
+    /// Agent reports refused: for a stream of another connection, or malformed.
+    pub(crate) refused_reports: AtomicU64,
+    pub(crate) report_log: RateLimit,
+    /// Every accepted gRPC connection, so that the end of a drain closes what is left.
+    open: Mutex<Vec<Weak<ConnState>>>,
 }
 
 /// Held by a stream while it is open; dropping it releases the slot.
@@ -91,6 +100,27 @@ impl Connections {
 
     pub fn closed_stalled(&self) -> u64 {
         self.closed_stalled.load(Ordering::Relaxed)
+    }
+
+    /// Remembers an accepted connection for [`Connections::close_all`].
+    pub(crate) fn track(&self, conn: &Arc<ConnState>) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget closed connections whenever the list would grow: amortised O(1), and the list
+        // stays within twice the open connections.
+        if open.len() == open.capacity() {
+            open.retain(|c| c.strong_count() > 0);
+        }
+        open.push(Arc::downgrade(conn));
+    }
+
+    /// Closes every gRPC connection still open (whatever its streams are doing); returns how
+    /// many.
+    pub(crate) fn close_all(&self) -> usize {
+        let open = std::mem::take(&mut *self.open.lock().unwrap_or_else(|p| p.into_inner()));
+        open.iter()
+            .filter_map(Weak::upgrade)
+            .map(|conn| conn.kill())
+            .count()
     }
 }
 

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,14 @@ pub(crate) struct RateLimit {
 }
 
 impl RateLimit {
+    /// A rate limit that has logged nothing yet (usable in a `static`).
+    pub(crate) const fn new() -> Self {
+        RateLimit {
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
     /// `Some(events not logged since the last line)` if a line may be logged now.
     pub(crate) fn hit(&self) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,6 +74,8 @@ pub(crate) struct ConnState {
     handshake_done: AtomicBool,
     killed: AtomicBool,
     waker: AtomicWaker,
+    /// Bytes of request bodies read and not yet done with ([`crate::request_body`]).
+    pub(crate) request_bytes: AtomicUsize,
 }
 
 impl ConnState {
@@ -323,8 +333,13 @@ fn open_file_limit() -> Option<u64> {
 
 /// The socket cap: the configured one, or `max_connections` + 10 % + 64, and never more than the
 /// open-file limit leaves after a reserve (an eighth, at least 32) for everything else the process
-/// needs — so that the health endpoints still answer when agents take every socket they may.
-pub(crate) fn socket_cap(configured: Option<usize>, max_connections: usize) -> usize {
+/// needs and after the `http_sockets` the health and metrics ports may hold — so that the health
+/// endpoints still answer when agents take every socket they may.
+pub(crate) fn socket_cap(
+    configured: Option<usize>,
+    max_connections: usize,
+    http_sockets: usize,
+) -> usize {
     let wanted = configured.unwrap_or_else(|| {
         max_connections
             .saturating_add(max_connections / 10)
@@ -335,6 +350,7 @@ pub(crate) fn socket_cap(configured: Option<usize>, max_connections: usize) -> u
     };
     let usable = usize::try_from(nofile.saturating_sub((nofile / 8).max(32)))
         .unwrap_or(usize::MAX)
+        .saturating_sub(http_sockets)
         .max(1);
     match configured {
         Some(n) if n > usable => {
@@ -472,6 +488,7 @@ pub(crate) fn incoming(
                     handshake_done: AtomicBool::new(false),
                     killed: AtomicBool::new(false),
                     waker: AtomicWaker::new(),
+                    request_bytes: AtomicUsize::new(0),
                 }),
                 handshake: Some(Box::pin(tokio::time::sleep_until(deadline))),
                 counters: io_counters,
@@ -480,6 +497,7 @@ pub(crate) fn incoming(
             match &tls {
                 None => {
                     let io = guarded(Transport::Plain { socket, sniffed: 0 });
+                    counters.track(&io.state);
                     if tx.send(Ok(io)).await.is_err() {
                         return;
                     }
@@ -498,7 +516,9 @@ pub(crate) fn incoming(
                         .await
                         {
                             Ok(Ok(stream)) => {
-                                let _ = tx.send(Ok(make(stream))).await;
+                                let io = make(stream);
+                                counters.track(&io.state);
+                                let _ = tx.send(Ok(io)).await;
                                 return;
                             }
                             Ok(Err(e)) => crate::tls::handshake_reason(&e),
@@ -517,21 +537,4 @@ pub(crate) fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// The health and metrics listeners for axum, with the same backoff (axum's own logs every
-/// failure and sleeps a fixed second).
-pub(crate) struct BackoffListener(pub(crate) TcpListener, pub(crate) &'static str);
-
-impl axum::serve::Listener for BackoffListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        accept_with_backoff(&self.0, self.1).await
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
 }

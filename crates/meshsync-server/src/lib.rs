@@ -6,11 +6,15 @@ mod client_stream;
 mod connections;
 mod drain;
 mod health;
+mod http;
 mod incoming;
 mod metrics;
 mod rebalance;
+mod repairs;
+mod request_body;
 mod routes;
 mod service;
+mod small_file;
 mod streams;
 mod tls;
 
@@ -26,11 +30,13 @@ use tracing::info;
 pub use connections::Connections;
 pub use incoming::raise_open_file_limit;
 pub use rebalance::{RebalanceConfig, target as rebalance_target};
+pub use repairs::{MAX_PRIVATE_REPAIRS_PER_CLIENT, PRIVATE_REPAIR_SNAPSHOTS};
 pub use service::{
     CAPABILITY_RECONNECT, MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES,
     MAX_CLUSTER_NAME_BYTES, MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES,
     SERVER_VERSION, SyncService, check_subscribe_request,
 };
+pub use small_file::{MAX_SMALL_FILE_BYTES, read_small_file};
 pub use tls::{TlsError, TlsFiles};
 
 /// Server settings.
@@ -52,6 +58,8 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// A connection that has not completed a request this long after it was accepted is closed
     /// (Typha: 10 s), so sockets that send nothing, or only the HTTP/2 preface, do not linger.
+    /// Also the time a gRPC request body has to arrive whole, and a health or metrics request
+    /// head (after the connection was accepted or its previous request answered).
     pub handshake_timeout: Duration,
     /// Most gRPC sockets open at once; further ones are accepted and closed at once. `None`
     /// derives it: `max_connections` plus 10 % (and 64) for tools, never more than the open-file
@@ -125,6 +133,10 @@ pub enum ServerError {
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
 }
+
+/// After the drain, how long the streams' last frames have to leave before every connection
+/// still open is closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Thousands of agents may connect at once (after a restart); the default backlog of 128 would
 /// overflow and leave them waiting for SYN retransmits.
@@ -235,19 +247,18 @@ impl BoundServer {
                 )
             }),
         ];
+        let http_sockets = http.iter().flatten().count() * http::MAX_SOCKETS_PER_PORT;
         for (listener, app, what) in http.into_iter().flatten() {
-            let mut rx = stop_rx.clone();
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(incoming::BackoffListener(listener, what), app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                {
-                    tracing::error!(error = %e, server = what, "HTTP server failed");
-                }
-            });
+            tokio::spawn(http::serve(
+                listener,
+                app,
+                what,
+                self.config.handshake_timeout,
+                stop_rx.clone(),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.clone().watch(stop_rx.clone()));
         }
         let streams = Arc::new(streams::Streams::default());
         tokio::spawn(streams::watch(
@@ -261,7 +272,11 @@ impl BoundServer {
             stop_rx.clone(),
         ));
         let accept = incoming::AcceptConfig {
-            max_sockets: incoming::socket_cap(self.config.max_sockets, self.config.max_connections),
+            max_sockets: incoming::socket_cap(
+                self.config.max_sockets,
+                self.config.max_connections,
+                http_sockets,
+            ),
             handshake_timeout: self.config.handshake_timeout,
             tcp_keepalive: self.config.keepalive_interval,
         };
@@ -307,6 +322,15 @@ impl BoundServer {
             drain::drain(&drain_streams, &drain_connections, drain_period).await;
             info!("shutting down: ending every stream");
             let _ = stop_tx.send(true);
+            // The streams end now; a connection still open a moment later (a request it never
+            // finishes, a peer that ignores GOAWAY) must not keep the process past its drain.
+            tokio::spawn(async move {
+                tokio::time::sleep(CLOSE_GRACE).await;
+                let left = drain_connections.close_all();
+                if left > 0 {
+                    info!(left, "drain over: closing the connections still open");
+                }
+            });
         };
         info!(addr = %self.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "gRPC server listening");
@@ -318,7 +342,10 @@ impl BoundServer {
             .http2_keepalive_interval(Some(self.config.keepalive_interval))
             .http2_keepalive_timeout(Some(self.config.keepalive_timeout))
             .max_concurrent_streams(Some(self.config.max_streams_per_connection))
-            .add_service(routes::SyncRoutes::new(Arc::new(service)))
+            .add_service(routes::SyncRoutes::new(
+                Arc::new(service),
+                self.config.handshake_timeout,
+            ))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         result.map_err(ServerError::from)

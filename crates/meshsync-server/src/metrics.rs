@@ -95,9 +95,20 @@ fn write_cluster_metrics(out: &mut String, status: &meshsync_cache::SyncStatus) 
 }
 
 /// The process-wide gauges: sockets, streams, breadcrumbs, sync state.
-fn gauges(head: &Breadcrumb, connections: &Connections) -> [Sample; 7] {
+fn gauges(head: &Breadcrumb, connections: &Connections) -> [Sample; 9] {
     let status = &head.status;
+    let (repairs, repair_entries) = connections.repairs.in_flight();
     [
+        (
+            "meshsync_repairs_private_in_flight",
+            "Repairs (resume, anti-entropy) encoded for one stream and not yet handed to HTTP/2 (bounded per client and in total).",
+            repairs as u64,
+        ),
+        (
+            "meshsync_repairs_private_entries",
+            "Entries of those private repairs (bounded by a multiple of the cache's keys).",
+            repair_entries,
+        ),
         (
             "meshsync_agents_diverged",
             "Connected agents whose last report of what they hold differs from the server's state at that seq on some cluster.",
@@ -212,6 +223,11 @@ fn counters(
             &connections.anti_entropy,
         ),
         (
+            "meshsync_repairs_shared_fallback_total",
+            "Repairs (resume, anti-entropy) sent as the shared full snapshot because the client already had its private repairs in flight, or all private repairs in flight held their budget of entries.",
+            &connections.repairs_shared_fallback,
+        ),
+        (
             "meshsync_subscriptions_full_total",
             "Subscriptions sent a full snapshot (no resume token, another epoch, or outside the retained history).",
             &connections.full_snapshots,
@@ -225,6 +241,11 @@ fn counters(
             "meshsync_connections_refused_tls_total",
             "Connections refused for a failed TLS handshake (not TLS, unknown CA, identity not allowed, expired, timeout).",
             &connections.refused_tls,
+        ),
+        (
+            "meshsync_reports_refused_total",
+            "Agent reports refused: naming a stream of another connection, or malformed (too many clusters, a name no cluster can have).",
+            &connections.refused_reports,
         ),
         (
             "meshsync_streams_released_total",

@@ -23,25 +23,28 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::incoming::ConnInfo;
+use crate::request_body::{BoundedBody, MAX_REQUEST_BYTES};
 use crate::service::{FrameStream, SyncService};
 
 const SUBSCRIBE_PATH: &str = "/meshsync.v1.Sync/Subscribe";
-/// Largest accepted `SubscribeRequest` (Typha caps inbound messages at 1 MiB too).
-const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// The service registered with tonic's router.
 #[derive(Clone)]
 pub struct SyncRoutes {
     service: Arc<SyncService>,
     generated: SyncServer<SyncService>,
+    /// Every request body must have arrived whole this long after the request
+    /// ([`crate::request_body`]).
+    request_timeout: std::time::Duration,
 }
 
 impl SyncRoutes {
-    pub fn new(service: Arc<SyncService>) -> Self {
+    pub fn new(service: Arc<SyncService>, request_timeout: std::time::Duration) -> Self {
         SyncRoutes {
             generated: SyncServer::from_arc(service.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             service,
+            request_timeout,
         }
     }
 }
@@ -60,6 +63,9 @@ impl Service<http::Request<Body>> for SyncRoutes {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let conn = req.extensions().get::<ConnInfo>().map(|c| c.0.clone());
+        let timeout = self.request_timeout;
+        let req = req.map(|body| Body::new(BoundedBody::new(body, timeout, conn)));
         if req.uri().path() == SUBSCRIBE_PATH {
             let service = self.service.clone();
             Box::pin(async move { Ok(subscribe(service, req).await) })

@@ -11,7 +11,8 @@ use tracing::{info, warn};
 
 use crate::client_stream::ClientStream;
 use crate::connections::Connections;
-use crate::incoming::ConnState;
+use crate::incoming::{ConnInfo, ConnState};
+use crate::repairs::RepairSlot;
 use crate::streams::{Position, StreamShared, Streams};
 
 /// The server's version string, sent in the hello and the `Status` response.
@@ -164,25 +165,48 @@ fn path_name(path: pb::SyncPath) -> &'static str {
 pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
 impl SyncService {
-    /// Where a resuming agent continues from, or why it gets a full snapshot.
+    /// Where a resuming agent continues from, with its reservation of a private repair (for the
+    /// stream of `node` at `peer`), or why it gets a full snapshot.
     fn resume_point(
         &self,
         token: Option<&pb::ResumeToken>,
-    ) -> Result<Arc<meshsync_cache::Breadcrumb>, String> {
+        sub: Subscription,
+        peer: &str,
+        node: &str,
+    ) -> Result<(Arc<meshsync_cache::Breadcrumb>, RepairSlot), String> {
         let Some(token) = token else {
             return Err("no resume token".into());
         };
         if token.epoch != self.cache.epoch() {
             return Err("resume token of another server or an earlier run".into());
         }
-        self.cache.resume_point(token.seq).ok_or_else(|| {
+        let from = self.cache.resume_point(token.seq).ok_or_else(|| {
             let (oldest, _) = self.cache.history_span();
             format!(
                 "resume token seq {} is outside the retained history (seq {oldest} to {})",
                 token.seq,
                 self.cache.head().seq
             )
-        })
+        })?;
+        // The difference is encoded for this stream alone; the snapshot is shared.
+        let Some(entries) = self.cache.private_resume_size(&from, sub) else {
+            return Err(format!(
+                "more than 1/{} of the snapshot changed since seq {}: the shared snapshot is cheaper",
+                meshsync_cache::REPAIR_SHARE_DIVISOR,
+                token.seq
+            ));
+        };
+        let slot = self
+            .connections
+            .reserve_private_repair(
+                peer,
+                node,
+                "resume",
+                entries as u64,
+                self.cache.head().status.total_keys(),
+            )
+            .map_err(|refusal| refusal.reason())?;
+        Ok((from, slot))
     }
 
     /// Validates a subscription and opens its stream (hello, snapshot, status, live frames).
@@ -232,7 +256,7 @@ impl SyncService {
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let compression = negotiate(self.compression, &req.accept_compression);
-        let resume = self.resume_point(req.resume.as_ref());
+        let resume = self.resume_point(req.resume.as_ref(), sub, peer, &node.to_string());
         let path = match &resume {
             Ok(_) => pb::SyncPath::Resume,
             Err(_) if !req.mirror.is_empty() => pb::SyncPath::AntiEntropy,
@@ -249,10 +273,10 @@ impl SyncService {
             _ => &self.connections.full_snapshots,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let registered = self
-            .connections
-            .agents
-            .register(node.to_string(), peer.to_string(), sub);
+        let registered =
+            self.connections
+                .agents
+                .register(node.to_string(), peer.to_string(), sub, conn.clone());
         let hello = hello_frame(pb::Hello {
             epoch: self.cache.epoch(),
             server_version: SERVER_VERSION.to_string(),
@@ -270,13 +294,17 @@ impl SyncService {
             conn,
             reconnect_capable,
         ));
-        if let Ok(from) = resume {
-            // The stream's first step sends one coalesced difference from there to the head.
-            *shared.position() = Position::Released {
-                seq: from.seq,
-                snapshot: from.snapshot.clone(),
-            };
-        }
+        let repair = match resume {
+            Ok((from, slot)) => {
+                // The stream's first step sends one coalesced difference from there to the head.
+                *shared.position() = Position::Released {
+                    seq: from.seq,
+                    snapshot: from.snapshot.clone(),
+                };
+                Some(slot)
+            }
+            Err(_) => None,
+        };
         self.streams.register(&shared);
         let stream = ClientStream {
             shared,
@@ -285,6 +313,8 @@ impl SyncService {
             cache: self.cache.clone(),
             hello,
             mirror: (path == pb::SyncPath::AntiEntropy).then_some(req.mirror),
+            repair,
+            connections: self.connections.clone(),
             lag_limit: self.lag_limit,
             shutdown: self.shutdown.clone(),
             _guard: guard,
@@ -315,8 +345,13 @@ impl sync_server::Sync for SyncService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let head = self.cache.head();
-        let agents = if request.get_ref().agents {
-            self.connections.agents.list(head.seq)
+        let asked = request.get_ref();
+        let agents = if asked.agents {
+            let limit = match usize::try_from(asked.agents_limit) {
+                Ok(0) | Err(_) => crate::agents::MAX_LISTED_AGENTS,
+                Ok(n) => n.min(crate::agents::MAX_LISTED_AGENTS),
+            };
+            self.connections.agents.list(head.seq, limit)
         } else {
             Vec::new()
         };
@@ -326,6 +361,7 @@ impl sync_server::Sync for SyncService {
             connections: u32::try_from(self.connections.active()).unwrap_or(u32::MAX),
             server_version: SERVER_VERSION.to_string(),
             agents,
+            agents_total: u32::try_from(self.connections.agents.len()).unwrap_or(u32::MAX),
         }))
     }
 
@@ -334,15 +370,28 @@ impl sync_server::Sync for SyncService {
         request: Request<pb::AgentReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
         use crate::agents::ReportError;
-        match self
+        // The connection it came on: only the stream's own may report for it.
+        let conn = request.extensions().get::<ConnInfo>().map(|c| c.0.clone());
+        let result = self
             .connections
             .agents
-            .report(&self.cache, request.get_ref())
-        {
-            Ok(()) => Ok(Response::new(pb::ReportAck {})),
-            Err(e @ ReportError::UnknownStream(_)) => Err(Status::not_found(e.to_string())),
-            Err(e) => Err(Status::invalid_argument(e.to_string())),
+            .report(&self.cache, request.get_ref(), conn.as_ref());
+        let status = match result {
+            Ok(()) => return Ok(Response::new(pb::ReportAck {})),
+            Err(e @ ReportError::UnknownStream(_)) => return Err(Status::not_found(e.to_string())),
+            Err(e @ ReportError::NotOwner(_)) => Status::permission_denied(e.to_string()),
+            Err(e) => Status::invalid_argument(e.to_string()),
+        };
+        self.connections
+            .refused_reports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(more) = self.connections.report_log.hit() {
+            let peer = conn.map(|c| c.peer.to_string()).unwrap_or_default();
+            warn!(peer = %peer, stream_id = request.get_ref().stream_id,
+                error = %LogSafe(status.message()), also_refused_since_last_line = more,
+                "report refused");
         }
+        Err(status)
     }
 }
 

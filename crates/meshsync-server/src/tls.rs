@@ -3,9 +3,12 @@
 //! `--tls-client-cn` and/or `--tls-client-uri-san` that certificate's Common Name or one of its
 //! URI SANs must equal one of them (either allowed name matches).
 //!
-//! Why a small type of our own: the files are re-read when they change (checked at most once a
-//! second, at a handshake), so certificates rotate without a restart; a rotation that does not
-//! load (a half-written file) keeps the previous configuration and says so once. rustls with
+//! Why a small type of our own: the files are re-read when they change (looked at once a second
+//! by a task of their own, the reads on a blocking thread), so certificates rotate without a
+//! restart; a rotation that does not load (a half-written file, a FIFO, a file too large) keeps
+//! the previous configuration and says so once per episode. A read that blocks (a hung secret
+//! mount) never holds the accept loop or a runtime thread: handshakes use the configuration
+//! already loaded, and the next look waits until the blocked one returns. rustls with
 //! `ring` (the process's one crypto provider); nothing here ever logs key material — errors name
 //! files and reasons only.
 
@@ -52,8 +55,10 @@ pub enum TlsError {
     NamesWithoutCa,
 }
 
-/// How often a handshake may look at the files again.
+/// How often the files are looked at again.
 const RECHECK: Duration = Duration::from_secs(1);
+/// A look at the files that takes longer than this is said to be stuck (once per episode).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The server's TLS configuration, reloaded when its files change.
 pub(crate) struct TlsReloader {
@@ -63,8 +68,10 @@ pub(crate) struct TlsReloader {
 
 struct Loaded {
     config: Arc<ServerConfig>,
+    /// What the last look saw (the files' bytes, or why they could not be read).
     fingerprint: u64,
-    checked: Instant,
+    /// The files changed and do not load (warned once, until they load again).
+    failing: bool,
 }
 
 impl TlsReloader {
@@ -75,66 +82,139 @@ impl TlsReloader {
         {
             return Err(TlsError::NamesWithoutCa);
         }
-        let fingerprint = fingerprint(&files);
-        let config = Arc::new(load(&files)?);
+        let contents = read_all(&files)?;
+        let config = Arc::new(load(&files, &contents)?);
         Ok(TlsReloader {
-            files,
             state: Mutex::new(Loaded {
                 config,
-                fingerprint,
-                checked: Instant::now(),
+                fingerprint: fingerprint(&Ok(contents)),
+                failing: false,
             }),
+            files,
         })
     }
 
-    /// The configuration for a new handshake (reloaded first if the files changed).
+    /// The configuration for a new handshake (never reads a file).
     pub(crate) fn current(&self) -> Arc<ServerConfig> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.checked.elapsed() >= RECHECK {
-            state.checked = Instant::now();
-            let now = fingerprint(&self.files);
-            if now != state.fingerprint {
-                state.fingerprint = now;
-                match load(&self.files) {
-                    Ok(config) => {
-                        info!(cert = %self.files.cert_file.display(), "TLS files changed; new connections use them");
-                        state.config = Arc::new(config);
-                    }
-                    Err(e) => warn!(error = %e,
-                        "TLS files changed but cannot be loaded; keeping the previous ones"),
+        self.lock().config.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks at the files once a second until `stop`, each look on a thread of its own; a look
+    /// that does not return within [`READ_TIMEOUT`] is reported once and waited for (never a
+    /// second blocked thread). Not tokio's blocking pool: the runtime waits for those threads when
+    /// it shuts down, and a read stuck on a hung mount would keep the process from exiting.
+    pub(crate) async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut stuck_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RECHECK) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let reloader = self.clone();
+            let (done, mut look) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("tls-files".into())
+                .spawn(move || {
+                    reloader.look();
+                    let _ = done.send(());
+                });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start a thread to look at the TLS files; trying again");
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    done = tokio::time::timeout(READ_TIMEOUT, &mut look) => match done {
+                        Ok(_) => break,
+                        Err(_) if stuck_since.is_none() => {
+                            stuck_since = Some(Instant::now());
+                            warn!(cert = %self.files.cert_file.display(), timeout = ?READ_TIMEOUT,
+                                "reading the TLS files does not return (a hung mount?); keeping the previous ones");
+                        }
+                        Err(_) => {}
+                    },
                 }
             }
+            if let Some(since) = stuck_since.take() {
+                info!(stuck_for = ?since.elapsed(), "reading the TLS files returned again");
+            }
         }
-        state.config.clone()
+    }
+
+    /// One look at the files (blocking): reloads them if they changed.
+    fn look(&self) {
+        let contents = read_all(&self.files);
+        let now = fingerprint(&contents);
+        if now == self.lock().fingerprint {
+            return;
+        }
+        let loaded = contents.and_then(|c| load(&self.files, &c));
+        let mut state = self.lock();
+        state.fingerprint = now;
+        match loaded {
+            Ok(config) => {
+                info!(cert = %self.files.cert_file.display(), "TLS files changed; new connections use them");
+                state.config = Arc::new(config);
+                state.failing = false;
+            }
+            Err(e) if !state.failing => {
+                state.failing = true;
+                warn!(error = %e,
+                    "TLS files changed but cannot be loaded; keeping the previous ones (one line until they load)");
+            }
+            Err(_) => {}
+        }
     }
 }
 
-fn fingerprint(files: &TlsFiles) -> u64 {
+/// The bytes of the TLS files: certificate chain, key, client CA.
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+fn read_all(files: &TlsFiles) -> Result<Contents, TlsError> {
+    Ok(Contents {
+        cert: read(&files.cert_file)?,
+        key: read(&files.key_file)?,
+        client_ca: files.client_ca_file.as_deref().map(read).transpose()?,
+    })
+}
+
+fn fingerprint(contents: &Result<Contents, TlsError>) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for path in [
-        Some(&files.cert_file),
-        Some(&files.key_file),
-        files.client_ca_file.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        h.update(&std::fs::read(path).unwrap_or_default());
-        h.update(b"\0");
+    match contents {
+        Ok(c) => {
+            for bytes in [Some(&c.cert), Some(&c.key), c.client_ca.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                h.update(bytes);
+                h.update(b"\0");
+            }
+        }
+        Err(e) => h.update(format!("unreadable: {e}").as_bytes()),
     }
     h.digest()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::small_file::read_small_file(path, crate::small_file::MAX_SMALL_FILE_BYTES).map_err(
+        |source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
     let certs = certs.map_err(|e| TlsError::Pem {
         path: path.to_path_buf(),
         what: format!("not PEM certificates: {e}"),
@@ -152,21 +232,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
-    let chain = certificates(&files.cert_file)?;
-    let key_pem = read(&files.key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Pem {
+fn load(files: &TlsFiles, contents: &Contents) -> Result<ServerConfig, TlsError> {
+    let chain = certificates(&files.cert_file, &contents.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|_| TlsError::Pem {
         path: files.key_file.clone(),
         what: "holds no PEM private key".into(),
     })?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match &files.client_ca_file {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
+    let builder = match (&files.client_ca_file, &contents.client_ca) {
+        (Some(ca), Some(ca_pem)) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(ca)? {
+            for cert in certificates(ca, ca_pem)? {
                 roots.add(cert).map_err(|e| TlsError::Pem {
                     path: ca.clone(),
                     what: format!("not a usable CA certificate: {e}"),
@@ -181,6 +259,7 @@ fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
                 uri_san: files.client_uri_san.clone(),
             }))
         }
+        _ => builder.with_no_client_auth(),
     };
     let mut config = builder
         .with_single_cert(chain, key)

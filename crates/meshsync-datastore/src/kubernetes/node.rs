@@ -2,8 +2,8 @@
 //!
 //! Why: BGP, IPIP/VXLAN and Wireguard peers find each other through the Calico Node, and in KDD
 //! Calico keeps its Node-only fields in `projectcalico.org/*` annotations of the Kubernetes Node.
-//! Rules (calico-model.md §3.5): labels are Calico's (round-tripped through
-//! `projectcalico.org/labels`) with the Kubernetes labels merged over them; spec fields come from
+//! Rules (Calico's Kubernetes Node → Calico Node conversion): labels are Calico's (round-tripped
+//! through `projectcalico.org/labels`) with the Kubernetes labels merged over them; spec fields come from
 //! the annotations, and an invalid value is ignored (never an error: one bad annotation must not
 //! hide a node); `orchRefs` names the Kubernetes node; `addresses` are the BGP addresses
 //! (`CalicoNodeIP`) then the node's InternalIP/ExternalIP; `status.podCIDRs` = `spec.podCIDRs`.

@@ -3,8 +3,8 @@
 //! Why here and pure: every Pod in a cluster becomes (or stops being) an endpoint, so this is the
 //! hottest conversion of the Kubernetes driver and the one agents' policy depends on most; keeping
 //! it a function of the Pod's JSON alone makes it testable against Calico's documented rules
-//! without an API server. Rules (calico-model.md §3.3): host-network and unscheduled pods have no
-//! endpoint; the name is `[node, "k8s", pod, "eth0"]` with `-` doubled in each segment; labels
+//! without an API server. Rules (Calico's Pod → WorkloadEndpoint conversion): host-network and
+//! unscheduled pods have no endpoint; the name is `[node, "k8s", pod, "eth0"]` with `-` doubled in each segment; labels
 //! gain `projectcalico.org/{namespace,orchestrator,serviceaccount}`; IPs come from the first
 //! source that has any, in Calico's priority order; a finished pod keeps its endpoint without IPs.
 //! The annotation-driven fields (`ipNATs`, `allowSpoofedSourcePrefixes`, QoS, the network status)

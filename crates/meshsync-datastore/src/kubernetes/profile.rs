@@ -2,8 +2,8 @@
 //!
 //! Why: policy selects pods by their namespace's and service account's labels through Profiles'
 //! `labelsToApply` (`pcns.`/`pcsa.` prefixed), and a namespace's Profile carries the allow-all
-//! rules Kubernetes semantics need. Rules (calico-model.md §3.4): `kns.<ns>` gets every namespace
-//! label with the `pcns.` prefix plus `pcns.projectcalico.org/name=<ns>`, and allow rules both
+//! rules Kubernetes semantics need. Rules (Calico's Namespace/ServiceAccount → Profile
+//! conversion): `kns.<ns>` gets every namespace label with the `pcns.` prefix plus `pcns.projectcalico.org/name=<ns>`, and allow rules both
 //! ways; `ksa.<ns>.<sa>` gets every SA label with the `pcsa.` prefix plus
 //! `pcsa.projectcalico.org/name=<sa>`, and no rules. The source adds Calico's synthetic
 //! `projectcalico-default-allow` Profile ([`default_allow_profile`]) with the namespaces.

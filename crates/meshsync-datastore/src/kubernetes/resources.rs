@@ -118,7 +118,7 @@ pub fn plan(
         match info.kube {
             KubeApi::CalicoCrd { plural } => {
                 // IPAMConfig is stored in `ipamconfigs` in v1 mode, IPAMConfiguration in
-                // `ipamconfigurations` in v3 mode (calico-model.md §3.1).
+                // `ipamconfigurations` in v3 mode (Calico's two CRD layouts differ here only).
                 let (group_version, resources, conversion) = match mode {
                     CalicoMode::V1 => (
                         format!("{CALICO_V1_GROUP}/v1"),

@@ -1,8 +1,8 @@
 //! The WorkloadEndpoint fields Calico takes from a Pod's annotations: floating IPs (`ipNATs`),
 //! allowed spoofed source prefixes, QoS controls and the Multus network status.
 //!
-//! Rules (calico-model.md §3.3): `cni.projectcalico.org/floatingIPs` is a JSON list of IPs, each
-//! NATed to the pod's first IP of the same family (no such IP: none); a malformed list or IP is a
+//! Rules (as Calico's Pod conversion reads them): `cni.projectcalico.org/floatingIPs` is a JSON
+//! list of IPs, each NATed to the pod's first IP of the same family (no such IP: none); a malformed list or IP is a
 //! conversion error, as in Calico. `cni.projectcalico.org/allowedSourcePrefixes` is a JSON list of
 //! CIDRs (malformed: an error). QoS comes from `kubernetes.io/{ingress,egress}-bandwidth`
 //! (Kubernetes quantities, bits per second) and `qos.projectcalico.org/*` (integers); an invalid

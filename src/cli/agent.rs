@@ -191,107 +191,119 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         Output::Quiet => Ok(()),
-        Output::Json => {
-            let line = match event {
-                AgentEvent::Connected { server, hello } => json!({
-                    "event": "connected", "server": server, "epoch": hello.epoch,
-                    "server_version": hello.server_version, "subscription": hello.subscription,
-                    "resumed": hello.resumed,
-                    "path": meshsync_agent::sync_path_name(hello),
-                    "compression": super::common::compression_name(hello.compression),
-                }),
-                AgentEvent::Update(u) => {
-                    let value = if u.value.is_empty() {
-                        serde_json::Value::Null
-                    } else {
-                        serde_json::from_slice(&u.value).unwrap_or_else(|_| {
-                            serde_json::Value::String(String::from_utf8_lossy(&u.value).into())
-                        })
-                    };
-                    json!({
-                        "event": "update", "type": update_type(u.r#type), "seq": u.seq,
-                        "cluster": u.cluster, "kind": u.kind, "namespace": u.namespace,
-                        "name": u.name, "revision": u.revision, "value": value,
-                    })
-                }
-                AgentEvent::Removed(k) => json!({"event": "removed", "key": key_json(k)}),
-                AgentEvent::Status { status, in_sync } => {
-                    json!({"event": "status", "in_sync": in_sync, "status": status_json(status)})
-                }
-                AgentEvent::DigestMismatch(m) => json!({
-                    "event": "digest_mismatch",
-                    "clusters": m.iter().map(|m| m.cluster.clone()).collect::<Vec<_>>(),
-                }),
-                AgentEvent::Reconnect { server, reason } => {
-                    json!({"event": "reconnect", "server": server, "reason": reason})
-                }
-                AgentEvent::Disconnected {
-                    server,
-                    error,
-                    retry_in,
-                } => json!({
-                    "event": "disconnected", "server": server, "error": error,
-                    "retry_in_ms": retry_in.as_millis() as u64,
-                }),
-            };
-            writeln!(out, "{line}")
-        }
-        // Text lines carry the server's strings escaped (`LogSafe`): a newline or a terminal
-        // escape in a name or a reason cannot forge a line or reach the terminal raw.
-        Output::Text => match event {
-            AgentEvent::Connected { server, hello } => writeln!(
-                out,
-                "CONNECTED {server} epoch={:016x} server_version={} subscription={} compression={} path={}",
-                hello.epoch,
-                LogSafe(&hello.server_version),
-                LogSafe(&hello.subscription),
-                super::common::compression_name(hello.compression),
-                meshsync_agent::sync_path_name(hello)
-            ),
-            AgentEvent::Update(u) => writeln!(
-                out,
-                "{} {} seq={} revision={}",
-                update_type(u.r#type),
-                safe_path(&u.cluster, &u.kind, &u.namespace, &u.name),
-                u.seq,
-                LogSafe(&u.revision)
-            ),
-            AgentEvent::Removed(k) => writeln!(
-                out,
-                "REMOVED {}",
-                safe_path(&k.cluster, &k.kind, &k.namespace, &k.name)
-            ),
-            AgentEvent::Status { status, in_sync } => {
-                let clusters: Vec<String> = status
-                    .clusters
-                    .iter()
-                    .map(|c| {
-                        let name = LogSafe(cluster_label(&c.cluster));
-                        format!("{name}={}({} keys)", cluster_state_name(c.state()), c.keys)
-                    })
-                    .collect();
-                writeln!(
-                    out,
-                    "STATUS {} seq={} in_sync={} clusters: {}",
-                    sync_state_name(status.overall()),
-                    status.seq,
-                    in_sync,
-                    clusters.join(" ")
-                )
-            }
-            AgentEvent::DigestMismatch(m) => writeln!(out, "DIGEST-MISMATCH {m:?}"),
-            AgentEvent::Reconnect { server, reason } => {
-                writeln!(out, "RECONNECT {server}: {}", LogSafe(reason))
-            }
-            AgentEvent::Disconnected {
-                server,
-                error,
-                retry_in,
-            } => writeln!(
-                out,
-                "DISCONNECTED {server}: {} (retry in {retry_in:?})",
-                LogSafe(error)
-            ),
-        },
+        Output::Json => writeln!(out, "{}", event_json(event)),
+        Output::Text => write_text_event(&mut out, event),
     }
+}
+
+/// One event as a line of `--output json`.
+fn event_json(event: &AgentEvent) -> serde_json::Value {
+    match event {
+        AgentEvent::Connected { server, hello } => json!({
+            "event": "connected", "server": server, "epoch": hello.epoch,
+            "server_version": hello.server_version, "subscription": hello.subscription,
+            "resumed": hello.resumed,
+            "path": meshsync_agent::sync_path_name(hello),
+            "compression": super::common::compression_name(hello.compression),
+        }),
+        AgentEvent::Update(u) => update_json(u),
+        AgentEvent::Removed(k) => json!({"event": "removed", "key": key_json(k)}),
+        AgentEvent::Status { status, in_sync } => {
+            json!({"event": "status", "in_sync": in_sync, "status": status_json(status)})
+        }
+        AgentEvent::DigestMismatch(m) => json!({
+            "event": "digest_mismatch",
+            "clusters": m.iter().map(|m| m.cluster.clone()).collect::<Vec<_>>(),
+        }),
+        AgentEvent::Reconnect { server, reason } => {
+            json!({"event": "reconnect", "server": server, "reason": reason})
+        }
+        AgentEvent::Disconnected {
+            server,
+            error,
+            retry_in,
+        } => json!({
+            "event": "disconnected", "server": server, "error": error,
+            "retry_in_ms": retry_in.as_millis() as u64,
+        }),
+    }
+}
+
+/// An update event; its value as JSON when it parses, else as a (lossy) string.
+fn update_json(u: &pb::Update) -> serde_json::Value {
+    let value = if u.value.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&u.value)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&u.value).into()))
+    };
+    json!({
+        "event": "update", "type": update_type(u.r#type), "seq": u.seq,
+        "cluster": u.cluster, "kind": u.kind, "namespace": u.namespace,
+        "name": u.name, "revision": u.revision, "value": value,
+    })
+}
+
+/// One event as a line of `--output text`. Text lines carry the server's strings escaped
+/// (`LogSafe`): a newline or a terminal escape in a name or a reason cannot forge a line or reach
+/// the terminal raw.
+fn write_text_event(out: &mut impl std::io::Write, event: &AgentEvent) -> std::io::Result<()> {
+    match event {
+        AgentEvent::Connected { server, hello } => writeln!(
+            out,
+            "CONNECTED {server} epoch={:016x} server_version={} subscription={} compression={} path={}",
+            hello.epoch,
+            LogSafe(&hello.server_version),
+            LogSafe(&hello.subscription),
+            super::common::compression_name(hello.compression),
+            meshsync_agent::sync_path_name(hello)
+        ),
+        AgentEvent::Update(u) => writeln!(
+            out,
+            "{} {} seq={} revision={}",
+            update_type(u.r#type),
+            safe_path(&u.cluster, &u.kind, &u.namespace, &u.name),
+            u.seq,
+            LogSafe(&u.revision)
+        ),
+        AgentEvent::Removed(k) => writeln!(
+            out,
+            "REMOVED {}",
+            safe_path(&k.cluster, &k.kind, &k.namespace, &k.name)
+        ),
+        AgentEvent::Status { status, in_sync } => writeln!(
+            out,
+            "STATUS {} seq={} in_sync={} clusters: {}",
+            sync_state_name(status.overall()),
+            status.seq,
+            in_sync,
+            status_text_clusters(status)
+        ),
+        AgentEvent::DigestMismatch(m) => writeln!(out, "DIGEST-MISMATCH {m:?}"),
+        AgentEvent::Reconnect { server, reason } => {
+            writeln!(out, "RECONNECT {server}: {}", LogSafe(reason))
+        }
+        AgentEvent::Disconnected {
+            server,
+            error,
+            retry_in,
+        } => writeln!(
+            out,
+            "DISCONNECTED {server}: {} (retry in {retry_in:?})",
+            LogSafe(error)
+        ),
+    }
+}
+
+/// A status's clusters for a text line: `name=state(N keys)`, space-separated.
+fn status_text_clusters(status: &pb::Status) -> String {
+    let clusters: Vec<String> = status
+        .clusters
+        .iter()
+        .map(|c| {
+            let name = LogSafe(cluster_label(&c.cluster));
+            format!("{name}={}({} keys)", cluster_state_name(c.state()), c.keys)
+        })
+        .collect();
+    clusters.join(" ")
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -147,14 +147,32 @@ fn gauges(head: &Breadcrumb, connections: &Connections) -> [Sample; 9] {
     ]
 }
 
-/// The counters: what the cache did, what the server did to protect itself, and what the sources
-/// refused.
+/// The counters: what the cache did, what the server did to protect itself, what compression
+/// saved, and what the sources refused.
 fn counters(
     m: &CacheMetrics,
     connections: &Connections,
     sources: &meshsync_model::SourceCounters,
 ) -> Vec<Sample> {
-    let counters = [
+    let mut out = Vec::new();
+    out.extend(cache_counters(m));
+    out.extend(protection_counters(connections));
+    out.extend(compression_counters());
+    out.extend(source_counters(sources));
+    out
+}
+
+/// A metric's name, help text and the atomic counter holding its value.
+type CounterRow<'a> = (&'static str, &'static str, &'a AtomicU64);
+
+/// The samples of a table of atomic counters, read now.
+fn load<const N: usize>(rows: [CounterRow<'_>; N]) -> [Sample; N] {
+    rows.map(|(name, help, counter)| (name, help, counter.load(Ordering::Relaxed)))
+}
+
+/// What the cache did.
+fn cache_counters(m: &CacheMetrics) -> [Sample; 5] {
+    load([
         (
             "meshsync_updates_total",
             "Changes accepted by the cache.",
@@ -180,8 +198,13 @@ fn counters(
             "New clients served an already encoded snapshot.",
             &m.snapshots_reused,
         ),
-    ];
-    let protection = [
+    ])
+}
+
+/// What the server did to protect itself: sockets, connections and reports refused or closed,
+/// and how subscriptions were served.
+fn protection_counters(connections: &Connections) -> [Sample; 14] {
+    load([
         (
             "meshsync_sockets_refused_total",
             "Sockets closed at once because the socket limit was reached.",
@@ -252,8 +275,34 @@ fn counters(
             "Times a stream that was not keeping up released the breadcrumbs it pinned.",
             &connections.released,
         ),
-    ];
-    let refused_input = [
+    ])
+}
+
+/// What zstd compression of the update frames did.
+fn compression_counters() -> [Sample; 3] {
+    let c = &meshsync_proto::compression::COUNTERS;
+    load([
+        (
+            "meshsync_compression_frames_total",
+            "Update frames compressed with zstd, each once however many agents receive it.",
+            &c.frames,
+        ),
+        (
+            "meshsync_compression_input_bytes_total",
+            "Bytes of the update frames compressed, before compression.",
+            &c.input_bytes,
+        ),
+        (
+            "meshsync_compression_output_bytes_total",
+            "Bytes of the update frames compressed, after compression (the bytes shared by every zstd agent).",
+            &c.output_bytes,
+        ),
+    ])
+}
+
+/// What the sources refused.
+fn source_counters(sources: &meshsync_model::SourceCounters) -> [Sample; 4] {
+    [
         (
             "meshsync_datastore_invalid_values_total",
             "Values a source refused (not a JSON object within the size and depth limits, invalid UTF-8, or kind/name not matching the key); their keys are deleted.",
@@ -274,32 +323,7 @@ fn counters(
             "Files of a file datastore refused whole (above the file-size limit).",
             sources.refused_files(),
         ),
-    ];
-    let c = &meshsync_proto::compression::COUNTERS;
-    let compression = [
-        (
-            "meshsync_compression_frames_total",
-            "Update frames compressed with zstd, each once however many agents receive it.",
-            &c.frames,
-        ),
-        (
-            "meshsync_compression_input_bytes_total",
-            "Bytes of the update frames compressed, before compression.",
-            &c.input_bytes,
-        ),
-        (
-            "meshsync_compression_output_bytes_total",
-            "Bytes of the update frames compressed, after compression (the bytes shared by every zstd agent).",
-            &c.output_bytes,
-        ),
-    ];
-    counters
-        .into_iter()
-        .chain(protection)
-        .chain(compression)
-        .map(|(name, help, counter)| (name, help, counter.load(Ordering::Relaxed)))
-        .chain(refused_input)
-        .collect()
+    ]
 }
 
 /// The metrics router.

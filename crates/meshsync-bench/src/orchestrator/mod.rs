@@ -135,25 +135,7 @@ impl RunArgs {
 }
 
 pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.agents > 0 && args.keys > 0,
-        "--agents and --keys must be positive"
-    );
-    anyhow::ensure!(
-        args.rate > 0.0 && args.duration > 0.0,
-        "--rate and --duration must be positive"
-    );
-    anyhow::ensure!(args.ramp_factor > 1.0, "--ramp-factor must be above 1");
-    anyhow::ensure!(
-        (1..=20).contains(&args.repeat),
-        "--repeat must be between 1 and 20"
-    );
-    if args.scenario == Scenario::Stalled {
-        check_stalled_args(&mut args)?;
-    }
-    if args.scenario == Scenario::Storm {
-        check_storm_args(&mut args)?;
-    }
+    check_args(&mut args)?;
     // Raised before the children start, so they inherit it.
     let nofile = crate::child::raise_nofile_limit().unwrap_or(0);
     if (nofile as usize) < args.agents * 2 + 1000 {
@@ -162,26 +144,9 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             args.agents
         );
     }
-    let meshsync_bin = meshsync_binary(&args)?;
-    // Looked up once, and only for the systems that need them; a failure fails those systems.
-    let peers = if args.systems.contains(&System::Typha) {
-        peers_bin(&args).await.map_err(|e| {
-            eprintln!("warning: the typha system will fail: {e:#}");
-            format!("{e:#}")
-        })
-    } else {
-        Err("no system needs them".into())
-    };
-    let bins = Bins::new(meshsync_bin, peers);
+    let bins = find_bins(&args).await?;
     let started = utc_now();
-    let dir = args.out.join(format!(
-        "{}-{}",
-        started
-            .replace([':', '-'], "")
-            .replace('T', "-")
-            .trim_end_matches('Z'),
-        format!("{:?}", args.scenario).to_lowercase()
-    ));
+    let dir = results_dir(&args, &started);
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let mut run = RunResult {
@@ -208,35 +173,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     );
     for round in 0..args.repeat {
         for &system in &args.systems {
-            if args.repeat > 1 {
-                eprintln!(
-                    "\n=== {} (round {} of {}) ===",
-                    system.name(),
-                    round + 1,
-                    args.repeat
-                );
-            } else {
-                eprintln!("\n=== {} ===", system.name());
-            }
-            let logs = if args.repeat > 1 {
-                logs.join(format!("round-{}", round + 1))
-            } else {
-                logs.clone()
-            };
-            std::fs::create_dir_all(&logs)
-                .with_context(|| format!("creating {}", logs.display()))?;
-            let mut result = match run_system(system, &args, &bins, &logs).await {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{}: failed: {e:#}", system.name());
-                    SystemResult {
-                        system: system.name().into(),
-                        error: Some(format!("{e:#}")),
-                        ..SystemResult::default()
-                    }
-                }
-            };
-            result.round = round;
+            let result = run_in_round(system, round, &args, &bins, &logs).await?;
             run.systems.push(result);
             // Write after every system, so an interrupted run keeps what it measured.
             crate::report::write_all(&run, &dir)?;
@@ -245,6 +182,96 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     eprintln!("\nresults: {}", dir.join("results.md").display());
     println!("{}", crate::report::markdown(&run));
     Ok(())
+}
+
+/// Rejects arguments no run can use, and adjusts those of the `stalled` and `storm` scenarios.
+fn check_args(args: &mut RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.agents > 0 && args.keys > 0,
+        "--agents and --keys must be positive"
+    );
+    anyhow::ensure!(
+        args.rate > 0.0 && args.duration > 0.0,
+        "--rate and --duration must be positive"
+    );
+    anyhow::ensure!(args.ramp_factor > 1.0, "--ramp-factor must be above 1");
+    anyhow::ensure!(
+        (1..=20).contains(&args.repeat),
+        "--repeat must be between 1 and 20"
+    );
+    if args.scenario == Scenario::Stalled {
+        check_stalled_args(args)?;
+    }
+    if args.scenario == Scenario::Storm {
+        check_storm_args(args)?;
+    }
+    Ok(())
+}
+
+/// The meshsync binary and, when a system needs them, the peers built from Go modules.
+async fn find_bins(args: &RunArgs) -> anyhow::Result<Bins> {
+    let meshsync_bin = meshsync_binary(args)?;
+    // Looked up once, and only for the systems that need them; a failure fails those systems.
+    let peers = if args.systems.contains(&System::Typha) {
+        peers_bin(args).await.map_err(|e| {
+            eprintln!("warning: the typha system will fail: {e:#}");
+            format!("{e:#}")
+        })
+    } else {
+        Err("no system needs them".into())
+    };
+    Ok(Bins::new(meshsync_bin, peers))
+}
+
+/// `<out>/<start time>-<scenario>`, e.g. `20261204-212909-churn`.
+fn results_dir(args: &RunArgs, started: &str) -> PathBuf {
+    args.out.join(format!(
+        "{}-{}",
+        started
+            .replace([':', '-'], "")
+            .replace('T', "-")
+            .trim_end_matches('Z'),
+        format!("{:?}", args.scenario).to_lowercase()
+    ))
+}
+
+/// Measures one system in one round; a system that fails gives a result carrying its error.
+async fn run_in_round(
+    system: System,
+    round: usize,
+    args: &RunArgs,
+    bins: &Bins,
+    logs: &Path,
+) -> anyhow::Result<SystemResult> {
+    if args.repeat > 1 {
+        eprintln!(
+            "\n=== {} (round {} of {}) ===",
+            system.name(),
+            round + 1,
+            args.repeat
+        );
+    } else {
+        eprintln!("\n=== {} ===", system.name());
+    }
+    let logs = if args.repeat > 1 {
+        logs.join(format!("round-{}", round + 1))
+    } else {
+        logs.to_path_buf()
+    };
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut result = match run_system(system, args, bins, &logs).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: failed: {e:#}", system.name());
+            SystemResult {
+                system: system.name().into(),
+                error: Some(format!("{e:#}")),
+                ..SystemResult::default()
+            }
+        }
+    };
+    result.round = round;
+    Ok(result)
 }
 
 /// Stalls need our raw meshsync clients, at least two agents and a fraction in (0, 1); the

@@ -126,19 +126,179 @@ pub(super) fn cpu_at_rate(s: &SystemResult, writes_per_s: f64) -> Option<f64> {
 
 /// The issue's targets for one round (a run with one round, or a [`RunResult::round_view`]).
 pub(super) fn targets(run: &RunResult) -> Vec<Target> {
-    let ms_sys = find(run, "meshsync");
-    let typha = find(run, "typha");
-    let proxy = find(run, "grpc-proxy");
-    let etcd = find(run, "etcd");
-    let floor = find(run, "floor");
-    let snap = |s: Option<&SystemResult>| Some(s?.snapshot.as_ref()?.total_s);
-    let cap = |s: Option<&SystemResult>| s?.capacity_deliveries_per_s;
-    let kib =
-        |s: Option<&SystemResult>| Some(s?.snapshot.as_ref()?.server_bytes_per_agent / 1024.0);
-    let at_capacity = ms_sys.and_then(capacity_step);
-    let rate = num(run.rate, 0);
+    let round = Round {
+        meshsync: find(run, "meshsync"),
+        typha: find(run, "typha"),
+        proxy: find(run, "grpc-proxy"),
+        etcd: find(run, "etcd"),
+        floor: find(run, "floor"),
+        rate: num(run.rate, 0),
+    };
+    let mut out = round.against_typha();
+    out.extend(round.against_baselines());
+    out.push(memory_target(round.meshsync));
+    out.push(lost_target(run));
+    out.shrink_to_fit();
+    out
+}
 
-    let mut cpu_at_cap = relative(
+/// The systems of one round, and its churn rate as the tables print it.
+struct Round<'a> {
+    meshsync: Option<&'a SystemResult>,
+    typha: Option<&'a SystemResult>,
+    proxy: Option<&'a SystemResult>,
+    etcd: Option<&'a SystemResult>,
+    floor: Option<&'a SystemResult>,
+    rate: String,
+}
+
+impl Round<'_> {
+    /// Issue 11's targets: meshsync against Calico's Typha, the system it must beat.
+    fn against_typha(&self) -> Vec<Target> {
+        let (ms_sys, typha, rate) = (self.meshsync, self.typha, &self.rate);
+        vec![
+            relative(
+                "Capacity vs Typha (saturate)",
+                "≥ 2×",
+                |x| x >= 2.0,
+                " /s",
+                int_f,
+                capacity_per_s(ms_sys),
+                "typha",
+                capacity_per_s(typha),
+            ),
+            relative(
+                format!("p99 write → agent at {rate} writes/s vs Typha (churn)"),
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " ms",
+                num2,
+                churn_p99_ms(ms_sys),
+                "typha",
+                churn_p99_ms(typha),
+            ),
+            relative(
+                "All agents in sync vs Typha (snapshot)",
+                "≤ 1/4 (0.25×)",
+                |x| x <= 0.25,
+                " s",
+                num2,
+                snapshot_s(ms_sys),
+                "typha",
+                snapshot_s(typha),
+            ),
+            relative(
+                format!("Server CPU per delivery at {rate} writes/s vs Typha (churn)"),
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " µs",
+                num2,
+                churn_cpu(ms_sys),
+                "typha",
+                churn_cpu(typha),
+            ),
+            relative(
+                "Server memory per connected agent vs Typha (snapshot)",
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " KiB",
+                num2,
+                kib_per_agent(ms_sys),
+                "typha",
+                kib_per_agent(typha),
+            ),
+        ]
+    }
+
+    /// Issue 10's targets: meshsync against direct etcd, etcd's grpc-proxy and the floor.
+    fn against_baselines(&self) -> Vec<Target> {
+        let (ms_sys, rate) = (self.meshsync, &self.rate);
+        let (proxy, etcd, floor) = (self.proxy, self.etcd, self.floor);
+        vec![
+            relative(
+                "Capacity vs direct etcd (saturate)",
+                "≥ 2×",
+                |x| x >= 2.0,
+                " /s",
+                int_f,
+                capacity_per_s(ms_sys),
+                "etcd",
+                capacity_per_s(etcd),
+            ),
+            relative(
+                "Capacity vs grpc-proxy (saturate)",
+                "≥ 5×",
+                |x| x >= 5.0,
+                " /s",
+                int_f,
+                capacity_per_s(ms_sys),
+                "grpc-proxy",
+                capacity_per_s(proxy),
+            ),
+            cpu_at_capacity_vs_floor(ms_sys, floor),
+            relative(
+                format!("p99 write → agent at {rate} writes/s vs grpc-proxy (churn)"),
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " ms",
+                num2,
+                churn_p99_ms(ms_sys),
+                "grpc-proxy",
+                churn_p99_ms(proxy),
+            ),
+            relative(
+                format!("p99 write → agent at {rate} writes/s vs direct etcd (churn)"),
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " ms",
+                num2,
+                churn_p99_ms(ms_sys),
+                "etcd",
+                churn_p99_ms(etcd),
+            ),
+            relative(
+                "All agents in sync vs grpc-proxy (snapshot)",
+                "≤ 1/4 (0.25×)",
+                |x| x <= 0.25,
+                " s",
+                num2,
+                snapshot_s(ms_sys),
+                "grpc-proxy",
+                snapshot_s(proxy),
+            ),
+            relative(
+                format!("Server CPU per delivery at {rate} writes/s vs floor (churn)"),
+                "≤ 1.5×",
+                |x| x <= 1.5,
+                " µs",
+                num2,
+                churn_cpu(ms_sys),
+                "floor",
+                churn_cpu(floor),
+            ),
+        ]
+    }
+}
+
+/// The snapshot step's time until all agents were in sync, s.
+fn snapshot_s(s: Option<&SystemResult>) -> Option<f64> {
+    Some(s?.snapshot.as_ref()?.total_s)
+}
+
+/// The system's capacity, deliveries/s.
+fn capacity_per_s(s: Option<&SystemResult>) -> Option<f64> {
+    s?.capacity_deliveries_per_s
+}
+
+/// The snapshot step's server memory per connected agent, KiB (finite values only).
+fn kib_per_agent(s: Option<&SystemResult>) -> Option<f64> {
+    Some(s?.snapshot.as_ref()?.server_bytes_per_agent / 1024.0).filter(|v| v.is_finite())
+}
+
+/// meshsync's server CPU per delivery at its capacity against the floor's at the same rate.
+fn cpu_at_capacity_vs_floor(ms_sys: Option<&SystemResult>, floor: Option<&SystemResult>) -> Target {
+    let at_capacity = ms_sys.and_then(capacity_step);
+    let mut target = relative(
         "Server CPU per delivery at meshsync's capacity vs floor at the same rate (saturate)",
         "≤ 1.5×",
         |x| x <= 1.5,
@@ -149,134 +309,23 @@ pub(super) fn targets(run: &RunResult) -> Vec<Target> {
         at_capacity.and_then(|c| cpu_at_rate(floor?, c.achieved_rate)),
     );
     if let Some(c) = at_capacity {
-        cpu_at_cap.reference_note = format!(" at {}/s", int_f(c.achieved_rate));
+        target.reference_note = format!(" at {}/s", int_f(c.achieved_rate));
     }
-    let mut out = vec![
-        relative(
-            "Capacity vs Typha (saturate)",
-            "≥ 2×",
-            |x| x >= 2.0,
-            " /s",
-            int_f,
-            cap(ms_sys),
-            "typha",
-            cap(typha),
-        ),
-        relative(
-            format!("p99 write → agent at {rate} writes/s vs Typha (churn)"),
-            "≤ 1/2 (0.5×)",
-            |x| x <= 0.5,
-            " ms",
-            num2,
-            churn_p99_ms(ms_sys),
-            "typha",
-            churn_p99_ms(typha),
-        ),
-        relative(
-            "All agents in sync vs Typha (snapshot)",
-            "≤ 1/4 (0.25×)",
-            |x| x <= 0.25,
-            " s",
-            num2,
-            snap(ms_sys),
-            "typha",
-            snap(typha),
-        ),
-        relative(
-            format!("Server CPU per delivery at {rate} writes/s vs Typha (churn)"),
-            "≤ 1/2 (0.5×)",
-            |x| x <= 0.5,
-            " µs",
-            num2,
-            churn_cpu(ms_sys),
-            "typha",
-            churn_cpu(typha),
-        ),
-        relative(
-            "Server memory per connected agent vs Typha (snapshot)",
-            "≤ 1/2 (0.5×)",
-            |x| x <= 0.5,
-            " KiB",
-            num2,
-            kib(ms_sys).filter(|v| v.is_finite()),
-            "typha",
-            kib(typha).filter(|v| v.is_finite()),
-        ),
-        relative(
-            "Capacity vs direct etcd (saturate)",
-            "≥ 2×",
-            |x| x >= 2.0,
-            " /s",
-            int_f,
-            cap(ms_sys),
-            "etcd",
-            cap(etcd),
-        ),
-        relative(
-            "Capacity vs grpc-proxy (saturate)",
-            "≥ 5×",
-            |x| x >= 5.0,
-            " /s",
-            int_f,
-            cap(ms_sys),
-            "grpc-proxy",
-            cap(proxy),
-        ),
-        cpu_at_cap,
-        relative(
-            format!("p99 write → agent at {rate} writes/s vs grpc-proxy (churn)"),
-            "≤ 1/2 (0.5×)",
-            |x| x <= 0.5,
-            " ms",
-            num2,
-            churn_p99_ms(ms_sys),
-            "grpc-proxy",
-            churn_p99_ms(proxy),
-        ),
-        relative(
-            format!("p99 write → agent at {rate} writes/s vs direct etcd (churn)"),
-            "≤ 1/2 (0.5×)",
-            |x| x <= 0.5,
-            " ms",
-            num2,
-            churn_p99_ms(ms_sys),
-            "etcd",
-            churn_p99_ms(etcd),
-        ),
-        relative(
-            "All agents in sync vs grpc-proxy (snapshot)",
-            "≤ 1/4 (0.25×)",
-            |x| x <= 0.25,
-            " s",
-            num2,
-            snap(ms_sys),
-            "grpc-proxy",
-            snap(proxy),
-        ),
-        relative(
-            format!("Server CPU per delivery at {rate} writes/s vs floor (churn)"),
-            "≤ 1.5×",
-            |x| x <= 1.5,
-            " µs",
-            num2,
-            churn_cpu(ms_sys),
-            "floor",
-            churn_cpu(floor),
-        ),
-        Target {
-            what: "Server memory per connected agent (snapshot)".into(),
-            ours: kib(ms_sys).filter(|v| v.is_finite()),
-            reference: None,
-            reference_note: String::new(),
-            unit: " KiB",
-            fmt: num2,
-            goal: "≤ 8 KiB",
-            ok: |v| v <= 8.0,
-        },
-        lost_target(run),
-    ];
-    out.shrink_to_fit();
-    out
+    target
+}
+
+/// meshsync's server memory per connected agent, an absolute goal.
+fn memory_target(ms_sys: Option<&SystemResult>) -> Target {
+    Target {
+        what: "Server memory per connected agent (snapshot)".into(),
+        ours: kib_per_agent(ms_sys),
+        reference: None,
+        reference_note: String::new(),
+        unit: " KiB",
+        fmt: num2,
+        goal: "≤ 8 KiB",
+        ok: |v| v <= 8.0,
+    }
 }
 
 /// Updates lost by any system in `churn` and in the saturate steps within limits (goal 0). A

@@ -20,21 +20,78 @@ const P: &str = "projectcalico.org/";
 /// The Calico Node of a Kubernetes Node.
 pub fn node_to_calico(node: &Value) -> Value {
     let name = str_at(node, "/metadata/name").unwrap_or("");
-    let annotations: Map<String, Value> = node
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let ann = |key: &str| {
-        annotations
+    let ann = CalicoAnnotations::of(node);
+    let mut out = Map::new();
+    out.insert("apiVersion".into(), json!("projectcalico.org/v3"));
+    out.insert("kind".into(), json!("Node"));
+    out.insert("metadata".into(), Value::Object(metadata(node, name, &ann)));
+    out.insert("spec".into(), Value::Object(spec(node, name, &ann)));
+    let status = status(node, &ann);
+    if !status.is_empty() {
+        out.insert("status".into(), Value::Object(status));
+    }
+    Value::Object(out)
+}
+
+/// The Kubernetes Node's `projectcalico.org/*` annotations, where KDD keeps Calico's Node fields.
+struct CalicoAnnotations(Map<String, Value>);
+
+impl CalicoAnnotations {
+    fn of(node: &Value) -> Self {
+        Self(
+            node.pointer("/metadata/annotations")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The trimmed value of `projectcalico.org/<key>`; `None` when absent or blank.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
             .get(&format!("{P}{key}"))
             .and_then(Value::as_str)
             .map(str::trim)
             .filter(|s| !s.is_empty())
-    };
+    }
 
-    // Labels: Calico's, with the Kubernetes labels merged over them.
-    let mut labels: Map<String, Value> = ann("labels")
+    /// The BGP address of one family, when valid.
+    fn bgp_address(&self, v6: bool) -> Option<&str> {
+        let key = if v6 { "IPv6Address" } else { "IPv4Address" };
+        self.get(key).filter(|s| is_cidr_or_ip(s, v6))
+    }
+}
+
+/// Name, uid, creation time, labels (Calico's, with the Kubernetes labels merged over them) and
+/// the Calico annotations.
+fn metadata(node: &Value, name: &str, ann: &CalicoAnnotations) -> Map<String, Value> {
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), json!(name));
+    for field in ["uid", "creationTimestamp"] {
+        if let Some(v) = node
+            .pointer(&format!("/metadata/{field}"))
+            .filter(|v| !v.is_null())
+        {
+            metadata.insert(field.into(), v.clone());
+        }
+    }
+    let labels = labels(node, ann);
+    if !labels.is_empty() {
+        metadata.insert("labels".into(), Value::Object(labels));
+    }
+    let calico_annotations: Option<Map<String, Value>> = ann
+        .get("annotations")
+        .and_then(|s| serde_json::from_str(s).ok());
+    if let Some(a) = calico_annotations.filter(|a| !a.is_empty()) {
+        metadata.insert("annotations".into(), Value::Object(a));
+    }
+    metadata
+}
+
+/// Calico's labels, with the Kubernetes labels merged over them.
+fn labels(node: &Value, ann: &CalicoAnnotations) -> Map<String, Value> {
+    let mut labels: Map<String, Value> = ann
+        .get("labels")
         .and_then(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
         .unwrap_or_default();
     if let Some(k8s) = node.pointer("/metadata/labels").and_then(Value::as_object) {
@@ -42,30 +99,13 @@ pub fn node_to_calico(node: &Value) -> Value {
             labels.insert(k.clone(), v.clone());
         }
     }
-    let calico_annotations: Option<Map<String, Value>> =
-        ann("annotations").and_then(|s| serde_json::from_str(s).ok());
+    labels
+}
 
+/// BGP, VXLAN, Wireguard, interfaces, `orchRefs` and addresses.
+fn spec(node: &Value, name: &str, ann: &CalicoAnnotations) -> Map<String, Value> {
     let mut spec = Map::new();
-    let mut bgp = Map::new();
-    let ipv4 = ann("IPv4Address").filter(|s| is_cidr_or_ip(s, false));
-    let ipv6 = ann("IPv6Address").filter(|s| is_cidr_or_ip(s, true));
-    if let Some(v) = ipv4 {
-        bgp.insert("ipv4Address".into(), json!(v));
-    }
-    if let Some(v) = ipv6 {
-        bgp.insert("ipv6Address".into(), json!(v));
-    }
-    if let Some(asn) = ann("ASNumber").and_then(parse_asn) {
-        bgp.insert("asNumber".into(), json!(asn));
-    }
-    if let Some(v) =
-        ann("RouteReflectorClusterID").filter(|s| s.parse::<std::net::Ipv4Addr>().is_ok())
-    {
-        bgp.insert("routeReflectorClusterID".into(), json!(v));
-    }
-    if let Some(v) = ann("IPv4IPIPTunnelAddr").filter(|s| is_ip(s, false)) {
-        bgp.insert("ipv4IPIPTunnelAddr".into(), json!(v));
-    }
+    let bgp = bgp(ann);
     if !bgp.is_empty() {
         spec.insert("bgp".into(), Value::Object(bgp));
     }
@@ -83,21 +123,17 @@ pub fn node_to_calico(node: &Value) -> Value {
         ),
         ("VXLANTunnelMACAddrV6", "vxlanTunnelMACAddrV6", Check::Mac),
     ] {
-        if let Some(v) = ann(annotation).filter(|s| check.ok(s)) {
+        if let Some(v) = ann.get(annotation).filter(|s| check.ok(s)) {
             spec.insert(field.into(), json!(v));
         }
     }
-    let mut wireguard = Map::new();
-    if let Some(v) = ann("IPv4WireguardInterfaceAddr").filter(|s| is_ip(s, false)) {
-        wireguard.insert("interfaceIPv4Address".into(), json!(v));
-    }
-    if let Some(v) = ann("IPv6WireguardInterfaceAddr").filter(|s| is_ip(s, true)) {
-        wireguard.insert("interfaceIPv6Address".into(), json!(v));
-    }
+    let wireguard = wireguard(ann);
     if !wireguard.is_empty() {
         spec.insert("wireguard".into(), Value::Object(wireguard));
     }
-    if let Some(interfaces) = ann("Interfaces").and_then(|s| serde_json::from_str::<Value>(s).ok())
+    if let Some(interfaces) = ann
+        .get("Interfaces")
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
         && interfaces.is_array()
     {
         spec.insert("interfaces".into(), interfaces);
@@ -106,7 +142,58 @@ pub fn node_to_calico(node: &Value) -> Value {
         "orchRefs".into(),
         json!([{"nodeName": name, "orchestrator": "k8s"}]),
     );
-    let mut addresses: Vec<Value> = [ipv4, ipv6]
+    let addresses = addresses(node, ann);
+    if !addresses.is_empty() {
+        spec.insert("addresses".into(), Value::Array(addresses));
+    }
+    spec
+}
+
+/// `spec.bgp`: addresses, AS number, route reflector cluster and IPIP tunnel address.
+fn bgp(ann: &CalicoAnnotations) -> Map<String, Value> {
+    let mut bgp = Map::new();
+    if let Some(v) = ann.bgp_address(false) {
+        bgp.insert("ipv4Address".into(), json!(v));
+    }
+    if let Some(v) = ann.bgp_address(true) {
+        bgp.insert("ipv6Address".into(), json!(v));
+    }
+    if let Some(asn) = ann.get("ASNumber").and_then(parse_asn) {
+        bgp.insert("asNumber".into(), json!(asn));
+    }
+    if let Some(v) = ann
+        .get("RouteReflectorClusterID")
+        .filter(|s| s.parse::<std::net::Ipv4Addr>().is_ok())
+    {
+        bgp.insert("routeReflectorClusterID".into(), json!(v));
+    }
+    if let Some(v) = ann.get("IPv4IPIPTunnelAddr").filter(|s| is_ip(s, false)) {
+        bgp.insert("ipv4IPIPTunnelAddr".into(), json!(v));
+    }
+    bgp
+}
+
+/// `spec.wireguard`: the Wireguard interface addresses.
+fn wireguard(ann: &CalicoAnnotations) -> Map<String, Value> {
+    let mut wireguard = Map::new();
+    if let Some(v) = ann
+        .get("IPv4WireguardInterfaceAddr")
+        .filter(|s| is_ip(s, false))
+    {
+        wireguard.insert("interfaceIPv4Address".into(), json!(v));
+    }
+    if let Some(v) = ann
+        .get("IPv6WireguardInterfaceAddr")
+        .filter(|s| is_ip(s, true))
+    {
+        wireguard.insert("interfaceIPv6Address".into(), json!(v));
+    }
+    wireguard
+}
+
+/// `spec.addresses`: the BGP addresses (`CalicoNodeIP`) then the node's InternalIP/ExternalIP.
+fn addresses(node: &Value, ann: &CalicoAnnotations) -> Vec<Value> {
+    let mut addresses: Vec<Value> = [ann.bgp_address(false), ann.bgp_address(true)]
         .into_iter()
         .flatten()
         .map(|a| json!({"address": a, "type": "CalicoNodeIP"}))
@@ -121,48 +208,24 @@ pub fn node_to_calico(node: &Value) -> Value {
             }
         }
     }
-    if !addresses.is_empty() {
-        spec.insert("addresses".into(), Value::Array(addresses));
-    }
+    addresses
+}
 
+/// `status`: the Wireguard public keys and `podCIDRs` (= `spec.podCIDRs`).
+fn status(node: &Value, ann: &CalicoAnnotations) -> Map<String, Value> {
     let mut status = Map::new();
     for (annotation, field) in [
         ("WireguardPublicKey", "wireguardPublicKey"),
         ("WireguardPublicKeyV6", "wireguardPublicKeyV6"),
     ] {
-        if let Some(v) = ann(annotation) {
+        if let Some(v) = ann.get(annotation) {
             status.insert(field.into(), json!(v));
         }
     }
     if let Some(cidrs) = node.pointer("/spec/podCIDRs").filter(|v| v.is_array()) {
         status.insert("podCIDRs".into(), cidrs.clone());
     }
-
-    let mut metadata = Map::new();
-    metadata.insert("name".into(), json!(name));
-    for field in ["uid", "creationTimestamp"] {
-        if let Some(v) = node
-            .pointer(&format!("/metadata/{field}"))
-            .filter(|v| !v.is_null())
-        {
-            metadata.insert(field.into(), v.clone());
-        }
-    }
-    if !labels.is_empty() {
-        metadata.insert("labels".into(), Value::Object(labels));
-    }
-    if let Some(a) = calico_annotations.filter(|a| !a.is_empty()) {
-        metadata.insert("annotations".into(), Value::Object(a));
-    }
-    let mut out = Map::new();
-    out.insert("apiVersion".into(), json!("projectcalico.org/v3"));
-    out.insert("kind".into(), json!("Node"));
-    out.insert("metadata".into(), Value::Object(metadata));
-    out.insert("spec".into(), Value::Object(spec));
-    if !status.is_empty() {
-        out.insert("status".into(), Value::Object(status));
-    }
-    Value::Object(out)
+    status
 }
 
 #[derive(Clone, Copy)]

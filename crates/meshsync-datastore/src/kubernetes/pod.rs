@@ -217,26 +217,45 @@ pub fn pod_to_workload_endpoint(
     let name = str_at(pod, &["metadata", "name"])
         .filter(|n| !n.is_empty())
         .ok_or(PodError::NoName)?;
-    let namespace = str_at(pod, &["metadata", "namespace"]).unwrap_or("default");
-    let sa = str_at(pod, &["spec", "serviceAccountName"]).unwrap_or("");
-
-    let mut labels: Map<String, Value> = pod
-        .pointer("/metadata/labels")
+    let id = PodId {
+        node,
+        name,
+        namespace: str_at(pod, &["metadata", "namespace"]).unwrap_or("default"),
+        service_account: str_at(pod, &["spec", "serviceAccountName"]).unwrap_or(""),
+    };
+    let pod_annotations: Map<String, Value> = pod
+        .pointer("/metadata/annotations")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    labels.insert(NAMESPACE_LABEL.into(), json!(namespace));
-    labels.insert(ORCHESTRATOR_LABEL.into(), json!("k8s"));
-    if !sa.is_empty() && sa.len() < 63 {
-        labels.insert(SERVICE_ACCOUNT_LABEL.into(), json!(sa));
-    }
+    let metadata = metadata(pod, &id, &pod_annotations);
+    let spec = spec(pod, &id, interface_prefix, &pod_annotations)?;
+    Ok(Some(json!({
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "WorkloadEndpoint",
+        "metadata": Value::Object(metadata),
+        "spec": Value::Object(spec),
+    })))
+}
 
+/// Who a scheduled pod is: the fields its WorkloadEndpoint's name, labels and profiles come from.
+struct PodId<'a> {
+    node: &'a str,
+    name: &'a str,
+    namespace: &'a str,
+    /// Empty when the pod names none.
+    service_account: &'a str,
+}
+
+/// The endpoint's name, namespace, uid, creation time, generateName, labels and the network
+/// status annotation.
+fn metadata(pod: &Value, id: &PodId, pod_annotations: &Map<String, Value>) -> Map<String, Value> {
     let mut metadata = Map::new();
     metadata.insert(
         "name".into(),
-        json!(workload_endpoint_name(node, "k8s", name, "eth0")),
+        json!(workload_endpoint_name(id.node, "k8s", id.name, "eth0")),
     );
-    metadata.insert("namespace".into(), json!(namespace));
+    metadata.insert("namespace".into(), json!(id.namespace));
     for field in ["uid", "creationTimestamp", "generateName"] {
         if let Some(v) = pod
             .pointer(&format!("/metadata/{field}"))
@@ -245,28 +264,40 @@ pub fn pod_to_workload_endpoint(
             metadata.insert(field.into(), v.clone());
         }
     }
-    metadata.insert("labels".into(), Value::Object(labels));
-    let pod_annotations: Map<String, Value> = pod
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    metadata.insert("labels".into(), Value::Object(labels(pod, id)));
     if let Some(status) = pod_annotations.get(annotations::NETWORK_STATUS) {
         metadata.insert(
             "annotations".into(),
             json!({ annotations::NETWORK_STATUS: status }),
         );
     }
+    metadata
+}
 
-    let mut profiles = vec![json!(format!("kns.{namespace}"))];
-    if !sa.is_empty() {
-        let ns = if namespace.is_empty() {
-            "default"
-        } else {
-            namespace
-        };
-        profiles.push(json!(format!("ksa.{ns}.{sa}")));
+/// The pod's labels plus Calico's namespace, orchestrator and service account labels.
+fn labels(pod: &Value, id: &PodId) -> Map<String, Value> {
+    let mut labels: Map<String, Value> = pod
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    labels.insert(NAMESPACE_LABEL.into(), json!(id.namespace));
+    labels.insert(ORCHESTRATOR_LABEL.into(), json!("k8s"));
+    let sa = id.service_account;
+    if !sa.is_empty() && sa.len() < 63 {
+        labels.insert(SERVICE_ACCOUNT_LABEL.into(), json!(sa));
     }
+    labels
+}
+
+/// The endpoint's spec: where it is, its interface and addresses, the annotation-driven
+/// settings (NATs, spoofed sources, QoS), its profiles and ports.
+fn spec(
+    pod: &Value,
+    id: &PodId,
+    interface_prefix: &str,
+    pod_annotations: &Map<String, Value>,
+) -> Result<Map<String, Value>, PodError> {
     let ips = if finished(pod) {
         Vec::new()
     } else {
@@ -274,18 +305,18 @@ pub fn pod_to_workload_endpoint(
     };
     let mut spec = Map::new();
     spec.insert("orchestrator".into(), json!("k8s"));
-    spec.insert("node".into(), json!(node));
-    spec.insert("pod".into(), json!(name));
+    spec.insert("node".into(), json!(id.node));
+    spec.insert("pod".into(), json!(id.name));
     spec.insert("endpoint".into(), json!("eth0"));
-    if let Some(id) = str_at(pod, &["metadata", "annotations", CONTAINER_ID_ANNOTATION]) {
-        spec.insert("containerID".into(), json!(id));
+    if let Some(cid) = str_at(pod, &["metadata", "annotations", CONTAINER_ID_ANNOTATION]) {
+        spec.insert("containerID".into(), json!(cid));
     }
     spec.insert(
         "interfaceName".into(),
-        json!(interface_name(interface_prefix, namespace, name)),
+        json!(interface_name(interface_prefix, id.namespace, id.name)),
     );
-    let nats = annotations::ip_nats(&pod_annotations, &ips)?;
-    let allowed = annotations::allowed_source_prefixes(&pod_annotations)?;
+    let nats = annotations::ip_nats(pod_annotations, &ips)?;
+    let allowed = annotations::allowed_source_prefixes(pod_annotations)?;
     spec.insert("ipNetworks".into(), json!(ips));
     if !nats.is_empty() {
         spec.insert("ipNATs".into(), Value::Array(nats));
@@ -293,23 +324,33 @@ pub fn pod_to_workload_endpoint(
     if !allowed.is_empty() {
         spec.insert("allowSpoofedSourcePrefixes".into(), json!(allowed));
     }
-    if let Some(qos) = annotations::qos_controls(&pod_annotations) {
+    if let Some(qos) = annotations::qos_controls(pod_annotations) {
         spec.insert("qosControls".into(), qos);
     }
-    spec.insert("profiles".into(), Value::Array(profiles));
-    if !sa.is_empty() {
-        spec.insert("serviceAccountName".into(), json!(sa));
+    spec.insert("profiles".into(), Value::Array(profiles(id)));
+    if !id.service_account.is_empty() {
+        spec.insert("serviceAccountName".into(), json!(id.service_account));
     }
     let ports = ports(pod);
     if !ports.is_empty() {
         spec.insert("ports".into(), Value::Array(ports));
     }
-    Ok(Some(json!({
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "WorkloadEndpoint",
-        "metadata": Value::Object(metadata),
-        "spec": Value::Object(spec),
-    })))
+    Ok(spec)
+}
+
+/// The namespace's profile `kns.<ns>`, then the service account's `ksa.<ns>.<sa>` if any.
+fn profiles(id: &PodId) -> Vec<Value> {
+    let mut profiles = vec![json!(format!("kns.{}", id.namespace))];
+    let sa = id.service_account;
+    if !sa.is_empty() {
+        let ns = if id.namespace.is_empty() {
+            "default"
+        } else {
+            id.namespace
+        };
+        profiles.push(json!(format!("ksa.{ns}.{sa}")));
+    }
+    profiles
 }
 
 #[cfg(test)]

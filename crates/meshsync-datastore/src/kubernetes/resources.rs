@@ -99,128 +99,164 @@ pub fn plan(
     wanted: Option<&HashSet<String>>,
 ) -> (CalicoMode, Vec<WatchedResource>, Vec<&'static str>) {
     let want = |kind: &str| wanted.is_none_or(|w| w.contains(kind));
-    let v1 = served.get(&format!("{CALICO_V1_GROUP}/v1"));
-    let v3 = served.get(&format!("{CALICO_V3_GROUP}/v3"));
-    // v1 mode when the v1 group holds Calico's own kinds: meshsync's RCC CRD alone (installed
-    // beside native v3 CRDs) does not make a cluster v1.
-    let v1_calico = v1.is_some_and(|r| r.keys().any(|p| p != "remoteclusterconfigurations"));
-    let mode = match (v1_calico, v3.is_some()) {
-        (true, _) => CalicoMode::V1,
-        (false, true) => CalicoMode::V3,
-        (false, false) if v1.is_some() => CalicoMode::V1,
-        (false, false) => CalicoMode::None,
+    let mut plan = Planner {
+        served,
+        mode: calico_mode(served),
+        out: Vec::new(),
+        missing: Vec::new(),
+        builtin: BTreeMap::new(),
     };
-    let mut out = Vec::new();
-    let mut missing = Vec::new();
-    // Built-in resources may carry two kinds (Service and KubernetesService): one watch each.
-    let mut builtin: BTreeMap<(&'static str, &'static str), BuiltinKinds> = BTreeMap::new();
     for info in KINDS.iter().filter(|k| want(k.name)) {
         match info.kube {
-            KubeApi::CalicoCrd { plural } => {
-                // IPAMConfig is stored in `ipamconfigs` in v1 mode, IPAMConfiguration in
-                // `ipamconfigurations` in v3 mode (Calico's two CRD layouts differ here only).
-                let (group_version, resources, conversion) = match mode {
-                    CalicoMode::V1 => (
-                        format!("{CALICO_V1_GROUP}/v1"),
-                        v1,
-                        Conversion::CalicoV1 { kind: info.name },
-                    ),
-                    CalicoMode::V3 => (
-                        format!("{CALICO_V3_GROUP}/v3"),
-                        v3,
-                        Conversion::CalicoV3 { kind: info.name },
-                    ),
-                    CalicoMode::None => {
-                        missing.push(info.name);
-                        continue;
-                    }
-                };
-                match resources.and_then(|r| r.get(plural)) {
-                    Some(&namespaced) => out.push(WatchedResource {
-                        api: api_resource(&group_version, plural, info.name),
-                        namespaced,
-                        conversion,
-                    }),
-                    // In v3 mode, RCCs may still come from meshsync's v1 CRD.
-                    None => match v1.and_then(|r| r.get(plural)) {
-                        Some(&namespaced) if mode == CalicoMode::V3 => out.push(WatchedResource {
-                            api: api_resource(&format!("{CALICO_V1_GROUP}/v1"), plural, info.name),
-                            namespaced,
-                            conversion: Conversion::CalicoV1 { kind: info.name },
-                        }),
-                        _ => missing.push(info.name),
-                    },
-                }
-            }
+            KubeApi::CalicoCrd { plural } => plan.calico_crd(info.name, plural),
             KubeApi::DerivedFrom {
                 api_version,
                 plural,
-            } => {
-                let conversion = match (api_version, plural) {
-                    ("v1", "pods") => Conversion::Pod,
-                    ("v1", "namespaces") => Conversion::Namespace,
-                    ("v1", "nodes") => Conversion::Node,
-                    ("networking.k8s.io/v1", "networkpolicies") => Conversion::NetworkPolicy,
-                    ("v1", "services") | ("discovery.k8s.io/v1", "endpointslices") => {
-                        builtin.entry((api_version, plural)).or_default().1 = Some(info.name);
-                        continue;
-                    }
-                    _ => {
-                        // Optional sources (AdminNetworkPolicy, KubeVirt): not converted yet.
-                        missing.push(info.name);
-                        continue;
-                    }
-                };
-                let Some(&namespaced) = served.get(api_version).and_then(|r| r.get(plural)) else {
-                    missing.push(info.name);
-                    continue;
-                };
-                out.push(WatchedResource {
-                    api: api_resource(api_version, plural, info.name),
-                    namespaced,
-                    conversion: conversion.clone(),
-                });
-                if conversion == Conversion::Namespace
-                    && served
-                        .get("v1")
-                        .is_some_and(|r| r.contains_key("serviceaccounts"))
-                {
-                    out.push(WatchedResource {
-                        api: api_resource("v1", "serviceaccounts", "ServiceAccount"),
-                        namespaced: true,
-                        conversion: Conversion::ServiceAccount,
-                    });
-                }
-            }
+            } => plan.derived(info.name, api_version, plural),
             KubeApi::Builtin {
                 api_version,
                 plural,
             } => {
                 // Secrets are watched by name, for the RCCs that name them (never all of them).
-                if info.name == kinds::SECRET {
-                    continue;
+                if info.name != kinds::SECRET {
+                    plan.builtin.entry((api_version, plural)).or_default().0 = Some(info.name);
                 }
-                builtin.entry((api_version, plural)).or_default().0 = Some(info.name);
             }
-            KubeApi::None => missing.push(info.name),
+            KubeApi::None => plan.missing.push(info.name),
         }
     }
-    for ((api_version, plural), (b, d)) in builtin {
-        let Some(&namespaced) = served.get(api_version).and_then(|r| r.get(plural)) else {
-            missing.extend(b.into_iter().chain(d));
-            continue;
-        };
-        let kind = b.or(d).unwrap_or_default();
-        out.push(WatchedResource {
-            api: api_resource(api_version, plural, builtin_kind(plural, kind)),
-            namespaced,
-            conversion: Conversion::Builtin {
-                builtin: b,
-                derived: d,
-            },
-        });
+    plan.watch_builtins();
+    (plan.mode, plan.out, plan.missing)
+}
+
+/// The Calico CRD layout of a cluster, from the groups it serves.
+fn calico_mode(served: &Served) -> CalicoMode {
+    let v1 = served.get(&format!("{CALICO_V1_GROUP}/v1"));
+    let v3 = served.get(&format!("{CALICO_V3_GROUP}/v3"));
+    // v1 mode when the v1 group holds Calico's own kinds: meshsync's RCC CRD alone (installed
+    // beside native v3 CRDs) does not make a cluster v1.
+    let v1_calico = v1.is_some_and(|r| r.keys().any(|p| p != "remoteclusterconfigurations"));
+    match (v1_calico, v3.is_some()) {
+        (true, _) => CalicoMode::V1,
+        (false, true) => CalicoMode::V3,
+        (false, false) if v1.is_some() => CalicoMode::V1,
+        (false, false) => CalicoMode::None,
     }
-    (mode, out, missing)
+}
+
+/// The plan under construction: the watches chosen so far and the kinds found missing.
+struct Planner<'a> {
+    served: &'a Served,
+    mode: CalicoMode,
+    out: Vec<WatchedResource>,
+    missing: Vec<&'static str>,
+    /// Built-in resources may carry two kinds (Service and KubernetesService): one watch each,
+    /// made by [`Planner::watch_builtins`] once every kind is known.
+    builtin: BTreeMap<(&'static str, &'static str), BuiltinKinds>,
+}
+
+impl Planner<'_> {
+    /// Whether `plural` of `api_version` is namespaced; `None` when the server does not serve it.
+    fn namespaced(&self, api_version: &str, plural: &str) -> Option<bool> {
+        self.served
+            .get(api_version)
+            .and_then(|r| r.get(plural))
+            .copied()
+    }
+
+    /// A Calico kind stored in a Calico CRD, from the group of the cluster's mode.
+    fn calico_crd(&mut self, kind: &'static str, plural: &str) {
+        let v1_group = format!("{CALICO_V1_GROUP}/v1");
+        // IPAMConfig is stored in `ipamconfigs` in v1 mode, IPAMConfiguration in
+        // `ipamconfigurations` in v3 mode (Calico's two CRD layouts differ here only).
+        let (group_version, conversion) = match self.mode {
+            CalicoMode::V1 => (v1_group.clone(), Conversion::CalicoV1 { kind }),
+            CalicoMode::V3 => (
+                format!("{CALICO_V3_GROUP}/v3"),
+                Conversion::CalicoV3 { kind },
+            ),
+            CalicoMode::None => {
+                self.missing.push(kind);
+                return;
+            }
+        };
+        match self.namespaced(&group_version, plural) {
+            Some(namespaced) => self.out.push(WatchedResource {
+                api: api_resource(&group_version, plural, kind),
+                namespaced,
+                conversion,
+            }),
+            // In v3 mode, RCCs may still come from meshsync's v1 CRD.
+            None => match self.namespaced(&v1_group, plural) {
+                Some(namespaced) if self.mode == CalicoMode::V3 => self.out.push(WatchedResource {
+                    api: api_resource(&v1_group, plural, kind),
+                    namespaced,
+                    conversion: Conversion::CalicoV1 { kind },
+                }),
+                _ => self.missing.push(kind),
+            },
+        }
+    }
+
+    /// A Calico kind that Calico's Kubernetes datastore derives from a built-in resource.
+    fn derived(&mut self, kind: &'static str, api_version: &'static str, plural: &'static str) {
+        let conversion = match (api_version, plural) {
+            ("v1", "pods") => Conversion::Pod,
+            ("v1", "namespaces") => Conversion::Namespace,
+            ("v1", "nodes") => Conversion::Node,
+            ("networking.k8s.io/v1", "networkpolicies") => Conversion::NetworkPolicy,
+            ("v1", "services") | ("discovery.k8s.io/v1", "endpointslices") => {
+                self.builtin.entry((api_version, plural)).or_default().1 = Some(kind);
+                return;
+            }
+            _ => {
+                // Optional sources (AdminNetworkPolicy, KubeVirt): not converted yet.
+                self.missing.push(kind);
+                return;
+            }
+        };
+        let Some(namespaced) = self.namespaced(api_version, plural) else {
+            self.missing.push(kind);
+            return;
+        };
+        self.out.push(WatchedResource {
+            api: api_resource(api_version, plural, kind),
+            namespaced,
+            conversion: conversion.clone(),
+        });
+        // Profiles come from Namespaces and from ServiceAccounts.
+        if conversion == Conversion::Namespace
+            && self
+                .served
+                .get("v1")
+                .is_some_and(|r| r.contains_key("serviceaccounts"))
+        {
+            self.out.push(WatchedResource {
+                api: api_resource("v1", "serviceaccounts", "ServiceAccount"),
+                namespaced: true,
+                conversion: Conversion::ServiceAccount,
+            });
+        }
+    }
+
+    /// One watch per built-in resource, carrying its built-in and/or derived kind.
+    fn watch_builtins(&mut self) {
+        for ((api_version, plural), (b, d)) in std::mem::take(&mut self.builtin) {
+            let Some(namespaced) = self.namespaced(api_version, plural) else {
+                self.missing.extend(b.into_iter().chain(d));
+                continue;
+            };
+            let kind = b.or(d).unwrap_or_default();
+            self.out.push(WatchedResource {
+                api: api_resource(api_version, plural, builtin_kind(plural, kind)),
+                namespaced,
+                conversion: Conversion::Builtin {
+                    builtin: b,
+                    derived: d,
+                },
+            });
+        }
+    }
 }
 
 /// The Kubernetes kind of a built-in plural (the registry's kinds may be derived ones).

@@ -505,100 +505,16 @@ impl Agent {
         }
     }
 
-    /// Applies one received message to the mirror and queues the resulting events.
+    /// Applies one received message to the mirror and queues the resulting events. (Whether the
+    /// message may come at that point at all was checked when it was received: [`Subscribed::receive`].)
     fn apply(&mut self, incoming: Incoming) {
         match incoming {
-            Incoming::Hello(hello) => {
-                if let State::Streaming(s) = &mut self.state {
-                    s.stream_id = hello.stream_id;
-                }
-                let ours = self
-                    .mirror
-                    .resume_token()
-                    .is_some_and(|(epoch, _)| epoch == hello.epoch);
-                if is_resume(&hello) && !ours {
-                    // Applying a difference to a mirror it was not computed for would lose keys.
-                    warn!(server = %self.server_url(), "the server resumed a stream this agent did not ask to resume; resubscribing");
-                    self.mirror.forget_resume();
-                    self.lost("unexpected resume".into());
-                    return;
-                }
-                let what = if hello.path == pb::SyncPath::AntiEntropy as i32 {
-                    self.mirror.begin_anti_entropy(hello.epoch);
-                    "subscribed; the server sends the buckets of the mirror that differ"
-                } else if is_resume(&hello) {
-                    self.mirror.begin_resume();
-                    "subscribed; the server sends only what changed since"
-                } else {
-                    self.mirror.begin_snapshot(hello.epoch);
-                    "subscribed; receiving a full snapshot"
-                };
-                let server = self.server_url().to_string();
-                let path = sync_path_name(&hello);
-                match self.hello_log.take(CHATTY_LOG_INTERVAL) {
-                    Some(0) => info!(%server, path, keys = self.mirror.len(), "{what}"),
-                    Some(unlogged) => info!(%server, path, keys = self.mirror.len(),
-                        unlogged_subscriptions = unlogged, "{what}"),
-                    None => debug!(%server, path, keys = self.mirror.len(), "{what}"),
-                }
-                self.advance_snapshot(SnapshotPhase::Receiving);
-                self.events.push_back(AgentEvent::Connected {
-                    server: self.server_url().to_string(),
-                    hello,
-                });
-            }
+            Incoming::Hello(hello) => self.apply_hello(hello),
             Incoming::Update(update, ordered) => {
                 self.mirror.apply_update(&update, ordered);
                 self.events.push_back(AgentEvent::Update(update));
             }
-            Incoming::Status(status) => {
-                for key in self.mirror.apply_status(&status) {
-                    self.events.push_back(AgentEvent::Removed(key));
-                }
-                let was = self.advance_snapshot(SnapshotPhase::Following);
-                if was == Some(SnapshotPhase::Receiving) {
-                    let mismatches = self.mirror.verify();
-                    if !mismatches.is_empty() {
-                        // Cluster names come from the server: escaped, and only the first few.
-                        let first: Vec<String> = mismatches
-                            .iter()
-                            .take(3)
-                            .map(|m| {
-                                format!(
-                                    "{} ({} keys on the server, {} here)",
-                                    LogSafe(&m.cluster),
-                                    m.server_keys,
-                                    m.local_keys
-                                )
-                            })
-                            .collect();
-                        warn!(
-                            clusters = mismatches.len(),
-                            first = %first.join(", "),
-                            "mirror digest differs from the server's; resubscribing"
-                        );
-                        self.events
-                            .push_back(AgentEvent::DigestMismatch(mismatches));
-                        self.mirror.forget_resume();
-                        // Through the normal backoff: a persistent mismatch must not spin.
-                        self.lost("mirror digest differs from the server's".into());
-                        return;
-                    }
-                    self.attempt = 0;
-                    self.verified_since_move = true;
-                    self.mirror.mark_consistent();
-                    // Tell the server what we hold now that it is verified — soon, not at once:
-                    // after a restart every agent gets here together, and their reports would
-                    // compete with the others' resynchronisation. Within 0.5–1 s (or the interval).
-                    if let State::Streaming(s) = &mut self.state {
-                        let soon = self.config.report_interval.min(Duration::from_secs(1));
-                        s.report_at(tokio::time::Instant::now() + jittered_backoff(soon, soon, 0));
-                    }
-                }
-                let in_sync = self.mirror.in_sync();
-                self.events
-                    .push_back(AgentEvent::Status { status, in_sync });
-            }
+            Incoming::Status(status) => self.apply_status(status),
             Incoming::Replace(replace) => {
                 self.mirror.replace_buckets(&replace);
             }
@@ -606,43 +522,164 @@ impl Agent {
                 self.mirror.apply_cut(seq);
                 self.report_if_due();
             }
-            Incoming::Reconnect(reconnect) => {
-                let server = self.server_url().to_string();
-                let (reason, elsewhere) =
-                    (LogSafe(&reconnect.reason), LogSafe(&reconnect.elsewhere));
-                match self.reconnect_log.take(CHATTY_LOG_INTERVAL) {
-                    Some(0) => info!(%server, %reason, %elsewhere,
-                        "the server asked this agent to reconnect elsewhere"),
-                    Some(unlogged) => {
-                        info!(%server, %reason, %elsewhere, unlogged_subscriptions = unlogged,
-                        "the server asked this agent to reconnect elsewhere")
-                    }
-                    None => debug!(%server, %reason, %elsewhere,
-                        "the server asked this agent to reconnect elsewhere"),
-                }
-                self.events.push_back(AgentEvent::Reconnect {
-                    server,
-                    reason: reconnect.reason.clone(),
-                });
-                let error = format!("server asked to reconnect: {}", reconnect.reason);
-                // Asked, not failed: a draining or shedding server is left for the next one at
-                // once — the first time. Asked again before any stream delivered a verified
-                // snapshot, or within `backoff_max` of the last prompt move, the agent backs off
-                // as after any lost stream: a server that answers every subscription with a
-                // `Reconnect` must not make it spin.
-                let now = tokio::time::Instant::now();
-                let prompt = self.verified_since_move
-                    && self
-                        .moved_at
-                        .is_none_or(|at| now.duration_since(at) >= self.config.backoff_max);
-                if prompt {
-                    self.verified_since_move = false;
-                    self.moved_at = Some(now);
-                    self.lose(error, Some(Duration::ZERO));
-                } else {
-                    self.lost(error);
-                }
+            Incoming::Reconnect(reconnect) => self.apply_reconnect(reconnect),
+        }
+    }
+
+    /// The stream's hello: starts the snapshot, resume or anti-entropy pass it announces — or
+    /// resubscribes when the server resumed a stream this mirror cannot take a difference for.
+    fn apply_hello(&mut self, hello: pb::Hello) {
+        if let State::Streaming(s) = &mut self.state {
+            s.stream_id = hello.stream_id;
+        }
+        let ours = self
+            .mirror
+            .resume_token()
+            .is_some_and(|(epoch, _)| epoch == hello.epoch);
+        if is_resume(&hello) && !ours {
+            // Applying a difference to a mirror it was not computed for would lose keys.
+            warn!(server = %self.server_url(), "the server resumed a stream this agent did not ask to resume; resubscribing");
+            self.mirror.forget_resume();
+            self.lost("unexpected resume".into());
+            return;
+        }
+        let what = if hello.path == pb::SyncPath::AntiEntropy as i32 {
+            self.mirror.begin_anti_entropy(hello.epoch);
+            "subscribed; the server sends the buckets of the mirror that differ"
+        } else if is_resume(&hello) {
+            self.mirror.begin_resume();
+            "subscribed; the server sends only what changed since"
+        } else {
+            self.mirror.begin_snapshot(hello.epoch);
+            "subscribed; receiving a full snapshot"
+        };
+        self.log_subscribed(&hello, what);
+        self.advance_snapshot(SnapshotPhase::Receiving);
+        self.events.push_back(AgentEvent::Connected {
+            server: self.server_url().to_string(),
+            hello,
+        });
+    }
+
+    /// Logs a subscription at info level, at most once per [`CHATTY_LOG_INTERVAL`] (with how many
+    /// were not logged since), at debug level otherwise.
+    fn log_subscribed(&mut self, hello: &pb::Hello, what: &str) {
+        let server = self.server_url().to_string();
+        let path = sync_path_name(hello);
+        match self.hello_log.take(CHATTY_LOG_INTERVAL) {
+            Some(0) => info!(%server, path, keys = self.mirror.len(), "{what}"),
+            Some(unlogged) => info!(%server, path, keys = self.mirror.len(),
+                unlogged_subscriptions = unlogged, "{what}"),
+            None => debug!(%server, path, keys = self.mirror.len(), "{what}"),
+        }
+    }
+
+    /// A status: applies the clusters it drops and, when it ends a snapshot, verifies the mirror
+    /// against the server's digests before passing it on.
+    fn apply_status(&mut self, status: pb::Status) {
+        for key in self.mirror.apply_status(&status) {
+            self.events.push_back(AgentEvent::Removed(key));
+        }
+        let was = self.advance_snapshot(SnapshotPhase::Following);
+        if was == Some(SnapshotPhase::Receiving) && !self.verify_snapshot() {
+            return;
+        }
+        let in_sync = self.mirror.in_sync();
+        self.events
+            .push_back(AgentEvent::Status { status, in_sync });
+    }
+
+    /// At the end of a snapshot: marks the mirror consistent when its digests match the server's
+    /// and schedules a report; otherwise resubscribes. Whether they matched.
+    fn verify_snapshot(&mut self) -> bool {
+        let mismatches = self.mirror.verify();
+        if !mismatches.is_empty() {
+            self.resubscribe_after_mismatch(mismatches);
+            return false;
+        }
+        self.attempt = 0;
+        self.verified_since_move = true;
+        self.mirror.mark_consistent();
+        // Tell the server what we hold now that it is verified — soon, not at once:
+        // after a restart every agent gets here together, and their reports would
+        // compete with the others' resynchronisation. Within 0.5–1 s (or the interval).
+        if let State::Streaming(s) = &mut self.state {
+            let soon = self.config.report_interval.min(Duration::from_secs(1));
+            s.report_at(tokio::time::Instant::now() + jittered_backoff(soon, soon, 0));
+        }
+        true
+    }
+
+    /// The mirror differs from the server's digests after a snapshot: logs the first clusters that
+    /// differ, reports them, and resubscribes from scratch.
+    fn resubscribe_after_mismatch(&mut self, mismatches: Vec<DigestMismatch>) {
+        // Cluster names come from the server: escaped, and only the first few.
+        let first: Vec<String> = mismatches
+            .iter()
+            .take(3)
+            .map(|m| {
+                format!(
+                    "{} ({} keys on the server, {} here)",
+                    LogSafe(&m.cluster),
+                    m.server_keys,
+                    m.local_keys
+                )
+            })
+            .collect();
+        warn!(
+            clusters = mismatches.len(),
+            first = %first.join(", "),
+            "mirror digest differs from the server's; resubscribing"
+        );
+        self.events
+            .push_back(AgentEvent::DigestMismatch(mismatches));
+        self.mirror.forget_resume();
+        // Through the normal backoff: a persistent mismatch must not spin.
+        self.lost("mirror digest differs from the server's".into());
+    }
+
+    /// The server asks this agent to go elsewhere: reports it and moves to the next server, at
+    /// once or after the backoff.
+    fn apply_reconnect(&mut self, reconnect: pb::Reconnect) {
+        let server = self.server_url().to_string();
+        self.log_reconnect(&server, &reconnect);
+        self.events.push_back(AgentEvent::Reconnect {
+            server,
+            reason: reconnect.reason.clone(),
+        });
+        let error = format!("server asked to reconnect: {}", reconnect.reason);
+        // Asked, not failed: a draining or shedding server is left for the next one at
+        // once — the first time. Asked again before any stream delivered a verified
+        // snapshot, or within `backoff_max` of the last prompt move, the agent backs off
+        // as after any lost stream: a server that answers every subscription with a
+        // `Reconnect` must not make it spin.
+        let now = tokio::time::Instant::now();
+        let prompt = self.verified_since_move
+            && self
+                .moved_at
+                .is_none_or(|at| now.duration_since(at) >= self.config.backoff_max);
+        if prompt {
+            self.verified_since_move = false;
+            self.moved_at = Some(now);
+            self.lose(error, Some(Duration::ZERO));
+        } else {
+            self.lost(error);
+        }
+    }
+
+    /// Logs a `Reconnect` at info level, at most once per [`CHATTY_LOG_INTERVAL`] (with how many
+    /// were not logged since), at debug level otherwise.
+    fn log_reconnect(&mut self, server: &str, reconnect: &pb::Reconnect) {
+        let (reason, elsewhere) = (LogSafe(&reconnect.reason), LogSafe(&reconnect.elsewhere));
+        match self.reconnect_log.take(CHATTY_LOG_INTERVAL) {
+            Some(0) => info!(%server, %reason, %elsewhere,
+                "the server asked this agent to reconnect elsewhere"),
+            Some(unlogged) => {
+                info!(%server, %reason, %elsewhere, unlogged_subscriptions = unlogged,
+                "the server asked this agent to reconnect elsewhere")
             }
+            None => debug!(%server, %reason, %elsewhere,
+                "the server asked this agent to reconnect elsewhere"),
         }
     }
 

@@ -84,6 +84,17 @@ fn agent_clusters(a: &pb::AgentInfo) -> String {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let mut response = fetch_status(&args).await?;
+    let status = response.status.take().unwrap_or_default();
+    match args.output {
+        Output::Json => print_json(&args, &response, &status)?,
+        Output::Table => print_tables(&args, &response, &status),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the server and makes the `Status` call.
+async fn fetch_status(args: &StatusArgs) -> anyhow::Result<pb::StatusResponse> {
     let timeout = super::seconds("--timeout", args.timeout, true)?;
     let tls = args.tls.client_tls()?;
     let endpoint = meshsync_agent::endpoint(&args.server, tls.as_ref(), timeout)?.timeout(timeout);
@@ -101,99 +112,107 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .map_err(|status| anyhow::anyhow!("{}", shown(&status.to_string())))
         .with_context(|| format!("Status call to {} failed", args.server))?
         .into_inner();
-    let status = response.status.unwrap_or_default();
-    match args.output {
-        Output::Json => {
-            let doc = json!({
-                "server": args.server,
-                "server_version": response.server_version,
-                "epoch": response.epoch,
-                "connections": response.connections,
-                "seq": status.seq,
-                "overall": sync_state_name(status.overall()),
-                "clusters": status.clusters.iter().map(cluster_status_json).collect::<Vec<_>>(),
-                "consistent_seq": status.consistent_seq,
-            });
-            let mut doc = doc;
-            if args.agents {
-                doc["agents"] = response
-                    .agents
-                    .iter()
-                    .map(|a| {
-                        json!({
-                            "node": a.node_name, "peer": a.peer, "subscription": a.subscription,
-                            "stream_id": a.stream_id, "seq": a.reported_seq, "lag": a.lag,
-                            "report_age_ms": a.report_age_ms,
-                            "clusters": a.clusters.iter().map(|c| json!({
-                                "cluster": c.cluster, "state": agent_state_name(c.state),
-                                "keys": c.keys, "server_keys": c.server_keys,
-                            })).collect::<Vec<_>>(),
-                            "unlisted_clusters": a.unlisted_clusters,
-                        })
-                    })
-                    .collect();
-                doc["agents_total"] =
-                    json!(agents_total(response.agents_total, response.agents.len()));
-            }
-            println!("{}", terminal_json(&doc)?);
-        }
-        Output::Table => {
-            println!(
-                "Server:      {} (version {}, epoch {:016x})",
-                args.server,
-                shown(&response.server_version),
-                response.epoch
-            );
-            println!(
-                "Overall:     {} at seq {}",
-                sync_state_name(status.overall()),
-                status.seq
-            );
-            println!("Connections: {}", response.connections);
-            println!();
-            let rows: Vec<[String; 5]> = status
-                .clusters
-                .iter()
-                .map(|c| {
-                    [
-                        shown(cluster_label(&c.cluster)),
-                        cluster_state_name(c.state()).to_string(),
-                        c.keys.to_string(),
-                        format!("{:016x}", c.digest),
-                        shown(&c.error),
-                    ]
-                })
-                .collect();
-            print_table(["CLUSTER", "STATE", "KEYS", "DIGEST", "ERROR"], &rows);
-            if args.agents {
-                println!();
-                let rows: Vec<[String; 6]> = response
-                    .agents
-                    .iter()
-                    .map(|a| {
-                        [
-                            shown(&a.node_name),
-                            shown(&a.peer),
-                            a.reported_seq.to_string(),
-                            a.lag.to_string(),
-                            format!("{:.1}s", a.report_age_ms as f64 / 1000.0),
-                            agent_clusters(a),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    ["AGENT", "PEER", "SEQ", "LAG", "REPORTED", "CLUSTERS"],
-                    &rows,
-                );
-                let more = agents_total(response.agents_total, response.agents.len())
-                    .saturating_sub(response.agents.len());
-                if more > 0 {
-                    println!("{more} more agents not shown (the DIVERGED are listed first)");
-                }
-            }
-        }
+    Ok(response)
+}
+
+/// The answer as one JSON document (with `agents` and `agents_total` when asked for).
+fn print_json(
+    args: &StatusArgs,
+    response: &pb::StatusResponse,
+    status: &pb::Status,
+) -> anyhow::Result<()> {
+    let mut doc = json!({
+        "server": args.server,
+        "server_version": response.server_version,
+        "epoch": response.epoch,
+        "connections": response.connections,
+        "seq": status.seq,
+        "overall": sync_state_name(status.overall()),
+        "clusters": status.clusters.iter().map(cluster_status_json).collect::<Vec<_>>(),
+        "consistent_seq": status.consistent_seq,
+    });
+    if args.agents {
+        doc["agents"] = response.agents.iter().map(agent_json).collect();
+        doc["agents_total"] = json!(agents_total(response.agents_total, response.agents.len()));
     }
-    Ok(ExitCode::SUCCESS)
+    println!("{}", terminal_json(&doc)?);
+    Ok(())
+}
+
+/// One listed agent, for the JSON output.
+fn agent_json(a: &pb::AgentInfo) -> serde_json::Value {
+    json!({
+        "node": a.node_name, "peer": a.peer, "subscription": a.subscription,
+        "stream_id": a.stream_id, "seq": a.reported_seq, "lag": a.lag,
+        "report_age_ms": a.report_age_ms,
+        "clusters": a.clusters.iter().map(|c| json!({
+            "cluster": c.cluster, "state": agent_state_name(c.state),
+            "keys": c.keys, "server_keys": c.server_keys,
+        })).collect::<Vec<_>>(),
+        "unlisted_clusters": a.unlisted_clusters,
+    })
+}
+
+/// The answer for people: a summary, the clusters' table and, when asked for, the agents' table.
+fn print_tables(args: &StatusArgs, response: &pb::StatusResponse, status: &pb::Status) {
+    println!(
+        "Server:      {} (version {}, epoch {:016x})",
+        args.server,
+        shown(&response.server_version),
+        response.epoch
+    );
+    println!(
+        "Overall:     {} at seq {}",
+        sync_state_name(status.overall()),
+        status.seq
+    );
+    println!("Connections: {}", response.connections);
+    println!();
+    let rows: Vec<[String; 5]> = status
+        .clusters
+        .iter()
+        .map(|c| {
+            [
+                shown(cluster_label(&c.cluster)),
+                cluster_state_name(c.state()).to_string(),
+                c.keys.to_string(),
+                format!("{:016x}", c.digest),
+                shown(&c.error),
+            ]
+        })
+        .collect();
+    print_table(["CLUSTER", "STATE", "KEYS", "DIGEST", "ERROR"], &rows);
+    if args.agents {
+        println!();
+        print_agents_table(response);
+    }
+}
+
+/// The listed agents' table, and how many more are connected than listed.
+fn print_agents_table(response: &pb::StatusResponse) {
+    let rows: Vec<[String; 6]> = response
+        .agents
+        .iter()
+        .map(|a| {
+            [
+                shown(&a.node_name),
+                shown(&a.peer),
+                a.reported_seq.to_string(),
+                a.lag.to_string(),
+                format!("{:.1}s", a.report_age_ms as f64 / 1000.0),
+                agent_clusters(a),
+            ]
+        })
+        .collect();
+    print_table(
+        ["AGENT", "PEER", "SEQ", "LAG", "REPORTED", "CLUSTERS"],
+        &rows,
+    );
+    let more = agents_total(response.agents_total, response.agents.len())
+        .saturating_sub(response.agents.len());
+    if more > 0 {
+        println!("{more} more agents not shown (the DIVERGED are listed first)");
+    }
 }
 
 /// Connected agents in all: the server's count, or what it listed (servers before the count).

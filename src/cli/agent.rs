@@ -13,7 +13,9 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::common::{cluster_label, cluster_status_json, describe_state, resource_path};
+use super::common::{
+    cluster_label, cluster_status_json, describe_state, resource_path, terminal_json_line,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -191,7 +193,7 @@ fn print_event(output: Output, event: &AgentEvent) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         Output::Quiet => Ok(()),
-        Output::Json => writeln!(out, "{}", event_json(event)),
+        Output::Json => writeln!(out, "{}", terminal_json_line(&event_json(event))),
         Output::Text => write_text_event(&mut out, event),
     }
 }

@@ -33,9 +33,19 @@ pub fn shown(text: &str) -> String {
 /// unchanged. Those characters can only occur inside strings, where the escape is valid JSON, and
 /// all are in the Basic Multilingual Plane.
 pub fn terminal_json(doc: &serde_json::Value) -> serde_json::Result<String> {
-    let text = serde_json::to_string_pretty(doc)?;
+    Ok(escape_json_text(serde_json::to_string_pretty(doc)?))
+}
+
+/// One JSON document on one line (`agent --output json`), escaped as [`terminal_json`] does.
+pub fn terminal_json_line(doc: &serde_json::Value) -> String {
+    escape_json_text(doc.to_string())
+}
+
+/// Writes every character [`LogSafe`] escapes as `\uXXXX`, except the newlines a pretty document
+/// is laid out with (a newline inside a string is already `\n`).
+fn escape_json_text(text: String) -> String {
     if !text.chars().any(|c| c != '\n' && LogSafe::needs_escape(c)) {
-        return Ok(text);
+        return text;
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
@@ -45,7 +55,7 @@ pub fn terminal_json(doc: &serde_json::Value) -> serde_json::Result<String> {
             out.push(c);
         }
     }
-    Ok(out)
+    out
 }
 
 /// `cluster/kind/namespace/name`, or `cluster/kind/name` for a cluster-scoped resource.
@@ -108,5 +118,26 @@ pub fn compression_name(compression: i32) -> &'static str {
         Ok(pb::Compression::Zstd) => "zstd",
         Ok(pb::Compression::None) => "none",
         Err(_) => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DEL, a C1 control (CSI) and U+2028 pass serde_json raw; the terminal forms escape them and
+    /// keep the values.
+    #[test]
+    fn terminal_json_escapes_what_serde_leaves_raw_and_keeps_the_values() {
+        let doc = serde_json::json!({"name": "a\u{7f}b\u{9b}31mc\u{2028}d\u{1b}e"});
+        for text in [terminal_json(&doc).unwrap(), terminal_json_line(&doc)] {
+            assert!(
+                !text.chars().any(|c| c != '\n' && LogSafe::needs_escape(c)),
+                "{text:?}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, doc);
+        }
+        assert!(!terminal_json_line(&doc).contains('\n'));
     }
 }

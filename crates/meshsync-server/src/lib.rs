@@ -223,54 +223,17 @@ impl BoundServer {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    pub async fn serve(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let draining = Arc::new(drain::Draining::default());
         let (stop_accepting_tx, stop_accepting) = tokio::sync::watch::channel(false);
-        let http = [
-            self.health.map(|l| {
-                (
-                    l,
-                    health::router(self.cache.clone(), draining.clone()),
-                    "health",
-                )
-            }),
-            self.metrics.map(|l| {
-                (
-                    l,
-                    metrics::router(
-                        self.cache.clone(),
-                        self.connections.clone(),
-                        self.config.source_counters.clone(),
-                    ),
-                    "metrics",
-                )
-            }),
-        ];
-        let http_sockets = http.iter().flatten().count() * http::MAX_SOCKETS_PER_PORT;
-        for (listener, app, what) in http.into_iter().flatten() {
-            tokio::spawn(http::serve(
-                listener,
-                app,
-                what,
-                self.config.handshake_timeout,
-                stop_rx.clone(),
-            ));
-        }
-        if let Some(tls) = &self.tls {
-            tokio::spawn(tls.clone().watch(stop_rx.clone()));
-        }
+        let http_sockets = self.spawn_http_ports(&draining, &stop_rx);
         let streams = Arc::new(streams::Streams::default());
-        tokio::spawn(streams::watch(
-            streams.clone(),
-            self.cache.clone(),
-            streams::WatchConfig {
-                max_backlog_bytes: self.config.max_backlog_bytes,
-                write_timeout: self.config.write_timeout,
-            },
-            self.connections.clone(),
-            stop_rx.clone(),
-        ));
+        let limit = Arc::new(rebalance::Limit::new(self.config.max_connections));
+        self.spawn_watchers(&streams, &limit, &stop_rx);
         let accept = incoming::AcceptConfig {
             max_sockets: incoming::socket_cap(
                 self.config.max_sockets,
@@ -284,23 +247,17 @@ impl BoundServer {
             write_timeout = ?self.config.write_timeout,
             max_backlog_bytes = self.config.max_backlog_bytes, "connection limits");
         let counters = self.connections.clone();
-        let drain_streams = streams.clone();
-        let drain_connections = self.connections.clone();
-        let drain_period = self.config.shutdown_drain;
-        let limit = Arc::new(rebalance::Limit::new(self.config.max_connections));
-        if let Some(config) = self.config.rebalance.clone() {
-            info!(service = %format!("{}/{}", config.service_namespace, config.service_name),
-                port = %config.port_name, "rebalancing agents across the service's replicas");
-            tokio::spawn(rebalance::govern(
-                self.cache.clone(),
-                config,
-                self.config.max_connections,
-                limit.clone(),
-                streams.clone(),
-                self.connections.clone(),
-                stop_rx.clone(),
-            ));
-        }
+        // Streams never end by themselves, so tell them to stop first; then tonic's graceful
+        // shutdown can complete.
+        let shutdown = drain_then_stop(
+            shutdown,
+            draining,
+            stop_accepting_tx,
+            streams.clone(),
+            self.connections.clone(),
+            self.config.shutdown_drain,
+            stop_tx,
+        );
         let service = SyncService {
             limit,
             cache: self.cache,
@@ -310,27 +267,6 @@ impl BoundServer {
             compression: self.config.compression,
             shutdown: stop_rx,
             streams,
-        };
-        // Streams never end by themselves, so tell them to stop first; then tonic's graceful
-        // shutdown can complete.
-        let shutdown = async move {
-            shutdown.await;
-            // Readiness first, so load balancers and agents' discovery stop sending new agents;
-            // then no new connections; then every stream, spread over the drain period.
-            draining.begin();
-            let _ = stop_accepting_tx.send(true);
-            drain::drain(&drain_streams, &drain_connections, drain_period).await;
-            info!("shutting down: ending every stream");
-            let _ = stop_tx.send(true);
-            // The streams end now; a connection still open a moment later (a request it never
-            // finishes, a peer that ignores GOAWAY) must not keep the process past its drain.
-            tokio::spawn(async move {
-                tokio::time::sleep(CLOSE_GRACE).await;
-                let left = drain_connections.close_all();
-                if left > 0 {
-                    info!(left, "drain over: closing the connections still open");
-                }
-            });
         };
         info!(addr = %self.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "gRPC server listening");
@@ -350,4 +286,97 @@ impl BoundServer {
             .await;
         result.map_err(ServerError::from)
     }
+
+    /// Starts the health and metrics ports (each its own accept loop, [`http`]); returns how many
+    /// sockets they may hold, which the agents' port leaves to them.
+    fn spawn_http_ports(
+        &mut self,
+        draining: &Arc<drain::Draining>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> usize {
+        let health = self.health.take().map(|l| {
+            let app = health::router(self.cache.clone(), draining.clone());
+            (l, app, "health")
+        });
+        let metrics = self.metrics.take().map(|l| {
+            let app = metrics::router(
+                self.cache.clone(),
+                self.connections.clone(),
+                self.config.source_counters.clone(),
+            );
+            (l, app, "metrics")
+        });
+        let ports = [health, metrics];
+        let sockets = ports.iter().flatten().count() * http::MAX_SOCKETS_PER_PORT;
+        for (listener, app, what) in ports.into_iter().flatten() {
+            let timeout = self.config.handshake_timeout;
+            tokio::spawn(http::serve(listener, app, what, timeout, stop.clone()));
+        }
+        sockets
+    }
+
+    /// Starts the tasks beside the streams: the TLS files' reloader, the watcher of stalled
+    /// streams and, when configured, the rebalancing governor.
+    fn spawn_watchers(
+        &self,
+        streams: &Arc<streams::Streams>,
+        limit: &Arc<rebalance::Limit>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.clone().watch(stop.clone()));
+        }
+        tokio::spawn(streams::watch(
+            streams.clone(),
+            self.cache.clone(),
+            streams::WatchConfig {
+                max_backlog_bytes: self.config.max_backlog_bytes,
+                write_timeout: self.config.write_timeout,
+            },
+            self.connections.clone(),
+            stop.clone(),
+        ));
+        if let Some(config) = self.config.rebalance.clone() {
+            info!(service = %format!("{}/{}", config.service_namespace, config.service_name),
+                port = %config.port_name, "rebalancing agents across the service's replicas");
+            tokio::spawn(rebalance::govern(
+                self.cache.clone(),
+                config,
+                self.config.max_connections,
+                limit.clone(),
+                streams.clone(),
+                self.connections.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+/// The drain order once `shutdown` completes: readiness first, so load balancers and agents'
+/// discovery stop sending new agents; then no new connections; then every stream, spread over the
+/// drain period; then the streams are told to end, and a connection still open a moment later (a
+/// request it never finishes, a peer that ignores GOAWAY) is closed, so nothing keeps the process
+/// past its drain.
+async fn drain_then_stop(
+    shutdown: impl Future<Output = ()>,
+    draining: Arc<drain::Draining>,
+    stop_accepting: tokio::sync::watch::Sender<bool>,
+    streams: Arc<streams::Streams>,
+    connections: Arc<Connections>,
+    period: Duration,
+    stop: tokio::sync::watch::Sender<bool>,
+) {
+    shutdown.await;
+    draining.begin();
+    let _ = stop_accepting.send(true);
+    drain::drain(&streams, &connections, period).await;
+    info!("shutting down: ending every stream");
+    let _ = stop.send(true);
+    tokio::spawn(async move {
+        tokio::time::sleep(CLOSE_GRACE).await;
+        let left = connections.close_all();
+        if left > 0 {
+            info!(left, "drain over: closing the connections still open");
+        }
+    });
 }

@@ -1,82 +1,80 @@
 //! The bar charts (one bar per system, value labels, an optional dashed target): server CPU per
 //! delivery, server memory per agent, time until all agents are in sync.
 
-use super::axes::{Axes, Scale, frame, lin_ticks, nice_top};
-use super::canvas::{AXIS, Canvas, INK, LIMIT, MUTED, crisp, system_color};
-use super::format::{fmt_count, sig3};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, VPos};
+
+use super::axes::{AxisSpec, draw_mesh, nice_top};
+use super::format::{fmt_axis, fmt_count, sig3};
 use super::series::{Bar, churn_subtitle, cpu_bars, memory_bars, snapshot_bars};
-use super::text::{HAlign, Style, Text, VAlign};
+use super::style::{
+    AXIS, INK, LIMIT, MUTED, Root, label, plot_area, render, system_color, text_style,
+};
 use crate::model::RunResult;
 
-pub(super) fn cpu(run: &RunResult, text: &Text) -> Canvas {
-    bar_chart(
-        text,
-        &BarChart {
-            title: "Server CPU per delivered update".into(),
-            subtitle: format!(
-                "{} · CPU of every server-side process (etcd + fan-out)",
-                churn_subtitle(run)
-            ),
-            y_label: "server CPU per delivered update (µs)".into(),
-            unit: " µs",
-            bars: cpu_bars(run),
-            target: None,
-        },
-    )
+pub(super) fn cpu(run: &RunResult) -> anyhow::Result<Vec<u8>> {
+    bar_chart(&BarChart {
+        title: "Server CPU per delivered update".into(),
+        subtitle: format!(
+            "{} · CPU of every server-side process (etcd + fan-out)",
+            churn_subtitle(run)
+        ),
+        y_label: "server CPU per delivered update (µs)".into(),
+        unit: " µs",
+        bars: cpu_bars(run),
+        target: None,
+    })
 }
 
-pub(super) fn memory(run: &RunResult, text: &Text) -> Canvas {
-    bar_chart(
-        text,
-        &BarChart {
-            title: "Server memory per connected agent".into(),
-            subtitle: format!(
-                "snapshot: (RSS with {} agents − RSS with none) / {}, {} keys",
-                fmt_count(run.agents),
-                fmt_count(run.agents),
-                fmt_count(run.keys)
-            ),
-            y_label: "server memory per agent (KiB)".into(),
-            unit: " KiB",
-            bars: memory_bars(run),
-            target: Some((8.0, "target ≤ 8 KiB".into())),
-        },
-    )
+pub(super) fn memory(run: &RunResult) -> anyhow::Result<Vec<u8>> {
+    bar_chart(&BarChart {
+        title: "Server memory per connected agent".into(),
+        subtitle: format!(
+            "snapshot: (RSS with {} agents − RSS with none) / {}, {} keys",
+            fmt_count(run.agents),
+            fmt_count(run.agents),
+            fmt_count(run.keys)
+        ),
+        y_label: "server memory per agent (KiB)".into(),
+        unit: " KiB",
+        bars: memory_bars(run),
+        target: Some((8.0, "target ≤ 8 KiB".into())),
+    })
 }
 
-pub(super) fn snapshot(run: &RunResult, text: &Text) -> Canvas {
-    bar_chart(
-        text,
-        &BarChart {
-            title: "Time until all agents are in sync".into(),
-            subtitle: format!(
-                "snapshot: {} agents connect at once to {} keys of ~{} B",
-                fmt_count(run.agents),
-                fmt_count(run.keys),
-                run.value_bytes
-            ),
-            y_label: "seconds until every agent holds every key".into(),
-            unit: " s",
-            bars: snapshot_bars(run),
-            target: None,
-        },
-    )
+pub(super) fn snapshot(run: &RunResult) -> anyhow::Result<Vec<u8>> {
+    bar_chart(&BarChart {
+        title: "Time until all agents are in sync".into(),
+        subtitle: format!(
+            "snapshot: {} agents connect at once to {} keys of ~{} B",
+            fmt_count(run.agents),
+            fmt_count(run.keys),
+            run.value_bytes
+        ),
+        y_label: "seconds until every agent holds every key".into(),
+        unit: " s",
+        bars: snapshot_bars(run),
+        target: None,
+    })
 }
 
 /// A bar per system, value labels on the bars, an optional dashed target line.
-pub(super) struct BarChart {
-    pub(super) title: String,
-    pub(super) subtitle: String,
-    pub(super) y_label: String,
+struct BarChart {
+    title: String,
+    subtitle: String,
+    y_label: String,
     /// Appended to the value labels.
-    pub(super) unit: &'static str,
-    pub(super) bars: Vec<Bar>,
+    unit: &'static str,
+    bars: Vec<Bar>,
     /// (value, label) of a dashed reference line, drawn when it falls visibly inside the axis.
-    pub(super) target: Option<(f64, String)>,
+    target: Option<(f64, String)>,
 }
 
-pub(super) fn bar_chart(text: &Text, chart: &BarChart) -> Canvas {
-    let mut c = frame(text, &chart.title, &chart.subtitle);
+fn bar_chart(chart: &BarChart) -> anyhow::Result<Vec<u8>> {
+    render(&chart.title, &chart.subtitle, |root| draw_bars(root, chart))
+}
+
+fn draw_bars(root: &Root<'_>, chart: &BarChart) -> anyhow::Result<()> {
     let values = chart.bars.iter().filter_map(|b| b.1);
     let v_max = values.clone().fold(0.0f64, f64::max);
     let v_min = values.fold(0.0f64, f64::min);
@@ -90,74 +88,64 @@ pub(super) fn bar_chart(text: &Text, chart: &BarChart) -> Canvas {
     } else {
         0.0
     };
-    let axes = Axes::new(
-        Scale::Lin { min: 0.0, max: 1.0 },
-        Scale::Lin {
-            min: bottom,
-            max: top,
-        },
-    );
-    axes.draw(
-        &mut c,
-        text,
-        &[],
-        &lin_ticks(bottom, top),
-        "",
-        &chart.y_label,
-    );
-    if let Some((value, label)) = &chart.target {
-        let span = top - bottom;
-        if *value <= top && *value - bottom >= 0.04 * span {
-            let y = crisp(axes.py(*value));
-            c.stroke(
-                &[(axes.left, y), (axes.right, y)],
-                LIMIT,
-                1.5,
-                Some((8.0, 5.0)),
-            );
-            text.draw(
-                &mut c,
-                label,
-                axes.right - 6.0,
-                y - 5.0,
-                Style::new(12.0, LIMIT, HAlign::Right, VAlign::Baseline),
-            );
-        }
+    let n = chart.bars.len().max(1);
+    // x: one unit-wide slot per bar.
+    let mut plot = plot_area(root).build_cartesian_2d(0.0..n as f64, bottom..top)?;
+    let x = AxisSpec {
+        labels: 0,
+        minor: false,
+        format: &|_| String::new(),
+        desc: "",
+    };
+    let y = AxisSpec {
+        labels: 7,
+        minor: false,
+        format: &|v| fmt_axis(*v),
+        desc: &chart.y_label,
+    };
+    draw_mesh(root, &mut plot, &x, &y)?;
+    let spec = plot.as_coord_spec().clone();
+    let px = |x: f64, y: f64| spec.translate(&(x, y));
+    let visible = |v: f64| v <= top && v - bottom >= 0.04 * (top - bottom);
+    if let Some((value, text)) = chart.target.as_ref().filter(|t| visible(t.0)) {
+        let line = [(0.0, *value), (n as f64, *value)];
+        plot.draw_series(DashedLineSeries::new(line, 8, 5, LIMIT.stroke_width(2)))?;
+        let (x, y) = px(n as f64, *value);
+        let style = text_style(12, LIMIT, HPos::Right, VPos::Bottom);
+        label(root, text, (x - 6, y - 4), &style)?;
     }
-    let n = chart.bars.len().max(1) as f32;
-    let slot = (axes.right - axes.left) / n;
-    let bar_w = (slot * 0.55).min(130.0);
-    let zero = axes.py(0.0).round();
+    // Bars 55% of their slot, at most 130 px wide.
+    let slot_px = f64::from(px(1.0, 0.0).0 - px(0.0, 0.0).0).max(1.0);
+    let half = (0.55 / 2.0f64).min(65.0 / slot_px);
+    let zero_y = px(0.0, 0.0).1;
     for (i, (name, v)) in chart.bars.iter().enumerate() {
-        let cx = axes.left + slot * (i as f32 + 0.5);
-        text.draw(
-            &mut c,
+        let cx = i as f64 + 0.5;
+        let (x, _) = px(cx, 0.0);
+        let (_, axis_y) = px(cx, bottom);
+        label(
+            root,
             name,
-            cx,
-            axes.bottom + 12.0,
-            Style::new(15.0, INK, HAlign::Center, VAlign::Top),
-        );
+            (x, axis_y + 12),
+            &text_style(15, INK, HPos::Center, VPos::Top),
+        )?;
         let Some(v) = v else {
-            let style = Style::new(14.0, MUTED, HAlign::Center, VAlign::Baseline);
-            text.draw(&mut c, "failed", cx, zero - 7.0, style);
+            let style = text_style(14, MUTED, HPos::Center, VPos::Bottom);
+            label(root, "failed", (x, zero_y - 7), &style)?;
             continue;
         };
-        let y = axes.py(*v).round();
         let color = system_color(name);
-        let (y0, y1) = if y <= zero { (y, zero) } else { (zero, y) };
-        c.fill_rect(cx - bar_w / 2.0, y0, cx + bar_w / 2.0, y1, color);
-        let label = format!("{}{}", sig3(*v), chart.unit);
-        let style = Style::new(14.0, INK, HAlign::Center, VAlign::Baseline);
+        plot.draw_series([Rectangle::new(
+            [(cx - half, 0.0), (cx + half, *v)],
+            color.filled(),
+        )])?;
         // Above the bar, or above the zero line for a negative one (RSS noise).
-        text.draw(&mut c, &label, cx, y0.min(zero) - 7.0, style);
+        let y = px(cx, v.max(0.0)).1;
+        let text = format!("{}{}", sig3(*v), chart.unit);
+        let style = text_style(14, INK, HPos::Center, VPos::Bottom);
+        label(root, &text, (x, y - 7), &style)?;
     }
     if bottom < 0.0 {
-        c.stroke(
-            &[(axes.left, zero + 0.5), (axes.right, zero + 0.5)],
-            AXIS,
-            1.0,
-            None,
-        );
+        plot.draw_series(LineSeries::new([(0.0, 0.0), (n as f64, 0.0)], AXIS))?;
     }
-    c
+    Ok(())
 }

@@ -7,8 +7,8 @@
 //!   batches, so per-batch overhead shows).
 //! - `frames/*`: encoding one 1000-delta batch with `FrameBuilder` (exactly what
 //!   `Breadcrumb::frames` does, over a real breadcrumb's deltas; `frames` itself is memoized), and
-//!   a new client's snapshot (`snapshot_frames`) of 10k and 100k keys.
-//! - `diff/*`: `diff_frames` between two 100k-key snapshots that differ in 1% of the keys (the
+//!   a new client's snapshot (`snapshot_units` in the gRPC encoding) of 10k and 100k keys.
+//! - `diff/*`: `diff_units` between two 100k-key snapshots that differ in 1% of the keys (the
 //!   coalesced catch-up a lagging client gets).
 //!
 //! Snapshots are taken from a running cache's head after loading keys through its input stream,
@@ -26,10 +26,11 @@ use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures::channel::mpsc;
 use meshsync_cache::{
-    CacheConfig, Delta, FrameBuilder, Snapshot, SnapshotCache, Subscription, SyncState,
-    diff_frames, snapshot_frames,
+    CacheConfig, Delta, Snapshot, SnapshotCache, Subscription, SyncState, diff_units,
+    snapshot_units,
 };
 use meshsync_datastore::{ResourceKey, Revision, SourceEvent, SourceStatus};
+use meshsync_server::{FrameBuilder, GrpcFrames};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -218,7 +219,7 @@ fn bench_apply(c: &mut Criterion) {
     group.finish();
 }
 
-/// Encodes deltas the way `Breadcrumb::frames` does.
+/// Encodes deltas the way the gRPC encoding of a breadcrumb does.
 fn encode_deltas(deltas: &[Delta], sub: Subscription) -> usize {
     let mut builder = FrameBuilder::new();
     for d in deltas.iter().filter(|d| sub.includes(d.key.kind())) {
@@ -265,7 +266,7 @@ fn bench_frames(c: &mut Criterion) {
     let mut snapshot: Option<Snapshot> = None;
     group.bench_function("snapshot_frames_10k", |b| {
         let snapshot = snapshot.get_or_insert_with(|| small_data().1);
-        b.iter(|| black_box(snapshot_frames(black_box(snapshot), felix).len()));
+        b.iter(|| black_box(snapshot_units(&GrpcFrames::PLAIN, black_box(snapshot), felix).len()));
     });
     group.finish();
 
@@ -278,7 +279,7 @@ fn bench_frames(c: &mut Criterion) {
         .throughput(Throughput::Elements(LARGE_KEYS as u64));
     group.bench_function("snapshot_frames_100k", |b| {
         let (snapshot, _) = large_snapshots();
-        b.iter(|| black_box(snapshot_frames(black_box(snapshot), felix).len()));
+        b.iter(|| black_box(snapshot_units(&GrpcFrames::PLAIN, black_box(snapshot), felix).len()));
     });
     group.finish();
 }
@@ -317,7 +318,9 @@ fn bench_diff(c: &mut Criterion) {
         .throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("diff_frames_100k_1pct", |b| {
         let (from, to) = large_snapshots();
-        b.iter(|| black_box(diff_frames(black_box(from), black_box(to), felix).len()));
+        b.iter(|| {
+            black_box(diff_units(&GrpcFrames::PLAIN, black_box(from), black_box(to), felix).len())
+        });
     });
     group.finish();
 }

@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 
 use meshsync_proto::digest::{MAX_BUCKETS, key_bucket};
-use meshsync_proto::{self as pb, Frame, sync_event};
+use meshsync_proto::{self as pb};
 
 use crate::breadcrumb::Snapshot;
 use crate::change::Change;
-use crate::frames::FrameBuilder;
+use crate::encoding::{Batch, Encoding, ReplacedBuckets, UpdateRef};
 use meshsync_model::{ResourceKey, Subscription};
 
 /// What one anti-entropy answer contains.
@@ -134,36 +134,35 @@ impl BucketTable {
             .sum()
     }
 
-    /// A `Replace` of everything the agent holds: every cluster of the table (those it reported
-    /// and those of the snapshot) as one bucket, replaced. Followed by the full snapshot, it leaves
-    /// the mirror equal to the snapshot, exactly as a repair of the differing buckets would.
-    pub fn replace_all_frame(&self) -> Frame {
-        let replace = pb::Replace {
-            clusters: self
-                .clusters
-                .iter()
-                .map(|(name, _)| pb::ReplacedBuckets {
-                    cluster: name.clone(),
-                    buckets: 1,
-                    bucket: vec![0],
-                })
-                .collect(),
-        };
-        Frame::encode(&pb::SyncEvent {
-            event: Some(sync_event::Event::Replace(replace)),
-        })
+    /// A replacement of everything the agent holds: every cluster of the table (those it
+    /// reported and those of the snapshot) as one bucket, replaced. Followed by the full snapshot,
+    /// it leaves the mirror equal to the snapshot, exactly as a repair of the differing buckets
+    /// would. `None` when `encoding` has no replacement.
+    pub fn replace_all<E: Encoding>(&self, encoding: &E) -> Option<E::Unit> {
+        let replaced: Vec<_> = self
+            .clusters
+            .iter()
+            .map(|(name, _)| ReplacedBuckets {
+                cluster: name.clone(),
+                buckets: 1,
+                bucket: vec![0],
+            })
+            .collect();
+        encoding.replace(&replaced)
     }
 
-    /// The `Replace` frame and the frames with the content of the buckets where `mirror` differs.
-    /// `snapshot` must be the one the table was built from.
-    pub fn repair_frames(
+    /// The replacement and the units with the content of the buckets where `mirror` differs.
+    /// `snapshot` must be the one the table was built from. `None` when `encoding` has no
+    /// replacement.
+    pub fn repair<E: Encoding>(
         &self,
+        encoding: &E,
         snapshot: &Snapshot,
         mirror: &[pb::BucketDigests],
-    ) -> (Vec<Frame>, AntiEntropyStats) {
+    ) -> Option<(Vec<E::Unit>, AntiEntropyStats)> {
         let mut stats = AntiEntropyStats::default();
-        let mut replace = pb::Replace::default();
-        let mut builder = FrameBuilder::unordered();
+        let mut replaced_all = Vec::new();
+        let mut entries = Vec::new();
         for (name, cluster) in &self.clusters {
             let agent = mirror
                 .iter()
@@ -178,39 +177,47 @@ impl BucketTable {
                     continue;
                 }
                 replaced.push(b as u32);
-                for key in &cluster.members[b] {
-                    if let Some(e) = snapshot.get(key) {
-                        builder.push(e.seq, key, Change::New, &e.value, &e.revision);
-                        stats.sent += 1;
-                    }
-                }
+                entries.extend(
+                    cluster.members[b]
+                        .iter()
+                        .filter_map(|key| Some((key, snapshot.get(key)?))),
+                );
             }
             if !replaced.is_empty() {
                 stats.replaced += replaced.len();
-                replace.clusters.push(pb::ReplacedBuckets {
+                replaced_all.push(ReplacedBuckets {
                     cluster: name.clone(),
                     buckets: n as u32,
                     bucket: replaced,
                 });
             }
         }
-        let mut frames = vec![Frame::encode(&pb::SyncEvent {
-            event: Some(sync_event::Event::Replace(replace)),
-        })];
-        frames.extend(builder.finish());
-        (frames, stats)
+        stats.sent = entries.len();
+        let mut units = vec![encoding.replace(&replaced_all)?];
+        units.extend(encoding.updates(
+            entries.into_iter().map(|(key, e)| UpdateRef {
+                seq: e.seq,
+                key,
+                change: Change::New,
+                value: &e.value,
+                revision: &e.revision,
+            }),
+            Batch::Unordered,
+        ));
+        Some((units, stats))
     }
 }
 
-/// The `Replace` frame and the update frames that repair a mirror described by `mirror`, against
+/// The replacement and the update units that repair a mirror described by `mirror`, against
 /// `snapshot` as subscription `sub` sees it (a table built for this one request; the cache shares
 /// tables between requests, see `SnapshotCache::anti_entropy`).
-pub fn anti_entropy_frames(
+pub fn anti_entropy_units<E: Encoding>(
+    encoding: &E,
     snapshot: &Snapshot,
     sub: Subscription,
     mirror: &[pb::BucketDigests],
-) -> (Vec<Frame>, AntiEntropyStats) {
-    BucketTable::build(snapshot, 0, sub, layout_of(mirror)).repair_frames(snapshot, mirror)
+) -> Option<(Vec<E::Unit>, AntiEntropyStats)> {
+    BucketTable::build(snapshot, 0, sub, layout_of(mirror)).repair(encoding, snapshot, mirror)
 }
 
 #[cfg(test)]
@@ -218,10 +225,12 @@ mod tests {
     use bytes::Bytes;
     use meshsync_model::ResourceKey;
     use meshsync_proto::digest::entry_hash;
-    use prost::Message;
 
     use super::*;
     use crate::breadcrumb::Entry;
+    use crate::encoding::test_encoding::{Recorded, TestEncoding, Unit};
+
+    const ENC: TestEncoding = TestEncoding { per_unit: 7 };
 
     fn insert(s: &mut Snapshot, cluster: &str, kind: &str, name: &str, v: &str) {
         let key = ResourceKey::new(cluster, kind, "default", name);
@@ -256,15 +265,15 @@ mod tests {
             .collect()
     }
 
-    fn decode(frames: &[Frame]) -> (pb::Replace, Vec<pb::Update>) {
+    fn decode(units: &[Unit]) -> (Vec<ReplacedBuckets>, Vec<Recorded>) {
         let mut replace = None;
         let mut updates = Vec::new();
-        for f in frames {
-            match pb::SyncEvent::decode(f.message()).unwrap().event {
-                Some(sync_event::Event::Replace(r)) => replace = Some(r),
-                Some(sync_event::Event::Updates(b)) => {
-                    assert!(b.unordered);
-                    updates.extend(b.updates)
+        for u in units {
+            match u {
+                Unit::Replace(r) => replace = Some(r.clone()),
+                Unit::Updates { batch, updates: u } => {
+                    assert_eq!(*batch, Batch::Unordered);
+                    updates.extend(u.iter().cloned())
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -287,17 +296,12 @@ mod tests {
         let mirror = digests_of(&agent, &["", "gone"], 16);
         let table = BucketTable::build(&server, 0, Subscription::FELIX, layout_of(&mirror));
         assert_eq!(table.entries(), 51);
-        let (_, stats) = table.repair_frames(&server, &mirror);
+        let (_, stats) = table.repair(&ENC, &server, &mirror).unwrap();
         assert_eq!(table.repair_size(&mirror), stats);
-        let Some(sync_event::Event::Replace(all)) =
-            pb::SyncEvent::decode(table.replace_all_frame().message())
-                .unwrap()
-                .event
-        else {
+        let Some(Unit::Replace(all)) = table.replace_all(&ENC) else {
             panic!("not a Replace")
         };
         let mut clusters: Vec<_> = all
-            .clusters
             .iter()
             .map(|c| (c.cluster.as_str(), c.buckets, c.bucket.clone()))
             .collect();
@@ -325,12 +329,9 @@ mod tests {
         ));
         // Identical for what felix carries (BGPFilters are not): nothing to replace.
         let same = digests_of(&agent, &["", "b"], 64);
-        let (frames, stats) = anti_entropy_frames(&server, Subscription::FELIX, &same);
-        let (replace, updates) = decode(&frames);
-        assert!(
-            replace.clusters.is_empty() && updates.is_empty(),
-            "{replace:?}"
-        );
+        let (units, stats) = anti_entropy_units(&ENC, &server, Subscription::FELIX, &same).unwrap();
+        let (replace, updates) = decode(&units);
+        assert!(replace.is_empty() && updates.is_empty(), "{replace:?}");
         assert_eq!(stats.replaced, 0);
         assert_eq!(stats.buckets, 64 + 64);
 
@@ -338,17 +339,15 @@ mod tests {
         insert(&mut agent, "", "WorkloadEndpoint", "w7", "{\"old\":1}");
         insert(&mut agent, "", "WorkloadEndpoint", "phantom", "{}");
         insert(&mut server, "c", "WorkloadEndpoint", "new-cluster", "{}");
-        let (frames, stats) = anti_entropy_frames(
+        let (units, stats) = anti_entropy_units(
+            &ENC,
             &server,
             Subscription::FELIX,
             &digests_of(&agent, &["", "b"], 64),
-        );
-        let (replace, updates) = decode(&frames);
-        let local = replace
-            .clusters
-            .iter()
-            .find(|c| c.cluster.is_empty())
-            .unwrap();
+        )
+        .unwrap();
+        let (replace, updates) = decode(&units);
+        let local = replace.iter().find(|c| c.cluster.is_empty()).unwrap();
         assert_eq!(local.buckets, 64);
         let w7 = key_bucket("WorkloadEndpoint", "default", "w7", 64) as u32;
         let phantom = key_bucket("WorkloadEndpoint", "default", "phantom", 64) as u32;
@@ -356,9 +355,9 @@ mod tests {
         want.sort();
         want.dedup();
         assert_eq!(local.bucket, want);
-        let c = replace.clusters.iter().find(|c| c.cluster == "c").unwrap();
+        let c = replace.iter().find(|c| c.cluster == "c").unwrap();
         assert_eq!((c.buckets, c.bucket.clone()), (1, vec![0]));
-        assert!(!replace.clusters.iter().any(|c| c.cluster == "b"));
+        assert!(!replace.iter().any(|c| c.cluster == "b"));
         // Sent: every server entry of the replaced buckets (w7 among them, never the phantom
         // nor the BGPFilter), and the new cluster's one endpoint.
         assert!(updates.iter().any(|u| u.name == "w7"));

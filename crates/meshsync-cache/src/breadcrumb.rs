@@ -3,8 +3,9 @@
 //! Each batch the writer applies becomes one [`Breadcrumb`]: the snapshot after the batch (a
 //! persistent map, O(1) to keep), the batch's deltas, the status, and a `next` link set once when
 //! the following batch is published. Followers walk the chain without locks and wait only at its
-//! end. Frames for the deltas and the status are encoded lazily, once per subscription type, by
-//! whichever follower gets there first; every other follower sends the same bytes.
+//! end. The deltas and the status are encoded lazily, once per (encoding, subscription type), by
+//! whichever follower gets there first; every other follower sends the same units
+//! ([`crate::encoding`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,12 +13,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use meshsync_model::{ResourceKey, Revision};
-use meshsync_proto::{Compression, Frame, compression};
 
 use crate::change::Change;
-use crate::frames::{FrameBuilder, status_frame};
+use crate::encoding::{
+    BREADCRUMB_COLUMNS, Batch, Encoding, Memo, Units, UpdateRef, deltas_column, status_column,
+};
 use crate::status::SyncStatus;
-use meshsync_model::{SUBSCRIPTION_COUNT, Subscription};
+use meshsync_model::Subscription;
 
 /// What the cache holds for one key.
 #[derive(Clone, Debug)]
@@ -83,10 +85,8 @@ pub struct Breadcrumb {
     /// True if the states in `status` differ from the previous breadcrumb's.
     pub status_changed: bool,
     pub created: Instant,
-    frames: [OnceLock<Arc<[Frame]>>; SUBSCRIPTION_COUNT],
-    /// `frames` compressed with zstd, once, for the agents that asked for it.
-    zstd_frames: [OnceLock<Arc<[Frame]>>; SUBSCRIPTION_COUNT],
-    status_frames: [OnceLock<Frame>; SUBSCRIPTION_COUNT],
+    /// The deltas and the status as each encoding sends them, per subscription type.
+    memo: Memo,
     pub(crate) next: OnceLock<Arc<Breadcrumb>>,
 }
 
@@ -108,9 +108,7 @@ impl Breadcrumb {
             status,
             status_changed,
             created: Instant::now(),
-            frames: std::array::from_fn(|_| OnceLock::new()),
-            zstd_frames: std::array::from_fn(|_| OnceLock::new()),
-            status_frames: std::array::from_fn(|_| OnceLock::new()),
+            memo: Memo::default(),
             next: OnceLock::new(),
         }
     }
@@ -120,35 +118,36 @@ impl Breadcrumb {
         self.next.get()
     }
 
-    /// This batch's deltas for `sub`, encoded once and shared. Empty if none match.
-    pub fn frames(&self, sub: Subscription) -> Arc<[Frame]> {
-        self.frames[sub.index()]
-            .get_or_init(|| {
-                let mut builder = FrameBuilder::new();
-                for d in self.deltas.iter().filter(|d| sub.includes(d.key.kind())) {
-                    builder.push(d.seq, &d.key, d.change, &d.value, &d.revision);
-                }
-                builder.finish_at(self.seq).into()
-            })
-            .clone()
+    /// This batch's deltas for `sub` in `encoding`, encoded once and shared by every stream.
+    /// Empty if none match.
+    pub fn encoded<E: Encoding>(&self, encoding: &E, sub: Subscription) -> Units<E::Unit> {
+        self.memo.get_or_make(
+            encoding.slot(),
+            deltas_column(sub),
+            BREADCRUMB_COLUMNS,
+            || Units::<E::Unit>::from(encoding.breadcrumb(self, sub)),
+        )
     }
 
-    /// This batch's deltas for `sub` as an agent that negotiated `compression` receives them:
-    /// compressed once (from the plain frames) and shared like them.
-    pub fn frames_for(&self, sub: Subscription, compression: Compression) -> Arc<[Frame]> {
-        match compression {
-            Compression::None => self.frames(sub),
-            Compression::Zstd => self.zstd_frames[sub.index()]
-                .get_or_init(|| compression::compress_frames(self.frames(sub).iter()).into())
-                .clone(),
-        }
+    /// `encoded`, if some stream already made it (for derived encodings and tests).
+    pub fn encoded_if_made<E: Encoding>(
+        &self,
+        encoding: &E,
+        sub: Subscription,
+    ) -> Option<Units<E::Unit>> {
+        self.memo
+            .get(encoding.slot(), deltas_column(sub), BREADCRUMB_COLUMNS)
     }
 
-    /// The status at this breadcrumb as `sub` sees it (its key counts and digests), encoded once.
-    pub fn status_frame(&self, sub: Subscription) -> Frame {
-        self.status_frames[sub.index()]
-            .get_or_init(|| status_frame(&self.status.to_proto(sub)))
-            .clone()
+    /// The status at this breadcrumb as `sub` sees it (its key counts and digests) in `encoding`,
+    /// encoded once.
+    pub fn encoded_status<E: Encoding>(&self, encoding: &E, sub: Subscription) -> E::Unit {
+        self.memo.get_or_make(
+            encoding.slot(),
+            status_column(sub),
+            BREADCRUMB_COLUMNS,
+            || encoding.status(&self.status, sub),
+        )
     }
 }
 
@@ -167,50 +166,59 @@ impl Drop for Breadcrumb {
     }
 }
 
-/// Frames that bring a client from nothing to `snapshot`, every entry as `New`.
-pub fn snapshot_frames(snapshot: &Snapshot, sub: Subscription) -> Vec<Frame> {
-    let mut builder = FrameBuilder::unordered();
-    for (key, entry) in snapshot.iter().filter(|(k, _)| sub.includes(k.kind())) {
-        builder.push(entry.seq, key, Change::New, &entry.value, &entry.revision);
-    }
-    builder.finish()
+/// Units that bring a client from nothing to `snapshot`, every entry of `sub` as `New`.
+pub fn snapshot_units<E: Encoding>(
+    encoding: &E,
+    snapshot: &Snapshot,
+    sub: Subscription,
+) -> Vec<E::Unit> {
+    encoding.updates(
+        snapshot
+            .iter()
+            .filter(|(k, _)| sub.includes(k.kind()))
+            .map(|(key, entry)| UpdateRef {
+                seq: entry.seq,
+                key,
+                change: Change::New,
+                value: &entry.value,
+                revision: &entry.revision,
+            }),
+        Batch::Unordered,
+    )
 }
 
-/// `frames` as an agent that negotiated `compression` receives them.
-pub fn encode_for(frames: Vec<Frame>, compression: Compression) -> Vec<Frame> {
-    match compression {
-        Compression::None => frames,
-        Compression::Zstd => compression::compress_frames(frames.iter()),
-    }
-}
-
-/// Coalesced frames that bring a client holding `from` to `to`: the latest value of every key that
+/// Coalesced units that bring a client holding `from` to `to`: the latest value of every key that
 /// differs, never the intermediate ones. Shared structure is skipped, so this is cheap when the two
 /// snapshots are close.
-pub fn diff_frames(from: &Snapshot, to: &Snapshot, sub: Subscription) -> Vec<Frame> {
-    let mut builder = FrameBuilder::unordered();
-    for item in from.diff(to) {
-        match item {
-            imbl::ordmap::DiffItem::Add(k, e) if sub.includes(k.kind()) => {
-                builder.push(e.seq, k, Change::New, &e.value, &e.revision)
-            }
-            imbl::ordmap::DiffItem::Update { new: (k, e), .. } if sub.includes(k.kind()) => {
-                builder.push(e.seq, k, Change::Updated, &e.value, &e.revision)
-            }
-            imbl::ordmap::DiffItem::Remove(k, e) if sub.includes(k.kind()) => {
-                builder.push(e.seq, k, Change::Deleted, &e.value, &e.revision)
-            }
-            _ => {}
-        }
-    }
-    builder.finish()
+pub fn diff_units<E: Encoding>(
+    encoding: &E,
+    from: &Snapshot,
+    to: &Snapshot,
+    sub: Subscription,
+) -> Vec<E::Unit> {
+    let updates = from.diff(to).map(|item| match item {
+        imbl::ordmap::DiffItem::Add(k, e) => (k, e, Change::New),
+        imbl::ordmap::DiffItem::Update { new: (k, e), .. } => (k, e, Change::Updated),
+        imbl::ordmap::DiffItem::Remove(k, e) => (k, e, Change::Deleted),
+    });
+    encoding.updates(
+        updates
+            .filter(|(k, _, _)| sub.includes(k.kind()))
+            .map(|(key, e, change)| UpdateRef {
+                seq: e.seq,
+                key,
+                change,
+                value: &e.value,
+                revision: &e.revision,
+            }),
+        Batch::Unordered,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshsync_proto::{self as pb, compression::decompress_batch, sync_event};
-    use prost::Message;
+    use crate::encoding::test_encoding::{Derived, TestEncoding, Unit};
 
     fn crumb(n: usize) -> Breadcrumb {
         let deltas = (0..n)
@@ -218,10 +226,7 @@ mod tests {
                 seq: i as u64 + 1,
                 key: ResourceKey::new("", "WorkloadEndpoint", "default", &format!("pod-{i}")),
                 change: Change::New,
-                value: Bytes::from(format!(
-                    r#"{{"kind":"WorkloadEndpoint","metadata":{{"name":"pod-{i}"}},"spec":{{"node":"n{}"}}}}"#,
-                    i % 3
-                )),
+                value: Bytes::from(format!(r#"{{"metadata":{{"name":"pod-{i}"}}}}"#)),
                 revision: "7".into(),
             })
             .collect();
@@ -235,36 +240,69 @@ mod tests {
         )
     }
 
-    fn batch_of(frame: &Frame) -> pb::UpdateBatch {
-        match pb::SyncEvent::decode(frame.message()).unwrap().event {
-            Some(sync_event::Event::Updates(b)) => b,
-            Some(sync_event::Event::Compressed(c)) => decompress_batch(&c, 1 << 20).unwrap(),
-            other => panic!("not a batch: {other:?}"),
-        }
+    #[test]
+    fn each_encoding_is_made_once_per_subscription_and_shared() {
+        let crumb = crumb(5);
+        let sub = Subscription::FELIX;
+        let enc = TestEncoding { per_unit: 2 };
+        assert!(crumb.encoded_if_made(&enc, sub).is_none());
+        let units = crumb.encoded(&enc, sub);
+        // Encode once, send many: every later stream gets the very same units.
+        assert!(Arc::ptr_eq(&units, &crumb.encoded(&enc, sub)));
+        assert_eq!(units.len(), 3);
+        let Unit::Updates { batch, updates } = &units[2] else {
+            panic!("not updates: {:?}", units[2]);
+        };
+        assert_eq!(*batch, Batch::Breadcrumb { seq: 5 });
+        assert_eq!(updates[0].name, "pod-4");
+        // A derived encoding builds on its base's memo: the base is not encoded again.
+        assert_eq!(&crumb.encoded(&Derived, sub)[..], &[3]);
+        assert!(Arc::ptr_eq(
+            &units,
+            &crumb.encoded_if_made(&enc, sub).unwrap()
+        ));
+        // Deltas no subscriber of this type receives stay empty.
+        assert!(crumb.encoded(&enc, Subscription::BGP).is_empty());
+        assert_eq!(crumb.encoded_status(&enc, sub), Unit::Status { keys: 0 });
     }
 
     #[test]
-    fn compressed_frames_are_made_once_and_carry_the_plain_frames_batches() {
-        let crumb = crumb(500);
-        let sub = Subscription::FELIX;
-        let plain = crumb.frames_for(sub, Compression::None);
-        let zstd = crumb.frames_for(sub, Compression::Zstd);
-        // Encode once, send many: every later stream gets the very same frames.
-        assert!(Arc::ptr_eq(&plain, &crumb.frames(sub)));
-        assert!(Arc::ptr_eq(
-            &zstd,
-            &crumb.frames_for(sub, Compression::Zstd)
-        ));
-        assert_eq!(plain.len(), zstd.len());
-        for (p, z) in plain.iter().zip(zstd.iter()) {
-            assert!(z.len() < p.len(), "{} !< {}", z.len(), p.len());
-            assert_eq!(batch_of(p), batch_of(z));
-        }
-        // Deltas no subscriber of this type receives stay empty, compressed or not.
-        assert!(
-            crumb
-                .frames_for(Subscription::BGP, Compression::Zstd)
-                .is_empty()
+    fn differences_carry_the_latest_value_of_each_changed_key() {
+        let entry = |v: &str, seq| Entry {
+            value: Bytes::from(v.to_string()),
+            revision: "1".into(),
+            hash: seq,
+            seq,
+        };
+        let key = |n: &str| ResourceKey::new("", "WorkloadEndpoint", "default", n);
+        let mut from = Snapshot::new();
+        from.insert(key("a"), entry("a1", 1));
+        from.insert(key("b"), entry("b1", 2));
+        from.insert(ResourceKey::new("", "BGPFilter", "", "f"), entry("f", 3));
+        let mut to = from.clone();
+        to.insert(key("a"), entry("a2", 4));
+        to.remove(&key("b"));
+        to.insert(key("c"), entry("c1", 5));
+        to.remove(&ResourceKey::new("", "BGPFilter", "", "f"));
+        let enc = TestEncoding { per_unit: 100 };
+        let units = diff_units(&enc, &from, &to, Subscription::FELIX);
+        let [Unit::Updates { batch, updates }] = &units[..] else {
+            panic!("{units:?}");
+        };
+        assert_eq!(*batch, Batch::Unordered);
+        let got: Vec<_> = updates
+            .iter()
+            .map(|u| (u.name.as_str(), u.change, u.value.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", Change::Updated, Bytes::from("a2")),
+                ("b", Change::Deleted, Bytes::from("b1")),
+                ("c", Change::New, Bytes::from("c1")),
+            ]
         );
+        let snapshot = snapshot_units(&enc, &to, Subscription::FELIX);
+        assert_eq!(snapshot.len(), 1);
     }
 }

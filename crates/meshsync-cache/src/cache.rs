@@ -1,5 +1,6 @@
 //! The [`SnapshotCache`] handle: start the writer, read the head, follow breadcrumbs, and get a
-//! new client's snapshot frames (computed once, shared by everyone who connects while current).
+//! new client's snapshot (encoded once per encoding, shared by everyone who connects while
+//! current).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -7,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use meshsync_model::SourceEvent;
-use meshsync_proto::{Compression, Frame, compression};
 use tokio::sync::{Mutex, watch};
 use tracing::debug;
 
 use crate::anti_entropy::{AntiEntropyStats, BucketTable, layout_of};
-use crate::breadcrumb::{Breadcrumb, Snapshot, snapshot_frames};
+use crate::breadcrumb::{Breadcrumb, Snapshot};
+use crate::encoding::{Encoding, Memo, Units};
 use crate::history::{History, HistoryConfig};
 use crate::metrics::CacheMetrics;
 use crate::status::SyncStatus;
@@ -66,50 +67,66 @@ fn repair_limit(status: &SyncStatus, sub: Subscription) -> usize {
 }
 
 /// What anti-entropy sends a stream.
-pub enum Repair {
-    /// The `Replace` of the differing buckets and their entries, encoded for this stream.
-    Buckets(Vec<Frame>),
-    /// A `Replace` of every cluster as one bucket: the stream then sends the shared full
+pub enum Repair<U> {
+    /// The replacement of the differing buckets and their entries, encoded for this stream.
+    Buckets(Vec<U>),
+    /// A replacement of every cluster as one bucket: the stream then sends the shared full
     /// snapshot and its status.
-    Everything(Frame),
+    Everything(U),
 }
 
-/// A snapshot's frames and the breadcrumb they were computed from.
+/// A new client's snapshot: the breadcrumb it was taken at, shared by every client that connects
+/// while it is current, with its encodings made once each.
 #[derive(Clone)]
 pub struct SharedSnapshot {
     /// The client continues with this breadcrumb's successors.
     pub crumb: Arc<Breadcrumb>,
-    /// Every entry of `crumb.snapshot` that the subscription carries, as `New` updates.
-    pub frames: Arc<[Frame]>,
-    /// `frames` compressed with zstd: made once, by the first agent that asks for it, off the
-    /// async workers; shared by every later one while this snapshot is reused.
-    zstd_frames: Arc<tokio::sync::OnceCell<Arc<[Frame]>>>,
+    encodings: Arc<SnapshotEncodings>,
     built: Instant,
 }
 
+/// A shared snapshot's encodings: made by the first client that asks for each, off the async
+/// workers, while later ones of the same encoding wait; shared by every later one.
+pub struct SnapshotEncodings {
+    /// The breadcrumb whose snapshot this is.
+    pub crumb: Arc<Breadcrumb>,
+    pub sub: Subscription,
+    memo: Memo,
+    /// Held while one encoding is made, so concurrent clients wait instead of encoding too.
+    making: Mutex<()>,
+    metrics: Arc<CacheMetrics>,
+}
+
+impl SnapshotEncodings {
+    /// The snapshot in `encoding`, made here (blocking) if nobody made it yet. For derived
+    /// encodings, from [`Encoding::snapshot`].
+    pub fn encoded_blocking<E: Encoding>(&self, encoding: &E) -> Units<E::Unit> {
+        self.memo.get_or_make(encoding.slot(), 0, 1, || {
+            let units = Units::<E::Unit>::from(encoding.snapshot(self));
+            self.metrics
+                .snapshot_encodings
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(subscription = %self.sub, seq = self.crumb.seq, units = units.len(),
+                "snapshot encoded");
+            units
+        })
+    }
+}
+
 impl SharedSnapshot {
-    /// The snapshot's frames as an agent that negotiated `compression` receives them.
-    pub async fn frames_for(&self, compression: Compression) -> Arc<[Frame]> {
-        match compression {
-            Compression::None => self.frames.clone(),
-            Compression::Zstd => self
-                .zstd_frames
-                .get_or_init(|| {
-                    let frames = self.frames.clone();
-                    async move {
-                        match tokio::task::spawn_blocking(move || {
-                            Arc::<[Frame]>::from(compression::compress_frames(frames.iter()))
-                        })
-                        .await
-                        {
-                            Ok(frames) => frames,
-                            // Compression cannot fail; a panic there is a bug worth surfacing.
-                            Err(e) => std::panic::resume_unwind(e.into_panic()),
-                        }
-                    }
-                })
-                .await
-                .clone(),
+    /// The snapshot's units in `encoding`: encoded once, by the first client that asks for them,
+    /// off the async workers; shared by every later one while this snapshot is reused.
+    pub async fn encoded<E: Encoding>(&self, encoding: &E) -> Units<E::Unit> {
+        let encodings = &self.encodings;
+        if let Some(units) = encodings.memo.get(encoding.slot(), 0, 1) {
+            return units;
+        }
+        let _making = encodings.making.lock().await;
+        let (encodings, encoding) = (encodings.clone(), encoding.clone());
+        match tokio::task::spawn_blocking(move || encodings.encoded_blocking(&encoding)).await {
+            Ok(units) => units,
+            // Encoding cannot fail; a panic there is a bug worth surfacing, not hiding.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 }
@@ -231,13 +248,15 @@ impl SnapshotCache {
     /// that asks for the same, so a storm of reconnecting agents costs one pass over the
     /// snapshot, not one each. A repair small enough is made only if `private` agrees, given its
     /// size (the caller's budget of private repairs); otherwise it is the `Replace` of everything.
-    pub fn anti_entropy(
+    /// `None` when `encoding` has no bucket replacement ([`Encoding::replace`]).
+    pub fn anti_entropy<E: Encoding>(
         &self,
+        encoding: &E,
         crumb: &Breadcrumb,
         sub: Subscription,
         mirror: &[meshsync_proto::BucketDigests],
         private: impl FnOnce(&AntiEntropyStats) -> bool,
-    ) -> (Repair, AntiEntropyStats) {
+    ) -> Option<(Repair<E::Unit>, AntiEntropyStats)> {
         let layout = layout_of(mirror);
         let table = {
             let mut slot = self.inner.bucket_tables[sub.index()]
@@ -255,10 +274,10 @@ impl SnapshotCache {
         let size = table.repair_size(mirror);
         let limit = (table.entries() as u64) / REPAIR_SHARE_DIVISOR;
         if size.sent as u64 > limit || !private(&size) {
-            return (Repair::Everything(table.replace_all_frame()), size);
+            return Some((Repair::Everything(table.replace_all(encoding)?), size));
         }
-        let (frames, stats) = table.repair_frames(&crumb.snapshot, mirror);
-        (Repair::Buckets(frames), stats)
+        let (units, stats) = table.repair(encoding, &crumb.snapshot, mirror)?;
+        Some((Repair::Buckets(units), stats))
     }
 
     /// The oldest sequence number an agent can resume from, and how many breadcrumbs are kept.
@@ -296,9 +315,10 @@ impl SnapshotCache {
         rx.wait_for(|c| pred(&c.status)).await.is_ok()
     }
 
-    /// A new client's snapshot for `sub`. Reuses the frames computed for an earlier client when
-    /// they are of the current head, or younger than `snapshot_reuse`; otherwise encodes the head's
-    /// snapshot once (off the async workers) while other new clients of `sub` wait for it.
+    /// A new client's snapshot for `sub`. Reuses the one taken for an earlier client (with every
+    /// encoding made of it) when it is of the current head, or younger than `snapshot_reuse`;
+    /// otherwise takes the head's. Its encodings are made on demand, once each
+    /// ([`SharedSnapshot::encoded`]).
     pub async fn snapshot(&self, sub: Subscription) -> SharedSnapshot {
         let mut slot = self.inner.snapshots[sub.index()].lock().await;
         let head = self.head();
@@ -321,25 +341,19 @@ impl SnapshotCache {
                 return shared.clone();
             }
         }
-        let crumb = head.clone();
-        let frames: Arc<[Frame]> = match tokio::task::spawn_blocking(move || {
-            snapshot_frames(&crumb.snapshot, sub)
-        })
-        .await
-        {
-            Ok(frames) => frames.into(),
-            // Encoding cannot fail; a panic there is a bug worth surfacing, not hiding.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
         self.inner
             .metrics
             .snapshots_generated
             .fetch_add(1, Ordering::Relaxed);
-        debug!(subscription = %sub, seq = head.seq, frames = frames.len(), "snapshot encoded");
         let shared = SharedSnapshot {
+            encodings: Arc::new(SnapshotEncodings {
+                crumb: head.clone(),
+                sub,
+                memo: Memo::default(),
+                making: Mutex::new(()),
+                metrics: self.inner.metrics.clone(),
+            }),
             crumb: head,
-            frames,
-            zstd_frames: Arc::default(),
             built: Instant::now(),
         };
         *slot = Some(shared.clone());

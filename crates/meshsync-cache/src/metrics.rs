@@ -13,8 +13,10 @@ pub struct CacheMetrics {
     pub skipped: AtomicU64,
     /// Upserts refused (too large).
     pub rejected: AtomicU64,
-    /// Snapshots encoded for new clients.
+    /// Shared snapshots taken for new clients.
     pub snapshots_generated: AtomicU64,
-    /// New clients served an already encoded snapshot.
+    /// New clients served an already taken (and usually already encoded) snapshot.
     pub snapshots_reused: AtomicU64,
+    /// Encodings of shared snapshots made (one per snapshot and encoding clients asked for).
+    pub snapshot_encodings: AtomicU64,
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use meshsync_cache::{SnapshotCache, SyncState};
 
-use crate::drain::Draining;
+use crate::core::drain::Draining;
 
 #[derive(Clone)]
 struct Health {

@@ -6,7 +6,7 @@
 //!   the open-file limit). At the cap the newcomer is served and the oldest connection that is
 //!   not in the middle of a request is closed instead — one that never completed a request first —
 //!   so a kubelet probe still gets through while someone holds many slow sockets;
-//! - the accept backoff of the gRPC listener ([`crate::incoming::accept_with_backoff`]).
+//! - the accept backoff of the gRPC listener ([`crate::core::accept::accept_with_backoff`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, watch};
 use tower::ServiceExt;
 use tracing::info;
 
-use crate::incoming::{RateLimit, accept_with_backoff};
+use crate::core::accept::{RateLimit, accept_with_backoff};
 
 /// Most sockets open at once on each HTTP port: kubelet probes and a few Prometheus scrapers need
 /// a handful.

@@ -1,21 +1,14 @@
-//! The meshsync gRPC server: `Subscribe` streams (hello, snapshot, status, live updates) that send
-//! frames the cache encoded once, the unary `Status`, and the health endpoints.
+//! The meshsync server: one protocol-neutral core ([`core`]: accept loop, admission, sessions,
+//! the stream watcher, drain, counters) shared by every front end — today gRPC ([`grpc`]:
+//! `Subscribe` streams of frames the cache encoded once, the unary `Status` and `Report`) — and
+//! the health and metrics ports.
 
-mod agents;
-mod client_stream;
-mod connections;
-mod drain;
+mod core;
+mod grpc;
 mod health;
 mod http;
-mod incoming;
 mod metrics;
-mod rebalance;
-mod repairs;
-mod request_body;
-mod routes;
-mod service;
 mod small_file;
-mod streams;
 mod tls;
 
 use std::future::Future;
@@ -27,11 +20,14 @@ use meshsync_cache::SnapshotCache;
 use tokio::net::TcpListener;
 use tracing::info;
 
-pub use connections::Connections;
-pub use incoming::raise_open_file_limit;
-pub use rebalance::{RebalanceConfig, target as rebalance_target};
-pub use repairs::{MAX_PRIVATE_REPAIRS_PER_CLIENT, PRIVATE_REPAIR_SNAPSHOTS};
-pub use service::{
+pub use crate::core::accept::raise_open_file_limit;
+pub use crate::core::connections::Connections;
+pub use crate::core::rebalance::{RebalanceConfig, target as rebalance_target};
+pub use crate::core::repairs::{MAX_PRIVATE_REPAIRS_PER_CLIENT, PRIVATE_REPAIR_SNAPSHOTS};
+pub use grpc::frames::{
+    FrameBuilder, GrpcFrames, MAX_UPDATES_PER_FRAME, hello_frame, status_frame,
+};
+pub use grpc::service::{
     CAPABILITY_RECONNECT, MAX_CAPABILITIES, MAX_CAPABILITY_BYTES, MAX_CLIENT_VERSION_BYTES,
     MAX_CLUSTER_NAME_BYTES, MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES,
     SERVER_VERSION, SyncService, check_subscribe_request,
@@ -222,20 +218,23 @@ impl BoundServer {
         self.connections.clone()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes: builds the server core once and hands it to the
+    /// front end.
     pub async fn serve(
         mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let draining = Arc::new(drain::Draining::default());
+        let draining = Arc::new(core::drain::Draining::default());
         let (stop_accepting_tx, stop_accepting) = tokio::sync::watch::channel(false);
         let http_sockets = self.spawn_http_ports(&draining, &stop_rx);
-        let streams = Arc::new(streams::Streams::default());
-        let limit = Arc::new(rebalance::Limit::new(self.config.max_connections));
+        let streams = Arc::new(core::streams::Streams::default());
+        let limit = Arc::new(core::rebalance::Limit::new(self.config.max_connections));
         self.spawn_watchers(&streams, &limit, &stop_rx);
-        let accept = incoming::AcceptConfig {
-            max_sockets: incoming::socket_cap(
+        let accept = core::accept::AcceptConfig {
+            listener: "agents",
+            preface: None,
+            max_sockets: core::accept::socket_cap(
                 self.config.max_sockets,
                 self.config.max_connections,
                 http_sockets,
@@ -246,9 +245,8 @@ impl BoundServer {
         info!(max_sockets = accept.max_sockets, handshake_timeout = ?accept.handshake_timeout,
             write_timeout = ?self.config.write_timeout,
             max_backlog_bytes = self.config.max_backlog_bytes, "connection limits");
-        let counters = self.connections.clone();
-        // Streams never end by themselves, so tell them to stop first; then tonic's graceful
-        // shutdown can complete.
+        // Sessions never end by themselves, so tell them to stop first; then the front ends'
+        // graceful shutdown can complete.
         let shutdown = drain_then_stop(
             shutdown,
             draining,
@@ -258,40 +256,37 @@ impl BoundServer {
             self.config.shutdown_drain,
             stop_tx,
         );
-        let service = SyncService {
-            limit,
+        let core = Arc::new(core::ServerCore {
             cache: self.cache,
             connections: self.connections,
             max_connections: self.config.max_connections,
+            limit,
             lag_limit: self.config.lag_limit,
-            compression: self.config.compression,
             shutdown: stop_rx,
+            stop_accepting,
             streams,
-        };
+            tls: self.tls,
+            accept,
+        });
         info!(addr = %self.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "gRPC server listening");
-        // Our own accept loop: TCP_NODELAY and keepalive per socket, the socket cap, backoff at
-        // the open-file limit, the handshake timeout and the kill switch of stalled connections.
-        let incoming = incoming::incoming(self.grpc, accept, counters, self.tls, stop_accepting);
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(self.config.keepalive_interval))
-            .http2_keepalive_timeout(Some(self.config.keepalive_timeout))
-            .max_concurrent_streams(Some(self.config.max_streams_per_connection))
-            .add_service(routes::SyncRoutes::new(
-                Arc::new(service),
-                self.config.handshake_timeout,
-            ))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
-        result.map_err(ServerError::from)
+        let grpc = grpc::GrpcConfig {
+            keepalive_interval: self.config.keepalive_interval,
+            keepalive_timeout: self.config.keepalive_timeout,
+            max_streams_per_connection: self.config.max_streams_per_connection,
+            request_timeout: self.config.handshake_timeout,
+            compression: self.config.compression,
+        };
+        grpc::serve(core, self.grpc, grpc, shutdown)
+            .await
+            .map_err(ServerError::from)
     }
 
     /// Starts the health and metrics ports (each its own accept loop, [`http`]); returns how many
     /// sockets they may hold, which the agents' port leaves to them.
     fn spawn_http_ports(
         &mut self,
-        draining: &Arc<drain::Draining>,
+        draining: &Arc<core::drain::Draining>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> usize {
         let health = self.health.take().map(|l| {
@@ -319,17 +314,17 @@ impl BoundServer {
     /// streams and, when configured, the rebalancing governor.
     fn spawn_watchers(
         &self,
-        streams: &Arc<streams::Streams>,
-        limit: &Arc<rebalance::Limit>,
+        streams: &Arc<core::streams::Streams>,
+        limit: &Arc<core::rebalance::Limit>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) {
         if let Some(tls) = &self.tls {
             tokio::spawn(tls.clone().watch(stop.clone()));
         }
-        tokio::spawn(streams::watch(
+        tokio::spawn(core::streams::watch(
             streams.clone(),
             self.cache.clone(),
-            streams::WatchConfig {
+            core::streams::WatchConfig {
                 max_backlog_bytes: self.config.max_backlog_bytes,
                 write_timeout: self.config.write_timeout,
             },
@@ -339,7 +334,7 @@ impl BoundServer {
         if let Some(config) = self.config.rebalance.clone() {
             info!(service = %format!("{}/{}", config.service_namespace, config.service_name),
                 port = %config.port_name, "rebalancing agents across the service's replicas");
-            tokio::spawn(rebalance::govern(
+            tokio::spawn(core::rebalance::govern(
                 self.cache.clone(),
                 config,
                 self.config.max_connections,
@@ -359,9 +354,9 @@ impl BoundServer {
 /// past its drain.
 async fn drain_then_stop(
     shutdown: impl Future<Output = ()>,
-    draining: Arc<drain::Draining>,
+    draining: Arc<core::drain::Draining>,
     stop_accepting: tokio::sync::watch::Sender<bool>,
-    streams: Arc<streams::Streams>,
+    streams: Arc<core::streams::Streams>,
     connections: Arc<Connections>,
     period: Duration,
     stop: tokio::sync::watch::Sender<bool>,
@@ -369,7 +364,7 @@ async fn drain_then_stop(
     shutdown.await;
     draining.begin();
     let _ = stop_accepting.send(true);
-    drain::drain(&streams, &connections, period).await;
+    core::drain::drain(&streams, &connections, period).await;
     info!("shutting down: ending every stream");
     let _ = stop.send(true);
     tokio::spawn(async move {

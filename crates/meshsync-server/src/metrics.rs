@@ -13,7 +13,7 @@ use axum::routing::get;
 use meshsync_cache::{Breadcrumb, CacheMetrics, SnapshotCache};
 use meshsync_model::SourceStatus;
 
-use crate::connections::Connections;
+use crate::core::connections::Connections;
 
 /// Calico's values for `remote_cluster_connection_status`.
 fn connection_status_value(status: &SourceStatus) -> u8 {

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use meshsync_cache::{Breadcrumb, Snapshot, SnapshotCache};
 use tracing::{info, warn};
 
-use crate::connections::Connections;
-use crate::incoming::ConnState;
+use crate::core::accept::ConnState;
+use crate::core::connections::Connections;
 
 /// Where a stream is in the chain.
 pub(crate) enum Position {

@@ -1,35 +1,28 @@
-//! The `meshsync.v1.Sync` gRPC service.
+//! The `meshsync.v1.Sync` gRPC service: its request checks, the hello, and the session items as
+//! frames and statuses. Admission and the session itself are the core's.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
-use meshsync_cache::{SnapshotCache, Subscription, hello_frame};
+use futures::{Stream, StreamExt};
+use meshsync_cache::Subscription;
 use meshsync_proto::{self as pb, Frame, LogSafe, server::sync_server};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::client_stream::ClientStream;
-use crate::connections::Connections;
-use crate::incoming::{ConnInfo, ConnState};
-use crate::repairs::RepairSlot;
-use crate::streams::{Position, StreamShared, Streams};
+use super::ConnInfo;
+use super::frames::{GrpcFrames, hello_frame};
+use crate::core::accept::ConnState;
+use crate::core::{Applicant, ServerCore, SessionItem, SyncPath};
 
 /// The server's version string, sent in the hello and the `Status` response.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Implements `Subscribe` and `Status` on top of the cache.
+/// Implements `Subscribe`, `Status` and `Report` on the server core.
 pub struct SyncService {
-    pub(crate) cache: SnapshotCache,
-    pub(crate) connections: Arc<Connections>,
-    pub(crate) max_connections: usize,
-    /// The limit in force (rebalancing lowers it below `max_connections`).
-    pub(crate) limit: Arc<crate::rebalance::Limit>,
-    pub(crate) lag_limit: u64,
+    pub(crate) core: Arc<ServerCore>,
     /// Whether zstd may be negotiated.
     pub(crate) compression: bool,
-    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
-    pub(crate) streams: Arc<Streams>,
 }
 
 /// Longest accepted `node_name`: a DNS name / Kubernetes node name.
@@ -152,64 +145,47 @@ fn negotiate(offer: bool, accepted: &[i32]) -> pb::Compression {
     }
 }
 
-/// `full` / `resume` / `anti-entropy`, for log lines.
-fn path_name(path: pb::SyncPath) -> &'static str {
-    match path {
-        pb::SyncPath::Resume => "resume",
-        pb::SyncPath::AntiEntropy => "anti-entropy",
-        _ => "full",
+impl From<SyncPath> for pb::SyncPath {
+    fn from(path: SyncPath) -> Self {
+        match path {
+            SyncPath::Full => pb::SyncPath::Full,
+            SyncPath::Resume => pb::SyncPath::Resume,
+            SyncPath::AntiEntropy => pb::SyncPath::AntiEntropy,
+        }
     }
 }
 
 /// One agent's frames.
 pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
 
-impl SyncService {
-    /// Where a resuming agent continues from, with its reservation of a private repair (for the
-    /// stream of `node` at `peer`), or why it gets a full snapshot.
-    fn resume_point(
-        &self,
-        token: Option<&pb::ResumeToken>,
-        sub: Subscription,
-        peer: &str,
-        node: &str,
-    ) -> Result<(Arc<meshsync_cache::Breadcrumb>, RepairSlot), String> {
-        let Some(token) = token else {
-            return Err("no resume token".into());
-        };
-        if token.epoch != self.cache.epoch() {
-            return Err("resume token of another server or an earlier run".into());
+/// A session item on gRPC's wire: a frame, or the status the stream ends with. An agent that
+/// understands `Reconnect` is told why it should go and where; others get `UNAVAILABLE`.
+fn item_to_grpc(item: SessionItem<Frame>, reconnect_capable: bool) -> Result<Frame, Status> {
+    match item {
+        SessionItem::Send(frame) => Ok(frame),
+        SessionItem::Shutdown => Err(Status::unavailable("server is shutting down; reconnect")),
+        SessionItem::Leave { reason, elsewhere } if reconnect_capable => {
+            Ok(Frame::encode(&pb::SyncEvent {
+                event: Some(pb::sync_event::Event::Reconnect(pb::Reconnect {
+                    reason,
+                    elsewhere,
+                })),
+            }))
         }
-        let from = self.cache.resume_point(token.seq).ok_or_else(|| {
-            let (oldest, _) = self.cache.history_span();
-            format!(
-                "resume token seq {} is outside the retained history (seq {oldest} to {})",
-                token.seq,
-                self.cache.head().seq
-            )
-        })?;
-        // The difference is encoded for this stream alone; the snapshot is shared.
-        let Some(entries) = self.cache.private_resume_size(&from, sub) else {
-            return Err(format!(
-                "more than 1/{} of the snapshot changed since seq {}: the shared snapshot is cheaper",
-                meshsync_cache::REPAIR_SHARE_DIVISOR,
-                token.seq
-            ));
-        };
-        let slot = self
-            .connections
-            .reserve_private_repair(
-                peer,
-                node,
-                "resume",
-                entries as u64,
-                self.cache.head().status.total_keys(),
-            )
-            .map_err(|refusal| refusal.reason())?;
-        Ok((from, slot))
+        SessionItem::Leave { reason, elsewhere } => Err(Status::unavailable(format!(
+            "{reason}; reconnect to another replica{}",
+            if elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!(" (e.g. {elsewhere})")
+            }
+        ))),
     }
+}
 
-    /// Validates a subscription and opens its stream (hello, snapshot, status, live frames).
+impl SyncService {
+    /// Validates a subscription, has the core admit it, and opens its stream (hello, snapshot,
+    /// status, live frames).
     pub(crate) fn open_stream(
         &self,
         peer: &str,
@@ -221,106 +197,50 @@ impl SyncService {
             warn!(peer = %peer, error = %LogSafe(status.message()), "subscription refused");
             return Err(status);
         }
-        let node = LogSafe(&req.node_name);
+        let node = LogSafe(&req.node_name).to_string();
         let sub = Subscription::by_name(&req.subscription).map_err(|e| {
             warn!(peer = %peer, node = %node, error = %LogSafe(&e.to_string()),
                 "subscription refused");
             Status::invalid_argument(e.to_string())
         })?;
-        let limit = self.limit.get();
-        let Some(guard) = self.connections.try_acquire(limit) else {
-            self.connections
-                .refused_limit
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!(peer = %peer, node = %node, limit, max_connections = self.max_connections,
-                "connection limit reached; subscription refused");
-            let replicas = self
-                .limit
-                .replicas
-                .load(std::sync::atomic::Ordering::Acquire);
-            let share = if limit < self.max_connections && replicas > 1 {
-                format!(", this replica's share among {replicas} replicas")
-            } else {
-                String::new()
-            };
-            let elsewhere = self
-                .limit
-                .elsewhere()
-                .map(|a| format!(", e.g. {a}"))
-                .unwrap_or_default();
-            return Err(Status::resource_exhausted(format!(
-                "server is at its connection limit ({limit}{share}); try another server{elsewhere}"
-            )));
-        };
-        self.connections
-            .accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reconnect_capable = req.capabilities.iter().any(|c| c == CAPABILITY_RECONNECT);
+        let admitted = self
+            .core
+            .admit(Applicant {
+                peer,
+                node: &node,
+                sub,
+                conn,
+                resume: req.resume.as_ref().map(|t| (t.epoch, t.seq)),
+                has_mirror: !req.mirror.is_empty(),
+                reconnect_capable,
+            })
+            .map_err(|refused| Status::resource_exhausted(refused.0))?;
         let compression = negotiate(self.compression, &req.accept_compression);
-        let resume = self.resume_point(req.resume.as_ref(), sub, peer, &node.to_string());
-        let path = match &resume {
-            Ok(_) => pb::SyncPath::Resume,
-            Err(_) if !req.mirror.is_empty() => pb::SyncPath::AntiEntropy,
-            Err(_) => pb::SyncPath::Full,
-        };
+        let path = pb::SyncPath::from(admitted.path);
         info!(peer = %peer, node = %node, subscription = %sub,
             client_version = %LogSafe(&req.client_version),
-            compression = compression.as_str_name(), path = path_name(path),
-            resume = resume.as_ref().err().map(|why| why.as_str()).unwrap_or("from the retained history"),
+            compression = compression.as_str_name(), path = admitted.path.name(),
+            resume = admitted.not_resumed.as_deref().unwrap_or("from the retained history"),
             "new subscription");
-        let counter = match path {
-            pb::SyncPath::Resume => &self.connections.resumed,
-            pb::SyncPath::AntiEntropy => &self.connections.anti_entropy,
-            _ => &self.connections.full_snapshots,
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let registered =
-            self.connections
-                .agents
-                .register(node.to_string(), peer.to_string(), sub, conn.clone());
         let hello = hello_frame(pb::Hello {
-            epoch: self.cache.epoch(),
+            epoch: admitted.epoch,
             server_version: SERVER_VERSION.to_string(),
             subscription: sub.name().to_string(),
             resumed: path == pb::SyncPath::Resume,
             compression: compression as i32,
             path: path as i32,
-            stream_id: registered.id,
+            stream_id: admitted.stream_id,
         });
-        // The node is kept escaped: every later log line of this stream names it.
-        let reconnect_capable = req.capabilities.iter().any(|c| c == CAPABILITY_RECONNECT);
-        let shared = Arc::new(StreamShared::new(
-            peer.to_string(),
-            node.to_string(),
-            conn,
-            reconnect_capable,
-        ));
-        let repair = match resume {
-            Ok((from, slot)) => {
-                // The stream's first step sends one coalesced difference from there to the head.
-                *shared.position() = Position::Released {
-                    seq: from.seq,
-                    snapshot: from.snapshot.clone(),
-                };
-                Some(slot)
-            }
-            Err(_) => None,
-        };
-        self.streams.register(&shared);
-        let stream = ClientStream {
-            shared,
-            sub,
-            compression,
-            cache: self.cache.clone(),
-            hello,
-            mirror: (path == pb::SyncPath::AntiEntropy).then_some(req.mirror),
-            repair,
-            connections: self.connections.clone(),
-            lag_limit: self.lag_limit,
-            shutdown: self.shutdown.clone(),
-            _guard: guard,
-            _registered: registered,
-        };
-        Ok(Box::pin(stream.into_stream()))
+        let session = admitted.session(
+            &self.core,
+            GrpcFrames::new(compression),
+            vec![hello],
+            Some(req.mirror),
+        );
+        Ok(Box::pin(
+            session.map(move |item| item_to_grpc(item, reconnect_capable)),
+        ))
     }
 }
 
@@ -344,24 +264,25 @@ impl sync_server::Sync for SyncService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let head = self.cache.head();
+        let (cache, connections) = (&self.core.cache, &self.core.connections);
+        let head = cache.head();
         let asked = request.get_ref();
         let agents = if asked.agents {
             let limit = match usize::try_from(asked.agents_limit) {
-                Ok(0) | Err(_) => crate::agents::MAX_LISTED_AGENTS,
-                Ok(n) => n.min(crate::agents::MAX_LISTED_AGENTS),
+                Ok(0) | Err(_) => crate::core::agents::MAX_LISTED_AGENTS,
+                Ok(n) => n.min(crate::core::agents::MAX_LISTED_AGENTS),
             };
-            self.connections.agents.list(head.seq, limit)
+            connections.agents.list(head.seq, limit)
         } else {
             Vec::new()
         };
         Ok(Response::new(pb::StatusResponse {
             status: Some(head.status.to_proto(Subscription::ALL)),
-            epoch: self.cache.epoch(),
-            connections: u32::try_from(self.connections.active()).unwrap_or(u32::MAX),
+            epoch: cache.epoch(),
+            connections: u32::try_from(connections.active()).unwrap_or(u32::MAX),
             server_version: SERVER_VERSION.to_string(),
             agents,
-            agents_total: u32::try_from(self.connections.agents.len()).unwrap_or(u32::MAX),
+            agents_total: u32::try_from(connections.agents.len()).unwrap_or(u32::MAX),
         }))
     }
 
@@ -369,23 +290,23 @@ impl sync_server::Sync for SyncService {
         &self,
         request: Request<pb::AgentReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
-        use crate::agents::ReportError;
+        use crate::core::agents::ReportError;
         // The connection it came on: only the stream's own may report for it.
         let conn = request.extensions().get::<ConnInfo>().map(|c| c.0.clone());
-        let result = self
-            .connections
+        let connections = &self.core.connections;
+        let result = connections
             .agents
-            .report(&self.cache, request.get_ref(), conn.as_ref());
+            .report(&self.core.cache, request.get_ref(), conn.as_ref());
         let status = match result {
             Ok(()) => return Ok(Response::new(pb::ReportAck {})),
             Err(e @ ReportError::UnknownStream(_)) => return Err(Status::not_found(e.to_string())),
             Err(e @ ReportError::NotOwner(_)) => Status::permission_denied(e.to_string()),
             Err(e) => Status::invalid_argument(e.to_string()),
         };
-        self.connections
+        connections
             .refused_reports
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(more) = self.connections.report_log.hit() {
+        if let Some(more) = connections.report_log.hit() {
             let peer = conn.map(|c| c.peer.to_string()).unwrap_or_default();
             warn!(peer = %peer, stream_id = request.get_ref().stream_id,
                 error = %LogSafe(status.message()), also_refused_since_last_line = more,

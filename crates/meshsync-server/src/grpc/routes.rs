@@ -22,9 +22,9 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;
 
-use crate::incoming::ConnInfo;
-use crate::request_body::{BoundedBody, MAX_REQUEST_BYTES};
-use crate::service::{FrameStream, SyncService};
+use super::ConnInfo;
+use crate::grpc::request_body::{BoundedBody, MAX_REQUEST_BYTES};
+use crate::grpc::service::{FrameStream, SyncService};
 
 const SUBSCRIBE_PATH: &str = "/meshsync.v1.Sync/Subscribe";
 
@@ -34,7 +34,7 @@ pub struct SyncRoutes {
     service: Arc<SyncService>,
     generated: SyncServer<SyncService>,
     /// Every request body must have arrived whole this long after the request
-    /// ([`crate::request_body`]).
+    /// ([`crate::grpc::request_body`]).
     request_timeout: std::time::Duration,
 }
 

@@ -1,14 +1,142 @@
-//! Encoding updates into frames: `SyncEvent`s encoded once and shared by every stream.
+//! The gRPC front end's [`Encoding`]: `SyncEvent` frames, plain or zstd-compressed, made once
+//! per breadcrumb and shared snapshot by the cache's memo and shared by every stream.
 //!
 //! A frame carries at most [`MAX_UPDATES_PER_FRAME`] updates and, unless a single value is larger,
 //! about [`TARGET_FRAME_BYTES`] bytes, so no frame comes near gRPC's default 4 MiB message limit and
 //! a large snapshot streams in pieces.
 
-use bytes::Bytes;
-use meshsync_model::{ResourceKey, Revision};
-use meshsync_proto::{self as pb, Frame, sync_event};
+use std::sync::LazyLock;
 
-use crate::change::Change;
+use bytes::Bytes;
+use meshsync_cache::{
+    Batch, Breadcrumb, Change, Encoding, EncodingSlot, ReplacedBuckets, SnapshotEncodings,
+    Subscription, SyncStatus, UpdateRef,
+};
+use meshsync_model::{ResourceKey, Revision};
+use meshsync_proto::{self as pb, Compression, Frame, compression, sync_event};
+
+/// The wire's `UpdateType` of a change.
+fn update_type(change: Change) -> pb::UpdateType {
+    match change {
+        Change::New => pb::UpdateType::New,
+        Change::Updated => pb::UpdateType::Updated,
+        Change::Deleted => pb::UpdateType::Deleted,
+    }
+}
+
+/// Frames as an agent that negotiated `compression` receives them: the plain frames, or each
+/// compressed once with zstd (from the plain frames, which are memoized too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcFrames {
+    compression: Compression,
+}
+
+static PLAIN_SLOT: LazyLock<EncodingSlot> = LazyLock::new(|| EncodingSlot::allocate("grpc"));
+static ZSTD_SLOT: LazyLock<EncodingSlot> = LazyLock::new(|| EncodingSlot::allocate("grpc+zstd"));
+
+impl GrpcFrames {
+    pub const PLAIN: GrpcFrames = GrpcFrames {
+        compression: Compression::None,
+    };
+
+    pub fn new(compression: Compression) -> Self {
+        GrpcFrames { compression }
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    fn compressed(&self, frames: Vec<Frame>) -> Vec<Frame> {
+        match self.compression {
+            Compression::None => frames,
+            Compression::Zstd => compression::compress_frames(frames.iter()),
+        }
+    }
+}
+
+impl Encoding for GrpcFrames {
+    type Unit = Frame;
+
+    fn slot(&self) -> EncodingSlot {
+        match self.compression {
+            Compression::None => *PLAIN_SLOT,
+            Compression::Zstd => *ZSTD_SLOT,
+        }
+    }
+
+    fn updates<'a>(
+        &self,
+        updates: impl Iterator<Item = UpdateRef<'a>>,
+        batch: Batch,
+    ) -> Vec<Frame> {
+        let mut builder = match batch {
+            Batch::Breadcrumb { .. } => FrameBuilder::new(),
+            Batch::Unordered => FrameBuilder::unordered(),
+        };
+        for u in updates {
+            builder.push(u.seq, u.key, u.change, u.value, u.revision);
+        }
+        let frames = match batch {
+            Batch::Breadcrumb { seq } => builder.finish_at(seq),
+            Batch::Unordered => builder.finish(),
+        };
+        self.compressed(frames)
+    }
+
+    fn status(&self, status: &SyncStatus, sub: Subscription) -> Frame {
+        status_frame(&status.to_proto(sub))
+    }
+
+    fn replace(&self, replaced: &[ReplacedBuckets]) -> Option<Frame> {
+        let replace = pb::Replace {
+            clusters: replaced
+                .iter()
+                .map(|r| pb::ReplacedBuckets {
+                    cluster: r.cluster.clone(),
+                    buckets: r.buckets,
+                    bucket: r.bucket.clone(),
+                })
+                .collect(),
+        };
+        Some(Frame::encode(&pb::SyncEvent {
+            event: Some(sync_event::Event::Replace(replace)),
+        }))
+    }
+
+    fn breadcrumb(&self, crumb: &Breadcrumb, sub: Subscription) -> Vec<Frame> {
+        match self.compression {
+            Compression::None => self.updates(
+                crumb
+                    .deltas
+                    .iter()
+                    .filter(|d| sub.includes(d.key.kind()))
+                    .map(|d| UpdateRef {
+                        seq: d.seq,
+                        key: &d.key,
+                        change: d.change,
+                        value: &d.value,
+                        revision: &d.revision,
+                    }),
+                Batch::Breadcrumb { seq: crumb.seq },
+            ),
+            Compression::Zstd => {
+                compression::compress_frames(crumb.encoded(&Self::PLAIN, sub).iter())
+            }
+        }
+    }
+
+    fn snapshot(&self, snapshot: &SnapshotEncodings) -> Vec<Frame> {
+        match self.compression {
+            Compression::None => {
+                meshsync_cache::snapshot_units(self, &snapshot.crumb.snapshot, snapshot.sub)
+            }
+            Compression::Zstd => {
+                compression::compress_frames(snapshot.encoded_blocking(&Self::PLAIN).iter())
+            }
+        }
+    }
+}
 
 /// Most updates in one frame.
 pub const MAX_UPDATES_PER_FRAME: usize = 1000;
@@ -66,7 +194,7 @@ impl FrameBuilder {
             kind: key.kind().to_string(),
             namespace: key.namespace().to_string(),
             name: key.name().to_string(),
-            r#type: change.to_proto() as i32,
+            r#type: update_type(change) as i32,
             value: if change == Change::Deleted {
                 Bytes::new()
             } else {

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::incoming::{ConnState, RateLimit};
+use crate::core::accept::{ConnState, RateLimit};
 
 /// The number of streaming agents, shared by the service and the `Status` call, and the
 /// counters of what the server did to protect itself (exported as metrics).
@@ -33,7 +33,7 @@ pub struct Connections {
     pub(crate) anti_entropy: AtomicU64,
     /// Private repairs in flight (per client and in total), and the repairs sent as the shared
     /// snapshot because that budget was taken.
-    pub(crate) repairs: crate::repairs::RepairBudget,
+    pub(crate) repairs: crate::core::repairs::RepairBudget,
     pub(crate) repairs_shared_fallback: AtomicU64,
     /// Connections refused for a failed TLS handshake (no TLS, wrong CA, identity not allowed,
     /// expired, timeout).
@@ -47,7 +47,7 @@ pub struct Connections {
     pub(crate) tls_log: [RateLimit; crate::tls::REFUSAL_KINDS],
     pub(crate) release_log: RateLimit,
     /// Every streaming agent and its last report.
-    pub(crate) agents: Arc<crate::agents::AgentRegistry>,
+    pub(crate) agents: Arc<crate::core::agents::AgentRegistry>,
     /// Agent reports refused: for a stream of another connection, or malformed.
     pub(crate) refused_reports: AtomicU64,
     pub(crate) report_log: RateLimit,

@@ -18,8 +18,8 @@ use meshsync_cache::{SnapshotCache, SyncState};
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::connections::Connections;
-use crate::streams::Streams;
+use crate::core::connections::Connections;
+use crate::core::streams::Streams;
 
 /// What rebalancing looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]

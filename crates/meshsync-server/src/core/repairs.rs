@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use crate::incoming::RateLimit;
+use crate::core::accept::RateLimit;
 
 /// Private repairs in flight per client (IP address); more go the shared snapshot way.
 pub const MAX_PRIVATE_REPAIRS_PER_CLIENT: usize = 2;
@@ -129,7 +129,7 @@ impl RepairBudget {
     }
 }
 
-impl crate::connections::Connections {
+impl crate::core::connections::Connections {
     /// Reserves a private repair of `entries` for the stream of `node` at `peer` (a `path`
     /// repair) while the cache holds `cache_keys`. When the budget is taken, counts the fallback
     /// to the shared snapshot, logs it (rate limited: a hostile client asks many times) and says

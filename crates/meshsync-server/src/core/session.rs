@@ -1,7 +1,9 @@
-//! One agent's stream: hello, snapshot, status, then every later breadcrumb's shared frames.
+//! One agent's session, whatever its protocol: its first units (the front end's hello), the
+//! snapshot, the status, then every later breadcrumb's shared units — as neutral
+//! [`SessionItem`]s in the front end's [`Encoding`], which the front end puts on its wire.
 //!
-//! The stream is pulled by tonic only when the connection can take more bytes, so a slow agent
-//! simply stops pulling (HTTP/2 flow control). Its position is shared with the stream watcher
+//! The session is pulled by the front end only when the connection can take more bytes, so a slow
+//! agent simply stops pulling (flow control, or a full socket). Its position is shared with the stream watcher
 //! (`streams.rs`), which releases the breadcrumbs a stalled stream pins and closes a connection
 //! that makes no progress, whether or not the stream is polled. An agent that falls more than
 //! `lag_limit` sequence numbers behind the head, or whose breadcrumbs were released, skips the
@@ -13,61 +15,75 @@ use std::sync::atomic::Ordering;
 
 use futures::Stream;
 use meshsync_cache::{
-    Breadcrumb, Follower, Repair, Snapshot, SnapshotCache, Subscription, SyncState, diff_frames,
-    encode_for,
+    Breadcrumb, Encoding, Follower, Repair, Snapshot, SnapshotCache, Subscription, SyncState,
+    diff_units,
 };
-use meshsync_proto::Frame;
 use tracing::{debug, info};
 
-use crate::connections::{ConnectionGuard, Connections};
-use crate::repairs::RepairSlot;
-use crate::streams::{Position, StreamShared};
+use crate::core::connections::{ConnectionGuard, Connections};
+use crate::core::repairs::RepairSlot;
+use crate::core::streams::{Position, StreamShared};
 
-/// Everything a client stream needs.
-pub(crate) struct ClientStream {
+/// What a session yields; the front end puts it on its wire.
+#[derive(Debug)]
+pub enum SessionItem<U> {
+    /// The next unit to send.
+    Send(U),
+    /// The server asks the agent to go (drain, rebalancing): the session's last item. The front
+    /// end tells the agent (gRPC: `Reconnect` when the agent understands it, else `UNAVAILABLE`)
+    /// or closes the connection.
+    Leave { reason: String, elsewhere: String },
+    /// The server is shutting down: the session's last item.
+    Shutdown,
+}
+
+/// Everything a session needs.
+pub(crate) struct Session<E: Encoding> {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) sub: Subscription,
-    /// Negotiated in the hello: which form of the shared frames this stream sends.
-    pub(crate) compression: meshsync_proto::Compression,
+    /// The front end's wire form (for gRPC: plain or zstd frames, negotiated in the hello).
+    pub(crate) encoding: E,
     pub(crate) cache: SnapshotCache,
-    pub(crate) hello: Frame,
+    /// The front end's first units (its hello), sent before anything else.
+    pub(crate) first: Vec<E::Unit>,
     /// Anti-entropy: the agent's bucket digests, when the stream starts by repairing its mirror
-    /// instead of sending a full snapshot.
+    /// instead of sending a full snapshot (for encodings with a bucket replacement).
     pub(crate) mirror: Option<Vec<meshsync_proto::BucketDigests>>,
     /// A resume's reservation of a private repair, taken before the hello (see `repairs.rs`).
     pub(crate) repair: Option<RepairSlot>,
     /// Where anti-entropy reserves its private repair.
     pub(crate) connections: Arc<Connections>,
     pub(crate) lag_limit: u64,
-    /// Becomes true when the server shuts down: the stream ends with `UNAVAILABLE`.
+    /// Becomes true when the server shuts down: the session ends with [`SessionItem::Shutdown`].
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
     /// Held for the stream's lifetime: the connection count drops when tonic drops the stream.
     pub(crate) _guard: ConnectionGuard,
     /// Likewise the agent's entry in the registry.
-    pub(crate) _registered: crate::agents::Registered,
+    pub(crate) _registered: crate::core::agents::Registered,
 }
 
 /// The stream between two polls. Where it is in the breadcrumb chain is not here but in the
 /// [`Position`] it shares with the watcher: snapshot pending (`Start`), following (`At`),
 /// catching up after a release (`Released`).
-enum State {
-    /// Sending: queued frames first, then the next step from the position.
-    Open(Box<Open>),
+enum State<E: Encoding> {
+    /// Sending: queued units first, then the next step from the position.
+    Open(Box<Open<E>>),
     /// The stream sent its last item (the shutdown status); the next poll ends it.
     Ended,
 }
 
 /// An open stream.
-struct Open {
+struct Open<E: Encoding> {
     follower: Follower,
-    /// Frames queued and not yet handed to tonic (their count is mirrored in `shared.pending`).
-    pending: VecDeque<Frame>,
+    /// Units queued and not yet handed to the front end (their count is mirrored in
+    /// `shared.pending`).
+    pending: VecDeque<E::Unit>,
     /// The last step waited at the head for the next breadcrumb.
     waited: bool,
     /// The reservation of the private repair queued in `pending`: given back once its last frame
-    /// is handed to tonic (a stalled stream keeps it until it ends).
+    /// is handed to the front end (a stalled stream keeps it until it ends).
     repair_queued: Option<RepairSlot>,
-    client: ClientStream,
+    client: Session<E>,
 }
 
 /// The next step, read from the shared position (copied out: the lock is not held across an
@@ -81,57 +97,41 @@ enum Step {
     CatchUp { seq: u64, snapshot: Snapshot },
 }
 
-impl ClientStream {
-    /// The frames of this client's stream, ending when the cache stops.
-    pub(crate) fn into_stream(self) -> impl Stream<Item = Result<Frame, tonic::Status>> + Send {
+impl<E: Encoding> Session<E> {
+    /// The session's items, ending when the cache stops.
+    pub(crate) fn into_stream(mut self) -> impl Stream<Item = SessionItem<E::Unit>> + Send {
+        let first = std::mem::take(&mut self.first);
+        self.shared.pending.store(first.len(), Ordering::Release);
         let open = Open {
             follower: self.cache.follower(),
-            pending: VecDeque::from([self.hello.clone()]),
+            pending: VecDeque::from(first),
             waited: false,
             repair_queued: None,
             client: self,
         };
-        open.client.shared.pending.store(1, Ordering::Release);
         futures::stream::unfold(State::Open(Box::new(open)), |state| async move {
             let State::Open(mut open) = state else {
                 return None;
             };
             loop {
                 if *open.client.shutdown.borrow() {
-                    let status = tonic::Status::unavailable("server is shutting down; reconnect");
-                    return Some((Err(status), State::Ended));
+                    return Some((SessionItem::Shutdown, State::Ended));
                 }
                 if open.client.shared.asked_to_leave() {
                     let shared = &open.client.shared;
                     info!(node = %shared.node, peer = %shared.peer, capable = shared.reconnect_capable,
                         "asking the agent to reconnect elsewhere; closing its stream");
                     let (reason, elsewhere) = shared.leave_reason();
-                    if shared.reconnect_capable {
-                        let frame = Frame::encode(&meshsync_proto::SyncEvent {
-                            event: Some(meshsync_proto::sync_event::Event::Reconnect(
-                                meshsync_proto::Reconnect { reason, elsewhere },
-                            )),
-                        });
-                        return Some((Ok(frame), State::Ended));
-                    }
-                    let status = tonic::Status::unavailable(format!(
-                        "{reason}; reconnect to another replica{}",
-                        if elsewhere.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (e.g. {elsewhere})")
-                        }
-                    ));
-                    return Some((Err(status), State::Ended));
+                    return Some((SessionItem::Leave { reason, elsewhere }, State::Ended));
                 }
-                if let Some(frame) = open.pending.pop_front() {
+                if let Some(unit) = open.pending.pop_front() {
                     if open.pending.is_empty() {
                         open.repair_queued = None;
                     }
                     let shared = &open.client.shared;
                     shared.pending.store(open.pending.len(), Ordering::Release);
                     shared.progress.fetch_add(1, Ordering::AcqRel);
-                    return Some((Ok(frame), State::Open(open)));
+                    return Some((SessionItem::Send(unit), State::Open(open)));
                 }
                 let mut shutdown = open.client.shutdown.clone();
                 let shared = open.client.shared.clone();
@@ -153,8 +153,8 @@ impl ClientStream {
     }
 }
 
-impl Open {
-    /// Queues the next frames. Returns false when there will be no more.
+impl<E: Encoding> Open<E> {
+    /// Queues the next units. Returns false when there will be no more.
     async fn advance(&mut self) -> bool {
         let step = match &*self.client.shared.position() {
             Position::Start => Step::Snapshot,
@@ -188,11 +188,12 @@ impl Open {
     async fn send_snapshot(&mut self) {
         let (sub, shared) = (self.client.sub, &self.client.shared);
         let snap = self.client.cache.snapshot(sub).await;
-        let frames = snap.frames_for(self.client.compression).await;
+        let units = snap.encoded(&self.client.encoding).await;
         debug!(node = %shared.node, subscription = %sub, seq = snap.crumb.seq,
-            frames = frames.len(), "sending snapshot to new client");
-        self.pending.extend(frames.iter().cloned());
-        self.pending.push_back(snap.crumb.status_frame(sub));
+            units = units.len(), "sending snapshot to new client");
+        self.pending.extend(units.iter().cloned());
+        self.pending
+            .push_back(snap.crumb.encoded_status(&self.client.encoding, sub));
         *shared.position() = Position::At(snap.crumb);
         shared.snapshot_sent();
     }
@@ -225,14 +226,24 @@ impl Open {
             slot = reserved.ok();
             slot.is_some()
         };
-        let frames = match self.client.cache.anti_entropy(&head, sub, &mirror, reserve) {
-            (Repair::Buckets(frames), stats) => {
+        let encoding = &self.client.encoding;
+        let repair = self
+            .client
+            .cache
+            .anti_entropy(encoding, &head, sub, &mirror, reserve);
+        let units = match repair {
+            None => {
+                // The encoding has no bucket replacement: the full snapshot repairs as well.
+                self.send_snapshot().await;
+                return true;
+            }
+            Some((Repair::Buckets(units), stats)) => {
                 info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
                     replaced = stats.replaced, sent = stats.sent,
                     "anti-entropy: sending the agent's differing buckets only");
-                frames
+                units
             }
-            (Repair::Everything(replace), stats) => {
+            Some((Repair::Everything(replace), stats)) => {
                 info!(node = %shared.node, seq = head.seq, buckets = stats.buckets,
                     replaced = stats.replaced, differing_entries = stats.sent,
                     "anti-entropy: too much differs, or the private repair budget is taken; replacing every bucket with the shared snapshot");
@@ -241,16 +252,16 @@ impl Open {
                 return true;
             }
         };
+        self.pending.extend(units);
         self.pending
-            .extend(encode_for(frames, self.client.compression));
-        self.pending.push_back(head.status_frame(sub));
+            .push_back(head.encoded_status(&self.client.encoding, sub));
         self.repair_queued = slot;
         *shared.position() = Position::At(head);
         shared.snapshot_sent();
         true
     }
 
-    /// Queues the frames of the breadcrumb after `crumb`, or one coalesced difference to the head
+    /// Queues the units of the breadcrumb after `crumb`, or one coalesced difference to the head
     /// when the stream is more than `lag_limit` behind. At the head, waits for the next breadcrumb
     /// holding no reference to `crumb` (see [`Follower::wait_past`]): the position is read again
     /// afterwards, since the watcher may have released it meanwhile. False once the cache stopped.
@@ -280,13 +291,11 @@ impl Open {
             self.send_difference(&crumb.snapshot, head);
             return true;
         }
-        self.pending.extend(
-            next.frames_for(sub, self.client.compression)
-                .iter()
-                .cloned(),
-        );
+        let encoding = &self.client.encoding;
+        self.pending
+            .extend(next.encoded(encoding, sub).iter().cloned());
         if next.status_changed {
-            self.pending.push_back(next.status_frame(sub));
+            self.pending.push_back(next.encoded_status(encoding, sub));
         }
         *shared.position() = Position::At(next);
         true
@@ -295,12 +304,10 @@ impl Open {
     /// Queues the latest value of every key that differs between `from` and `head`, then the
     /// head's status, and moves the position to the head.
     fn send_difference(&mut self, from: &Snapshot, head: Arc<Breadcrumb>) {
-        let sub = self.client.sub;
-        self.pending.extend(encode_for(
-            diff_frames(from, &head.snapshot, sub),
-            self.client.compression,
-        ));
-        self.pending.push_back(head.status_frame(sub));
+        let (sub, encoding) = (self.client.sub, &self.client.encoding);
+        self.pending
+            .extend(diff_units(encoding, from, &head.snapshot, sub));
+        self.pending.push_back(head.encoded_status(encoding, sub));
         *self.client.shared.position() = Position::At(head);
     }
 }

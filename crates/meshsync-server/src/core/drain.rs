@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::connections::Connections;
-use crate::streams::Streams;
+use crate::core::connections::Connections;
+use crate::core::streams::Streams;
 
 /// The slowest pace of a drain: one stream per second (Typha's `ShutdownMaxDropInterval`).
 pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(1);

@@ -25,7 +25,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tracing::info;
 
-use crate::incoming::{ConnState, RateLimit};
+use crate::core::accept::{ConnState, RateLimit};
 
 /// Largest accepted request message (Typha caps inbound messages at 1 MiB too).
 pub(crate) const MAX_REQUEST_BYTES: usize = 1 << 20;

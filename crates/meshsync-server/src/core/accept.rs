@@ -1,17 +1,19 @@
-//! Accepting gRPC sockets: a cap on open sockets, backoff when the process is out of file
-//! descriptors, and a per-connection IO wrapper that closes connections which do not complete a
-//! request within the handshake timeout, or that the server decided to drop (a stalled reader).
+//! Accepting agents' sockets, for every front end: a cap on open sockets, backoff when the
+//! process is out of file descriptors, and a per-connection IO wrapper that closes connections
+//! which do not complete a request within the handshake timeout, or that the server decided to
+//! drop (a stalled reader).
 //!
 //! tonic's own accept loop retries a failing `accept` immediately and logs at `trace`: at the
 //! open-file limit that is a busy loop on one core. Here every accept error is handled in the
-//! stream itself, which never yields an error to tonic.
+//! stream itself, which never yields an error to the front end.
 //!
 //! With TLS ([`crate::tls`]) each accepted socket's handshake runs in its own task, within the
 //! handshake timeout and holding its slot of the socket cap, so a slow or hostile handshake never
-//! delays the next accept; only completed handshakes reach tonic. A failed handshake (a plaintext
-//! client, a wrong CA, an identity not allowed) is one rate-limited log line with its reason. On a
-//! plaintext port, a client whose first byte opens a TLS record is told apart from garbage the
-//! same way.
+//! delays the next accept; only completed handshakes reach the front end. A failed handshake (a
+//! plaintext client, a wrong CA, an identity not allowed) is one rate-limited log line with its
+//! reason. On a plaintext port whose protocol has a fixed [`Preface`], the first byte that differs
+//! from it closes the connection, and a client whose first byte opens a TLS record is told apart
+//! from garbage the same way.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,10 +29,9 @@ use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
-use tonic::transport::server::Connected;
 use tracing::{info, warn};
 
-use crate::connections::Connections;
+use crate::core::connections::Connections;
 
 /// Lines about events that can repeat at the peer's rate (refused sockets, handshake timeouts)
 /// are logged at most this often, with a count of what was not logged.
@@ -74,7 +75,7 @@ pub(crate) struct ConnState {
     handshake_done: AtomicBool,
     killed: AtomicBool,
     waker: AtomicWaker,
-    /// Bytes of request bodies read and not yet done with ([`crate::request_body`]).
+    /// Bytes of request bodies read and not yet done with ([`crate::grpc::request_body`]).
     pub(crate) request_bytes: AtomicUsize,
 }
 
@@ -96,9 +97,17 @@ impl ConnState {
     }
 }
 
-/// The request extension tonic attaches for connections we accepted.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnInfo(pub(crate) Arc<ConnState>);
+/// What a front end's clients send first on a plaintext port, so that anything else is refused
+/// at its first wrong byte with one log line per cause.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Preface {
+    pub(crate) bytes: &'static [u8],
+    /// The protocol, for the log line ("does not speak gRPC (HTTP/2)").
+    pub(crate) protocol: &'static str,
+    /// Why a client sent `bytes` at `offset` of the preface instead (a TLS client, HTTP/1.x,
+    /// garbage): one of a few fixed causes, each rate-limited on its own.
+    pub(crate) refusal: fn(offset: usize, bytes: &[u8]) -> &'static str,
+}
 
 /// Holds one slot of the socket cap while the socket is open.
 #[derive(Debug)]
@@ -114,10 +123,11 @@ impl Drop for SocketPermit {
 pub(crate) enum Transport {
     Plain {
         socket: TcpStream,
-        /// How many bytes of the HTTP/2 client preface the peer has sent correctly so far; the
-        /// first byte that differs (TLS, HTTP/1.x, garbage) closes the connection with one log
-        /// line per cause.
+        /// How many bytes of the front end's [`Preface`] the peer has sent correctly so far;
+        /// the first byte that differs (TLS, HTTP/1.x, garbage) closes the connection with one
+        /// log line per cause.
         sniffed: usize,
+        preface: Option<Preface>,
     },
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
@@ -125,19 +135,11 @@ pub(crate) enum Transport {
 /// An accepted gRPC socket. See the module documentation.
 pub(crate) struct GuardedIo {
     inner: Transport,
-    state: Arc<ConnState>,
+    pub(crate) state: Arc<ConnState>,
     /// Armed until the connection completes a request.
     handshake: Option<Pin<Box<Sleep>>>,
     counters: Arc<Connections>,
     _permit: SocketPermit,
-}
-
-impl Connected for GuardedIo {
-    type ConnectInfo = ConnInfo;
-
-    fn connect_info(&self) -> ConnInfo {
-        ConnInfo(self.state.clone())
-    }
 }
 
 impl GuardedIo {
@@ -184,18 +186,25 @@ impl AsyncRead for GuardedIo {
         let this = &mut *self;
         match &mut this.inner {
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-            Transport::Plain { socket, sniffed } => {
+            Transport::Plain {
+                socket,
+                sniffed,
+                preface,
+            } => {
                 let before = buf.filled().len();
                 let result = Pin::new(socket).poll_read(cx, buf);
-                if *sniffed < H2_PREFACE.len() && buf.filled().len() > before {
+                let Some(preface) = preface else {
+                    return result;
+                };
+                if *sniffed < preface.bytes.len() && buf.filled().len() > before {
                     let new = &buf.filled()[before..];
-                    let expected = &H2_PREFACE[*sniffed..];
+                    let expected = &preface.bytes[*sniffed..];
                     let n = new.len().min(expected.len());
                     if new[..n] == expected[..n] {
                         *sniffed += n;
                     } else {
-                        let cause = not_http2(*sniffed, new);
-                        *sniffed = H2_PREFACE.len();
+                        let cause = (preface.refusal)(*sniffed, new);
+                        *sniffed = preface.bytes.len();
                         this.counters
                             .refused_protocol
                             .fetch_add(1, Ordering::Relaxed);
@@ -203,7 +212,7 @@ impl AsyncRead for GuardedIo {
                             this.counters.tls_log[crate::tls::refusal_kind(cause)].hit()
                         {
                             warn!(peer = %this.state.peer, cause, also_refused_since_last_line = more,
-                                "refusing a connection that does not speak gRPC (HTTP/2)");
+                                "refusing a connection that does not speak {}", preface.protocol);
                         }
                         this.state.killed.store(true, Ordering::Release);
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, cause)));
@@ -213,33 +222,6 @@ impl AsyncRead for GuardedIo {
             }
         }
     }
-}
-
-/// What every HTTP/2 client sends first.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Why bytes that are not the HTTP/2 preface were sent (for the one log line per cause).
-fn not_http2(offset: usize, bytes: &[u8]) -> &'static str {
-    if offset == 0 && bytes.starts_with(&[0x16, 0x03]) {
-        return "a TLS client on the plaintext gRPC port (serve has no --tls-cert-file)";
-    }
-    if offset == 0
-        && [
-            &b"GET "[..],
-            b"POST ",
-            b"PUT ",
-            b"HEAD ",
-            b"DELETE ",
-            b"OPTIONS ",
-            b"PATCH ",
-            b"CONNECT ",
-        ]
-        .iter()
-        .any(|m| bytes.starts_with(m))
-    {
-        return "an HTTP/1.x request on the gRPC port";
-    }
-    "bytes that are not an HTTP/2 client preface (garbage)"
 }
 
 impl Transport {
@@ -294,6 +276,10 @@ impl AsyncWrite for GuardedIo {
 /// Settings of the accept loop.
 #[derive(Clone, Debug)]
 pub(crate) struct AcceptConfig {
+    /// The front end's name in log lines ("grpc", "typha").
+    pub(crate) listener: &'static str,
+    /// What its clients send first, when the protocol has a fixed preface.
+    pub(crate) preface: Option<Preface>,
     pub(crate) max_sockets: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) tcp_keepalive: Duration,
@@ -429,8 +415,8 @@ pub(crate) async fn accept_with_backoff(
     }
 }
 
-/// The gRPC listener as tonic's incoming stream: capped, backed off, wrapped, and with `tls` each
-/// connection's handshake done in its own task. Never yields an error.
+/// A front end's listener as a stream of accepted connections: capped, backed off, wrapped, and
+/// with `tls` each connection's handshake done in its own task. Never yields an error.
 pub(crate) fn incoming(
     listener: TcpListener,
     config: AcceptConfig,
@@ -442,7 +428,7 @@ pub(crate) fn incoming(
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
-                accepted = accept_with_backoff(&listener, "grpc") => Some(accepted),
+                accepted = accept_with_backoff(&listener, config.listener) => Some(accepted),
                 _ = tx.closed() => return,
                 stop = stop_accepting.wait_for(|stop| *stop) => {
                     drop(stop);
@@ -454,7 +440,10 @@ pub(crate) fn incoming(
                 // another replica), but keep the stream open: tonic keeps serving what is
                 // connected until the drain is over.
                 drop(listener);
-                info!("no longer accepting gRPC connections");
+                info!(
+                    listener = config.listener,
+                    "no longer accepting connections"
+                );
                 tx.closed().await;
                 return;
             };
@@ -496,7 +485,11 @@ pub(crate) fn incoming(
             };
             match &tls {
                 None => {
-                    let io = guarded(Transport::Plain { socket, sniffed: 0 });
+                    let io = guarded(Transport::Plain {
+                        socket,
+                        sniffed: 0,
+                        preface: config.preface,
+                    });
                     counters.track(&io.state);
                     if tx.send(Ok(io)).await.is_err() {
                         return;

@@ -1,7 +1,8 @@
 //! `meshsync-bench`: runs whole scenarios side by side — meshsync, Calico's Typha, `etcd
-//! grpc-proxy`, direct etcd watches and a bare TCP floor — as real processes on loopback, in one invocation, with the same
-//! data, agents and writes, and reports time-to-in-sync, write→agent latency, server CPU per
-//! delivered update and server memory per agent — the figures BENCHMARKS.md reports.
+//! grpc-proxy`, direct etcd watches and a bare TCP floor, or two builds of meshsync
+//! (`meshsync-baseline`) — as real processes on loopback, in one invocation, with the same data,
+//! agents and writes, and reports time-to-in-sync, write→agent latency, server CPU per delivered
+//! update and server memory per agent — the figures BENCHMARKS.md reports.
 
 mod agents;
 mod charts;

@@ -15,6 +15,10 @@ pub enum System {
     /// meshsync with agents that never resume (no token, no digests): every reconnect is a full
     /// snapshot, as with Typha — the `storm` scenario's baseline.
     MeshsyncFull,
+    /// Exactly `meshsync` (same server flags, agents and workload) but with the server binary
+    /// given by `--baseline-bin`: an older build, so a change can be compared with the build
+    /// before it in one interleaved run.
+    MeshsyncBaseline,
     /// etcd ← Calico's `calico-typha` (etcdv3 datastore) ← N clients of Typha's own `syncclient`
     /// (the Go program `typha-bench-agents`, built by `scripts/peers.sh`).
     Typha,
@@ -36,7 +40,10 @@ impl System {
     pub fn is_meshsync(self) -> bool {
         matches!(
             self,
-            System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull
+            System::Meshsync
+                | System::MeshsyncZstd
+                | System::MeshsyncFull
+                | System::MeshsyncBaseline
         )
     }
 
@@ -45,6 +52,7 @@ impl System {
             System::Meshsync => "meshsync",
             System::MeshsyncZstd => "meshsync-zstd",
             System::MeshsyncFull => "meshsync-full",
+            System::MeshsyncBaseline => "meshsync-baseline",
             System::Typha => "typha",
             System::GrpcProxy => "grpc-proxy",
             System::Etcd => "etcd",

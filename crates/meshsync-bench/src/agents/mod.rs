@@ -165,10 +165,7 @@ async fn run_inner(args: AgentsArgs) -> anyhow::Result<()> {
 
 /// Only the raw meshsync clients can stall (they own their stream's read loop).
 fn stalls_supported(args: &AgentsArgs) -> bool {
-    matches!(
-        args.system,
-        System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull
-    ) && args.meshsync_client == MeshsyncClient::Raw
+    args.system.is_meshsync() && args.meshsync_client == MeshsyncClient::Raw
 }
 
 /// The floor takes `host:port`; every other system a URL. Typha's clients are not here.
@@ -207,12 +204,18 @@ fn spawn_clients(args: Arc<AgentsArgs>, shared: &Arc<Recorder>) {
                 None => None,
             };
             match args.system {
-                System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull
+                System::Meshsync
+                | System::MeshsyncZstd
+                | System::MeshsyncFull
+                | System::MeshsyncBaseline
                     if args.meshsync_client == MeshsyncClient::Raw =>
                 {
                     events::event_client(id, &args, &shared, slot).await
                 }
-                System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull => {
+                System::Meshsync
+                | System::MeshsyncZstd
+                | System::MeshsyncFull
+                | System::MeshsyncBaseline => {
                     meshsync::meshsync_client(id, &args, &shared, slot).await
                 }
                 System::Etcd | System::GrpcProxy => {

@@ -63,7 +63,8 @@ pub struct RunArgs {
     /// `churn` duration, seconds.
     #[arg(long, default_value_t = 15.0)]
     duration: f64,
-    /// Systems to run, in order.
+    /// Systems to run, in order. `meshsync-baseline` (not in the default) is `meshsync` run with
+    /// the `--baseline-bin` build, to compare two builds of meshsync in one interleaved run.
     #[arg(
         long,
         value_enum,
@@ -101,6 +102,10 @@ pub struct RunArgs {
     /// The meshsync binary (default: next to this one; built with cargo when missing).
     #[arg(long)]
     meshsync_bin: Option<PathBuf>,
+    /// The baseline build of meshsync the `meshsync-baseline` system runs (required with it),
+    /// e.g. a release build of the commit before a change.
+    #[arg(long, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
     /// The etcd binary.
     #[arg(long, default_value = "etcd")]
     etcd_bin: String,
@@ -205,6 +210,27 @@ fn check_args(args: &mut RunArgs) -> anyhow::Result<()> {
     if args.scenario == Scenario::Storm {
         check_storm_args(args)?;
     }
+    check_baseline_args(args)
+}
+
+/// `meshsync-baseline` needs `--baseline-bin`, an existing file; without that system the flag is
+/// unused, which is said rather than ignored silently.
+fn check_baseline_args(args: &RunArgs) -> anyhow::Result<()> {
+    let selected = args.systems.contains(&System::MeshsyncBaseline);
+    match &args.baseline_bin {
+        None => anyhow::ensure!(
+            !selected,
+            "the meshsync-baseline system needs --baseline-bin PATH (the baseline meshsync binary)"
+        ),
+        Some(path) if selected => anyhow::ensure!(
+            path.is_file(),
+            "--baseline-bin {}: no such file",
+            path.display()
+        ),
+        Some(_) => {
+            eprintln!("note: --baseline-bin is unused: meshsync-baseline is not in --systems")
+        }
+    }
     Ok(())
 }
 
@@ -220,7 +246,7 @@ async fn find_bins(args: &RunArgs) -> anyhow::Result<Bins> {
     } else {
         Err("no system needs them".into())
     };
-    Ok(Bins::new(meshsync_bin, peers))
+    Ok(Bins::new(meshsync_bin, peers).with_baseline(args.baseline_bin.clone()))
 }
 
 /// `<out>/<start time>-<scenario>`, e.g. `20261204-212909-churn`.
@@ -290,19 +316,21 @@ fn check_stalled_args(args: &mut RunArgs) -> anyhow::Result<()> {
         args.meshsync_client == crate::agents::MeshsyncClient::Raw,
         "`stalled` needs --meshsync-client raw (the clients that can stop reading)"
     );
-    let (kept, other): (Vec<System>, Vec<System>) = args
-        .systems
-        .iter()
-        .partition(|s| matches!(s, System::Meshsync | System::MeshsyncZstd));
+    let (kept, other): (Vec<System>, Vec<System>) = args.systems.iter().partition(|s| {
+        matches!(
+            s,
+            System::Meshsync | System::MeshsyncZstd | System::MeshsyncBaseline
+        )
+    });
     if !other.is_empty() {
         eprintln!(
-            "note: `stalled` runs meshsync and meshsync-zstd only (their clients stall by not polling their stream); leaving out {:?}",
+            "note: `stalled` runs meshsync, meshsync-zstd and meshsync-baseline only (their clients stall by not polling their stream); leaving out {:?}",
             other.iter().map(|s| s.name()).collect::<Vec<_>>()
         );
     }
     anyhow::ensure!(
         !kept.is_empty(),
-        "`stalled` needs meshsync or meshsync-zstd in --systems"
+        "`stalled` needs meshsync, meshsync-zstd or meshsync-baseline in --systems"
     );
     args.systems = kept;
     Ok(())
@@ -317,7 +345,7 @@ fn check_storm_args(args: &mut RunArgs) -> anyhow::Result<()> {
         .partition(|s| s.is_meshsync() || **s == System::GrpcProxy);
     if !other.is_empty() {
         eprintln!(
-            "note: `storm` runs meshsync, meshsync-zstd, meshsync-full and grpc-proxy; leaving out {:?} (Typha's Go clients cannot report the catch-up marker; Typha resends its whole snapshot on every reconnect)",
+            "note: `storm` runs meshsync, meshsync-zstd, meshsync-full, meshsync-baseline and grpc-proxy; leaving out {:?} (Typha's Go clients cannot report the catch-up marker; Typha resends its whole snapshot on every reconnect)",
             other.iter().map(|s| s.name()).collect::<Vec<_>>()
         );
     }
@@ -495,6 +523,86 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.run,
+            Err(e) => panic!("{args:?} did not parse: {e}"),
+        }
+    }
+
+    /// `meshsync-baseline` is a system of its own in `--systems`, kept by `stalled` and `storm`
+    /// like meshsync; it needs `--baseline-bin` naming a file (a clear error otherwise), and its
+    /// server runs that binary while `meshsync`'s runs the current one.
+    #[test]
+    fn meshsync_baseline_needs_baseline_bin() {
+        let bin = tempfile::NamedTempFile::new().expect("a temporary file");
+        let bin_path = bin.path().to_str().expect("a UTF-8 temporary path");
+
+        let mut args = parse(&["churn", "--systems", "meshsync,meshsync-baseline"]);
+        assert_eq!(args.systems, [System::Meshsync, System::MeshsyncBaseline]);
+        let e = check_args(&mut args)
+            .expect_err("no --baseline-bin")
+            .to_string();
+        assert!(
+            e.contains("meshsync-baseline") && e.contains("--baseline-bin PATH"),
+            "{e}"
+        );
+
+        let mut args = parse(&[
+            "churn",
+            "--systems",
+            "meshsync-baseline",
+            "--baseline-bin",
+            "/nonexistent/meshsync-old",
+        ]);
+        let e = check_args(&mut args)
+            .expect_err("a missing file")
+            .to_string();
+        assert!(e.contains("/nonexistent/meshsync-old: no such file"), "{e}");
+
+        // Given, but not selected: a note, not an error.
+        let mut args = parse(&["churn", "--systems", "meshsync", "--baseline-bin", bin_path]);
+        check_args(&mut args).expect("an unused --baseline-bin is accepted");
+
+        for scenario in ["churn", "stalled", "storm"] {
+            let mut args = parse(&[
+                scenario,
+                "--systems",
+                "meshsync,meshsync-baseline,etcd",
+                "--baseline-bin",
+                bin_path,
+            ]);
+            check_args(&mut args).expect("valid arguments");
+            assert!(
+                args.systems
+                    .starts_with(&[System::Meshsync, System::MeshsyncBaseline]),
+                "{scenario}: {:?}",
+                args.systems
+            );
+        }
+
+        let current = PathBuf::from("/build/meshsync");
+        let bins = Bins::new(current.clone(), Err("unused".into()));
+        let e = bins
+            .meshsync(System::MeshsyncBaseline)
+            .expect_err("no baseline binary")
+            .to_string();
+        assert!(e.contains("--baseline-bin"), "{e}");
+        let bins = bins.with_baseline(Some(bin.path().to_path_buf()));
+        assert_eq!(
+            bins.meshsync(System::Meshsync).ok(),
+            Some(current.as_path())
+        );
+        assert_eq!(
+            bins.meshsync(System::MeshsyncBaseline).ok(),
+            Some(bin.path())
+        );
+        assert!(System::MeshsyncBaseline.is_meshsync() && !System::MeshsyncBaseline.zstd());
+        assert_eq!(System::MeshsyncBaseline.name(), "meshsync-baseline");
     }
 
     /// The whole `typha` system on real processes: etcd, Calico's `calico-typha` on it, and the Go

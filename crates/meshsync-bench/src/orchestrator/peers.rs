@@ -1,7 +1,8 @@
-//! The binaries each system runs: meshsync's, and the peers built from Go modules by
-//! `scripts/peers.sh` (`calico-typha` and the Typha clients `typha-bench-agents`). The peers are
-//! looked up once per run, and only when a system needs them; when they are missing, that system
-//! fails with the reason and the others run.
+//! The binaries each system runs: meshsync's (and, for `meshsync-baseline`, the baseline build
+//! given by `--baseline-bin`), and the peers built from Go modules by `scripts/peers.sh`
+//! (`calico-typha` and the Typha clients `typha-bench-agents`). The peers are looked up once per
+//! run, and only when a system needs them; when they are missing, that system fails with the
+//! reason and the others run.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,17 +10,41 @@ use std::process::Stdio;
 use anyhow::Context;
 
 use super::RunArgs;
+use crate::model::System;
 
 /// Where the binaries are.
 pub(super) struct Bins {
-    pub(super) meshsync: PathBuf,
+    meshsync: PathBuf,
+    /// `--baseline-bin`: the server of the `meshsync-baseline` system.
+    meshsync_baseline: Option<PathBuf>,
     /// The peers' `bin` folder, or why there is none.
     peers: Result<PathBuf, String>,
 }
 
 impl Bins {
     pub(super) fn new(meshsync: PathBuf, peers: Result<PathBuf, String>) -> Self {
-        Bins { meshsync, peers }
+        Bins {
+            meshsync,
+            meshsync_baseline: None,
+            peers,
+        }
+    }
+
+    /// The same, with the baseline build of meshsync (`--baseline-bin`).
+    pub(super) fn with_baseline(mut self, baseline: Option<PathBuf>) -> Self {
+        self.meshsync_baseline = baseline;
+        self
+    }
+
+    /// The `meshsync` binary a meshsync system's server runs: the baseline build for
+    /// `meshsync-baseline`, the current one for the others.
+    pub(super) fn meshsync(&self, system: System) -> anyhow::Result<&Path> {
+        if system != System::MeshsyncBaseline {
+            return Ok(&self.meshsync);
+        }
+        self.meshsync_baseline.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("the meshsync-baseline system needs --baseline-bin PATH")
+        })
     }
 
     /// The peer binary `name`, or why it cannot be run.

@@ -1,7 +1,7 @@
 //! The server side of each system, started on a free loopback port next to its etcd: meshsync
-//! (`meshsync serve` on etcd, waited for until in sync), Calico's `calico-typha` (on etcd, waited
-//! for until its caches are in sync), `etcd grpc-proxy`, the floor, or nothing (the agents watch
-//! etcd itself).
+//! (`meshsync serve` on etcd, waited for until in sync; for `meshsync-baseline` the same command
+//! of the `--baseline-bin` build), Calico's `calico-typha` (on etcd, waited for until its caches
+//! are in sync), `etcd grpc-proxy`, the floor, or nothing (the agents watch etcd itself).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,8 +42,11 @@ pub(super) async fn start_server_at(
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     match system {
         System::Etcd => Ok((None, etcd.url())),
-        System::Meshsync | System::MeshsyncZstd | System::MeshsyncFull => {
-            let mut cmd = Command::new(&bins.meshsync);
+        System::Meshsync
+        | System::MeshsyncZstd
+        | System::MeshsyncFull
+        | System::MeshsyncBaseline => {
+            let mut cmd = Command::new(bins.meshsync(system)?);
             cmd.arg("serve")
                 .arg("--datastore")
                 .arg(format!("etcd://127.0.0.1:{}", etcd.port))
@@ -58,7 +61,9 @@ pub(super) async fn start_server_at(
                 cmd.arg("--write-timeout").arg(timeout.to_string());
             }
             cmd.stdin(Stdio::null()).stdout(Stdio::null());
-            let proc = Proc::spawn("meshsync", cmd, &logs.join(format!("meshsync{tag}.log")))?;
+            // The log is named for the system: the meshsync systems of a round share `logs`.
+            let log = logs.join(format!("{}{tag}.log", system.name()));
+            let proc = Proc::spawn("meshsync", cmd, &log)?;
             let url = format!("http://{addr}");
             wait_meshsync_in_sync(&url, args.keys).await?;
             Ok((Some(proc), url))

@@ -2,8 +2,10 @@
 
 //!
 //! [`tables`] writes one table per scenario, [`targets`] the comparison with the goals,
-//! [`format`] the numbers; the charts come from [`crate::charts`].
+//! [`baseline`] the comparison of meshsync with its baseline build, [`format`] the numbers; the
+//! charts come from [`crate::charts`].
 
+mod baseline;
 pub(crate) mod format;
 mod stalled;
 mod stats;
@@ -21,6 +23,7 @@ use clap::Args;
 
 use crate::charts;
 use crate::model::RunResult;
+use baseline::baseline_table;
 use stalled::stalled_tables;
 use storm::storm_tables;
 use summary::summary_table;
@@ -101,6 +104,7 @@ pub fn markdown(run: &RunResult) -> String {
     let rounds = run.rounds();
     if rounds > 1 {
         summary_table(&mut md, run);
+        baseline_table(&mut md, run);
         targets_table(&mut md, run);
         stalled_tables(&mut md, run);
         storm_tables(&mut md, run);
@@ -117,6 +121,7 @@ pub fn markdown(run: &RunResult) -> String {
         snapshot_table(&mut md, run);
         churn_table(&mut md, run);
         saturate_tables(&mut md, run);
+        baseline_table(&mut md, run);
         targets_table(&mut md, run);
         stalled_tables(&mut md, run);
         storm_tables(&mut md, run);

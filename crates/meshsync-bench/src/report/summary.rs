@@ -10,13 +10,14 @@ use super::targets::capacity_step;
 use crate::model::{RunResult, SystemResult};
 
 /// One row: its label, the figure of one round's result, and how to print it.
-struct Figure {
-    label: String,
-    value: fn(&SystemResult) -> Option<f64>,
-    fmt: fn(f64) -> String,
+pub(super) struct Figure {
+    pub(super) label: String,
+    pub(super) value: fn(&SystemResult) -> Option<f64>,
+    pub(super) fmt: fn(f64) -> String,
 }
 
-fn figures(run: &RunResult) -> Vec<Figure> {
+/// The headline figures, also those [`super::baseline`] compares between two meshsync builds.
+pub(super) fn figures(run: &RunResult) -> Vec<Figure> {
     let rate = num(run.rate, 0);
     let ms1 = |v: f64| num(v, 1);
     vec![

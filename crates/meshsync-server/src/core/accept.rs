@@ -75,7 +75,7 @@ pub(crate) struct ConnState {
     handshake_done: AtomicBool,
     killed: AtomicBool,
     waker: AtomicWaker,
-    /// Bytes of request bodies read and not yet done with ([`crate::grpc::request_body`]).
+    /// Bytes of request bodies read and not yet done with (a front end's request bodies, e.g. gRPC's).
     pub(crate) request_bytes: AtomicUsize,
 }
 

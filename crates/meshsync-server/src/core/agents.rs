@@ -25,7 +25,7 @@ use meshsync_proto::{self as pb, LogSafe};
 use prost::Message;
 
 use crate::core::accept::ConnState;
-use crate::grpc::service::{MAX_CLUSTER_NAME_BYTES, MAX_REQUIRED_CLUSTERS};
+use crate::core::{MAX_CLUSTER_NAME_BYTES, MAX_REQUIRED_CLUSTERS};
 
 /// A report older than this makes an `OK` agent `STALE` (agents report every 30 s by default).
 pub const REPORT_STALE_AFTER: Duration = Duration::from_secs(90);

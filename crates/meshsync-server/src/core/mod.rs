@@ -35,6 +35,11 @@ use tokio::sync::watch;
 pub(crate) use admission::{Applicant, SyncPath};
 pub(crate) use session::SessionItem;
 
+/// Most clusters an agent may name (`required_clusters`, a report's clusters), and the longest
+/// name (a Kubernetes object name).
+pub const MAX_REQUIRED_CLUSTERS: usize = 256;
+pub const MAX_CLUSTER_NAME_BYTES: usize = 253;
+
 /// What every front end shares. See the module documentation.
 pub(crate) struct ServerCore {
     pub(crate) cache: SnapshotCache,

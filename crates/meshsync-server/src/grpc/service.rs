@@ -31,9 +31,7 @@ pub const MAX_NODE_NAME_BYTES: usize = 253;
 pub const MAX_CLIENT_VERSION_BYTES: usize = 128;
 /// Longest accepted `subscription` (the known types are far shorter).
 pub const MAX_SUBSCRIPTION_BYTES: usize = 64;
-/// Most `required_clusters` entries, and the longest one (a Kubernetes object name).
-pub const MAX_REQUIRED_CLUSTERS: usize = 256;
-pub const MAX_CLUSTER_NAME_BYTES: usize = 253;
+pub use crate::core::{MAX_CLUSTER_NAME_BYTES, MAX_REQUIRED_CLUSTERS};
 /// The capability of agents that understand `Reconnect` (meshsync-agent's).
 pub const CAPABILITY_RECONNECT: &str = "reconnect";
 

@@ -132,20 +132,21 @@ impl EncodingSlot {
 
 type Cell = OnceLock<Box<dyn Any + Send + Sync>>;
 
-/// The memo of one value (a breadcrumb, a shared snapshot): per encoding and per `width` (the
-/// subscriptions, or one), allocated when the first stream asks, so breadcrumbs nobody encodes
-/// (every follower skipped them) cost one pointer.
+/// The memo of one value (a breadcrumb, a shared snapshot): per encoding, `width` cells (one per
+/// subscription and kind of unit, or one), allocated when the first stream of that encoding asks,
+/// so a breadcrumb costs one empty slot per encoding nobody uses, and nothing more when every
+/// follower skipped it.
 #[derive(Default)]
 pub(crate) struct Memo {
-    cells: OnceLock<Box<[Cell]>>,
+    encodings: [OnceLock<Box<[Cell]>>; MAX_ENCODINGS],
 }
 
 impl Memo {
     fn cell(&self, slot: EncodingSlot, column: usize, width: usize) -> Option<&Cell> {
-        let index = slot.index()? * width + column;
-        self.cells
-            .get_or_init(|| (0..MAX_ENCODINGS * width).map(|_| Cell::new()).collect())
-            .get(index)
+        self.encodings
+            .get(slot.index()?)?
+            .get_or_init(|| (0..width).map(|_| Cell::new()).collect())
+            .get(column)
     }
 
     /// The memoized value of type `T` in (`slot`, `column`), made by `make` if there is none.

@@ -6,7 +6,7 @@
 #   calico-typha         peers/calico       (./cmd/calico-typha: Calico's typha/pkg/daemon, as
 #                                           typha/cmd/calico-typha runs it, + a Go 1.26 JSON fix)
 #   typha-client         peers/calico       (github.com/projectcalico/calico/typha/cmd/typha-client)
-#   typha-bench-agents   peers/calico       (./cmd/typha-bench-agents, when that folder exists)
+#   every other main     peers/calico/cmd/* (test and benchmark clients: typha-bench-agents, …)
 #
 # into ${MESHSYNC_PEERS_DIR:-$HOME/.cache/meshsync/peers}/<pin>/bin, where <pin> is a hash of the
 # pins (both modules' go.mod, without comments, and go.sum; the Go version; the build recipe). A binary is rebuilt
@@ -129,8 +129,11 @@ LOCAL_STAMP="$(
 # (peers/calico/internal/jsonfix says why); ./cmd/calico-typha is that main plus the fix.
 build calico-typha "$PEERS/calico" ./cmd/calico-typha "$LOCAL_STAMP" "$CALICO_LDFLAGS"
 build typha-client "$PEERS/calico" github.com/projectcalico/calico/typha/cmd/typha-client "$PIN" "$CALICO_LDFLAGS"
-if [ -d "$PEERS/calico/cmd/typha-bench-agents" ]; then
-  build typha-bench-agents "$PEERS/calico" ./cmd/typha-bench-agents "$LOCAL_STAMP" "$CALICO_LDFLAGS"
-fi
+# Every other main under peers/calico/cmd/ (test and benchmark clients on Calico's own packages).
+for dir in "$PEERS"/calico/cmd/*/; do
+  name="$(basename "$dir")"
+  [ "$name" = calico-typha ] && continue
+  build "$name" "$PEERS/calico" "./cmd/$name" "$LOCAL_STAMP" "$CALICO_LDFLAGS"
+done
 say "done in $(fmt_secs $(($(date +%s) - total_start)))"
 echo "$BIN"

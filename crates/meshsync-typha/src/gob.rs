@@ -1,0 +1,1 @@
+//! Go `encoding/gob`, the subset Typha needs.

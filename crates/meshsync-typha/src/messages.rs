@@ -1,0 +1,1 @@
+//! Typha's messages.

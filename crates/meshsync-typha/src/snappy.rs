@@ -1,0 +1,1 @@
+//! The snappy framing format.

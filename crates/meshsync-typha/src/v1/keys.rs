@@ -1,0 +1,1 @@
+//! Key paths of the v1 model and their escaping (`KeyToDefaultPath`).

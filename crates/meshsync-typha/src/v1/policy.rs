@@ -1,0 +1,13 @@
+//! Policies of every kind (Calico, staged, Kubernetes) and tiers, in both key dialects.
+
+use super::{Converted, Dialect, Resource, Syncer};
+
+pub(super) fn convert(
+    syncer: Syncer,
+    dialect: Dialect,
+    resource: &Resource<'_>,
+    deleted: bool,
+) -> Option<Converted> {
+    let _ = (syncer, dialect, resource, deleted);
+    None
+}

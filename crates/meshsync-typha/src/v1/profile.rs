@@ -1,0 +1,13 @@
+//! Profiles: labels, rules, and the v3 Profile.
+
+use super::{Converted, Dialect, Resource, Syncer};
+
+pub(super) fn convert(
+    syncer: Syncer,
+    dialect: Dialect,
+    resource: &Resource<'_>,
+    deleted: bool,
+) -> Option<Converted> {
+    let _ = (syncer, dialect, resource, deleted);
+    None
+}

@@ -49,7 +49,7 @@ pub struct Delta {
     pub seq: u64,
     pub key: ResourceKey,
     pub change: Change,
-    /// The new value; empty for deletes.
+    /// The new value; for deletes, the last value the key had (encodings decide what to send).
     pub value: Bytes,
     pub revision: Revision,
 }
@@ -164,6 +164,29 @@ impl Drop for Breadcrumb {
             }
         }
     }
+}
+
+/// A breadcrumb's deltas for `sub` in `encoding`, in seq order (what [`Encoding::breadcrumb`]
+/// does unless an encoding derives its units from another's).
+pub fn breadcrumb_units<E: Encoding>(
+    encoding: &E,
+    crumb: &Breadcrumb,
+    sub: Subscription,
+) -> Vec<E::Unit> {
+    encoding.updates(
+        crumb
+            .deltas
+            .iter()
+            .filter(|d| sub.includes(d.key.kind()))
+            .map(|d| UpdateRef {
+                seq: d.seq,
+                key: &d.key,
+                change: d.change,
+                value: &d.value,
+                revision: &d.revision,
+            }),
+        Batch::Breadcrumb { seq: crumb.seq },
+    )
 }
 
 /// Units that bring a client from nothing to `snapshot`, every entry of `sub` as `New`.

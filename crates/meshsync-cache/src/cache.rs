@@ -122,6 +122,10 @@ impl SharedSnapshot {
             return units;
         }
         let _making = encodings.making.lock().await;
+        // Made by the client that held the lock before: no trip to the blocking pool.
+        if let Some(units) = encodings.memo.get(encoding.slot(), 0, 1) {
+            return units;
+        }
         let (encodings, encoding) = (encodings.clone(), encoding.clone());
         match tokio::task::spawn_blocking(move || encodings.encoded_blocking(&encoding)).await {
             Ok(units) => units,

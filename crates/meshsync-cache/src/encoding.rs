@@ -82,20 +82,7 @@ pub trait Encoding: Clone + Send + Sync + 'static {
 
     /// A breadcrumb's deltas for `sub`. Memoized by [`crate::Breadcrumb::encoded`].
     fn breadcrumb(&self, crumb: &crate::Breadcrumb, sub: Subscription) -> Vec<Self::Unit> {
-        self.updates(
-            crumb
-                .deltas
-                .iter()
-                .filter(|d| sub.includes(d.key.kind()))
-                .map(|d| UpdateRef {
-                    seq: d.seq,
-                    key: &d.key,
-                    change: d.change,
-                    value: &d.value,
-                    revision: &d.revision,
-                }),
-            Batch::Breadcrumb { seq: crumb.seq },
-        )
+        crate::breadcrumb::breadcrumb_units(self, crumb, sub)
     }
 
     /// Every entry of a shared snapshot as `New`. Memoized by [`crate::SharedSnapshot::encoded`];

@@ -20,7 +20,8 @@ mod writer;
 
 pub use anti_entropy::{AntiEntropyStats, BucketTable, anti_entropy_units, layout_of};
 pub use breadcrumb::{
-    Breadcrumb, Delta, Entry, Snapshot, diff_units, live_breadcrumbs, snapshot_units,
+    Breadcrumb, Delta, Entry, Snapshot, breadcrumb_units, diff_units, live_breadcrumbs,
+    snapshot_units,
 };
 pub use cache::{
     CacheConfig, Follower, REPAIR_SHARE_DIVISOR, Repair, SharedSnapshot, SnapshotCache,

@@ -353,7 +353,9 @@ impl Writer {
             seq: self.seq,
             key,
             change: Change::Deleted,
-            value: Bytes::new(),
+            // The last value: an encoding whose keys depend on content (Typha's v1 keys) needs it
+            // to delete what the value produced; gRPC frames send deletes without a value.
+            value: old.value,
             revision,
         });
     }

@@ -89,7 +89,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
     /// Run the whole sequence of systems this many times, interleaved (round 1: every system,
-    /// round 2: every system, …); the report gives the median and range of every figure.
+    /// round 2: every system in reverse order, …); the report gives the median and range of
+    /// every figure.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     /// `saturate`: after the ramp, bisect between the last good and the first bad rate this many
@@ -177,7 +178,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         dir.display()
     );
     for round in 0..args.repeat {
-        for &system in &args.systems {
+        for system in round_order(&args.systems, round) {
             let result = run_in_round(system, round, &args, &bins, &logs).await?;
             run.systems.push(result);
             // Write after every system, so an interrupted run keeps what it measured.
@@ -187,6 +188,18 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     eprintln!("\nresults: {}", dir.join("results.md").display());
     println!("{}", crate::report::markdown(&run));
     Ok(())
+}
+
+/// The systems in the order `round` runs them: as given in even rounds, reversed in odd ones
+/// (A B, B A, …), so that no system always runs first — the first run of a round starts on a cold
+/// machine (page cache, CPU frequency, the previous system's leftovers) and measured up to 2× the
+/// server CPU of the second in the same round.
+fn round_order(systems: &[System], round: usize) -> Vec<System> {
+    let mut order = systems.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 /// Rejects arguments no run can use, and adjusts those of the `stalled` and `storm` scenarios.
@@ -518,6 +531,16 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn rounds_alternate_the_order_of_the_systems() {
+        let systems = [System::Meshsync, System::MeshsyncBaseline, System::Floor];
+        assert_eq!(round_order(&systems, 0), systems.to_vec());
+        let mut reversed = systems.to_vec();
+        reversed.reverse();
+        assert_eq!(round_order(&systems, 1), reversed);
+        assert_eq!(round_order(&systems, 2), systems.to_vec());
+    }
 
     #[derive(Parser)]
     struct Cli {

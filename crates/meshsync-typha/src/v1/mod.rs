@@ -11,6 +11,7 @@
 //! each with a `convert` that answers for the kinds it knows (`None` for the others).
 
 mod config;
+mod emit;
 mod endpoints;
 mod ipam;
 pub mod keys;
@@ -19,6 +20,8 @@ mod node;
 mod passthrough;
 mod policy;
 mod profile;
+mod rules;
+mod v3read;
 
 use bytes::Bytes;
 

@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// gRPC listen address (Typha's port).
     #[arg(long, default_value = "0.0.0.0:5473", env = "MESHSYNC_LISTEN")]
     listen: SocketAddr,
+    /// Also serve Typha's protocol (Felix, confd, calico-node) on this address; off when not
+    /// given. Typha's port is 5473: to take Typha's place, move gRPC with `--listen`.
+    #[arg(long, env = "MESHSYNC_TYPHA_LISTEN")]
+    typha_listen: Option<SocketAddr>,
     /// Health endpoints (`/liveness`, `/readiness`) listen address.
     #[arg(long, default_value = "0.0.0.0:9098", env = "MESHSYNC_HEALTH_LISTEN")]
     health_listen: SocketAddr,
@@ -239,6 +243,7 @@ fn server_config(
 ) -> anyhow::Result<ServerConfig> {
     Ok(ServerConfig {
         listen: args.listen,
+        typha_listen: args.typha_listen,
         health_listen: (!args.no_health).then_some(args.health_listen),
         metrics_listen: args.metrics_listen,
         max_connections: args.max_connections,

@@ -10,6 +10,7 @@ mod http;
 mod metrics;
 mod small_file;
 mod tls;
+mod typha;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub use tls::{TlsError, TlsFiles};
 pub struct ServerConfig {
     /// gRPC listen address (Typha's port 5473 by default).
     pub listen: SocketAddr,
+    /// Typha's protocol, for Calico's own clients, on this address; `None`: off.
+    pub typha_listen: Option<SocketAddr>,
     /// Health listen address (9098 by default); `None` disables the health endpoints.
     pub health_listen: Option<SocketAddr>,
     /// Prometheus `/metrics` listen address (off by default, as Typha; its port is 9093).
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 5473)),
+            typha_listen: None,
             health_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9098))),
             metrics_listen: None,
             max_connections: 20_000,
@@ -164,6 +168,7 @@ async fn bind_http(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, Serv
 /// A server whose sockets are bound (so callers know the real ports) but not yet serving.
 pub struct BoundServer {
     grpc: TcpListener,
+    typha: Option<TcpListener>,
     health: Option<TcpListener>,
     metrics: Option<TcpListener>,
     config: ServerConfig,
@@ -179,6 +184,10 @@ impl BoundServer {
             addr: config.listen,
             source,
         })?;
+        let typha = match config.typha_listen {
+            Some(addr) => Some(listen(addr).map_err(|source| ServerError::Bind { addr, source })?),
+            None => None,
+        };
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(tls::TlsReloader::new(files.clone())?)),
             None => None,
@@ -187,6 +196,7 @@ impl BoundServer {
         let metrics = bind_http(config.metrics_listen).await?;
         Ok(BoundServer {
             grpc,
+            typha,
             health,
             metrics,
             config,
@@ -199,6 +209,11 @@ impl BoundServer {
     /// The bound gRPC address.
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
         self.grpc.local_addr()
+    }
+
+    /// The bound Typha address, if enabled.
+    pub fn typha_addr(&self) -> Option<SocketAddr> {
+        self.typha.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound health address, if enabled.
@@ -277,6 +292,16 @@ impl BoundServer {
             request_timeout: self.config.handshake_timeout,
             compression: self.config.compression,
         };
+        if let Some(listener) = self.typha.take() {
+            tokio::spawn(typha::serve(
+                core.clone(),
+                listener,
+                typha::Timings {
+                    handshake: self.config.handshake_timeout,
+                    ..typha::Timings::default()
+                },
+            ));
+        }
         grpc::serve(core, self.grpc, grpc, shutdown)
             .await
             .map_err(ServerError::from)

@@ -106,20 +106,7 @@ impl Encoding for GrpcFrames {
 
     fn breadcrumb(&self, crumb: &Breadcrumb, sub: Subscription) -> Vec<Frame> {
         match self.compression {
-            Compression::None => self.updates(
-                crumb
-                    .deltas
-                    .iter()
-                    .filter(|d| sub.includes(d.key.kind()))
-                    .map(|d| UpdateRef {
-                        seq: d.seq,
-                        key: &d.key,
-                        change: d.change,
-                        value: &d.value,
-                        revision: &d.revision,
-                    }),
-                Batch::Breadcrumb { seq: crumb.seq },
-            ),
+            Compression::None => meshsync_cache::breadcrumb_units(self, crumb, sub),
             Compression::Zstd => {
                 compression::compress_frames(crumb.encoded(&Self::PLAIN, sub).iter())
             }

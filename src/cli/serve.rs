@@ -54,10 +54,11 @@ pub struct ServeArgs {
     /// Objects larger than this many bytes are refused (logged, previous value kept).
     #[arg(long, default_value_t = 1 << 20, env = "MESHSYNC_MAX_VALUE_BYTES")]
     max_value_bytes: usize,
-    /// HTTP/2 keepalive ping interval towards agents, seconds.
+    /// Keepalive ping interval towards agents, seconds: HTTP/2 pings on the gRPC port, `MsgPing`
+    /// on the Typha port (Typha's default is also 10 s).
     #[arg(long, default_value_t = 10.0, env = "MESHSYNC_KEEPALIVE_INTERVAL")]
     keepalive_interval: f64,
-    /// Close an agent's connection when a ping is unanswered this long, seconds.
+    /// Close an agent's connection when a ping is unanswered this long (Typha: no pong), seconds.
     #[arg(long, default_value_t = 60.0, env = "MESHSYNC_KEEPALIVE_TIMEOUT")]
     keepalive_timeout: f64,
     /// Close a connection that has not completed a request this long after it was accepted,
@@ -209,7 +210,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let federation = args
         .federation
         .then(|| super::federate::controller_datastore(&datastore));
-    info!(grpc = %grpc_addr, health = ?server.health_addr(), metrics = ?server.metrics_addr(), version = meshsync_server::SERVER_VERSION,
+    info!(grpc = %grpc_addr, typha = ?server.typha_addr(), health = ?server.health_addr(), metrics = ?server.metrics_addr(), version = meshsync_server::SERVER_VERSION,
         "meshsync serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let controller = federation.map(|datastore| spawn_controller(grpc_addr, datastore, &stop_rx));

@@ -20,6 +20,8 @@ pub mod process;
 pub mod reconnects;
 pub mod relay;
 pub mod source;
+pub mod typha;
+pub mod typha_scenario;
 
 use std::future::Future;
 use std::net::SocketAddr;

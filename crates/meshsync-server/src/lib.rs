@@ -51,9 +51,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A client more than this many sequence numbers behind gets a coalesced difference.
     pub lag_limit: u64,
-    /// HTTP/2 keepalive ping interval, to find dead peers.
+    /// HTTP/2 keepalive ping interval, to find dead peers; also Typha's ping interval.
     pub keepalive_interval: Duration,
-    /// Time to wait for a keepalive ack before closing the connection.
+    /// Time to wait for a keepalive ack (Typha: a pong) before closing the connection.
     pub keepalive_timeout: Duration,
     /// A connection that has not completed a request this long after it was accepted is closed
     /// (Typha: 10 s), so sockets that send nothing, or only the HTTP/2 preface, do not linger.
@@ -298,7 +298,9 @@ impl BoundServer {
                 listener,
                 typha::Timings {
                     handshake: self.config.handshake_timeout,
-                    ..typha::Timings::default()
+                    // Typha's defaults are the same 10 s and 60 s as HTTP/2's keepalive here.
+                    ping_interval: self.config.keepalive_interval,
+                    pong_timeout: self.config.keepalive_timeout,
                 },
             ));
         }

@@ -577,5 +577,7 @@ fn time(v: &Option<FieldValue>) -> Option<GoTime> {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod go_like_client;
 #[cfg(test)]
 mod tests;

@@ -245,6 +245,10 @@ fn server_config(
     Ok(ServerConfig {
         listen: args.listen,
         typha_listen: args.typha_listen,
+        typha_v3_resource_versions: matches!(
+            args.datastore,
+            meshsync_datastore::DatastoreUrl::Kubernetes { .. }
+        ),
         health_listen: (!args.no_health).then_some(args.health_listen),
         metrics_listen: args.metrics_listen,
         max_connections: args.max_connections,

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Typha's protocol, for Calico's own clients, on this address; `None`: off.
     pub typha_listen: Option<SocketAddr>,
+    /// Typha's clients see v3 values with their resource version (the local datastore is
+    /// Kubernetes, whose syncer keeps it; Calico's etcd syncer leaves it empty).
+    pub typha_v3_resource_versions: bool,
     /// Health listen address (9098 by default); `None` disables the health endpoints.
     pub health_listen: Option<SocketAddr>,
     /// Prometheus `/metrics` listen address (off by default, as Typha; its port is 9093).
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 5473)),
             typha_listen: None,
+            typha_v3_resource_versions: false,
             health_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9098))),
             metrics_listen: None,
             max_connections: 20_000,
@@ -296,7 +300,8 @@ impl BoundServer {
             tokio::spawn(typha::serve(
                 core.clone(),
                 listener,
-                typha::Timings {
+                typha::Settings {
+                    v3_resource_versions: self.config.typha_v3_resource_versions,
                     handshake: self.config.handshake_timeout,
                     // Typha's defaults are the same 10 s and 60 s as HTTP/2's keepalive here.
                     ping_interval: self.config.keepalive_interval,

@@ -25,9 +25,12 @@ use super::wire::{self, ClientMessage, ClientReader};
 use crate::core::accept::GuardedIo;
 use crate::core::{Applicant, ServerCore, SessionItem};
 
-/// Typha's timings (its defaults).
+/// The front end's settings (Typha's defaults).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Timings {
+pub(crate) struct Settings {
+    /// Whether v3 values carry their datastore's resource version, as Calico's syncer gives them
+    /// on the Kubernetes datastore (on etcd it leaves them without one).
+    pub(crate) v3_resource_versions: bool,
     /// How long the client has for its hello (and, with TLS, the handshake before it).
     pub(crate) handshake: Duration,
     /// A ping every this long (with up to 10 % jitter)…
@@ -36,9 +39,10 @@ pub(crate) struct Timings {
     pub(crate) pong_timeout: Duration,
 }
 
-impl Default for Timings {
+impl Default for Settings {
     fn default() -> Self {
-        Timings {
+        Settings {
+            v3_resource_versions: false,
             handshake: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(60),
@@ -70,7 +74,7 @@ pub(crate) enum Closed {
 }
 
 /// Serves one accepted connection until it ends; logs why it ended.
-pub(crate) async fn serve(core: Arc<ServerCore>, io: GuardedIo, timings: Timings) {
+pub(crate) async fn serve(core: Arc<ServerCore>, io: GuardedIo, settings: Settings) {
     let conn = io.state.clone();
     let peer = conn.peer.to_string();
     let (read, write) = tokio::io::split(io);
@@ -79,7 +83,7 @@ pub(crate) async fn serve(core: Arc<ServerCore>, io: GuardedIo, timings: Timings
         decoder: ClientReader::default(),
     };
     let mut writer = write;
-    let result = run(&core, &peer, &mut reader, &mut writer, timings, &conn).await;
+    let result = run(&core, &peer, &mut reader, &mut writer, settings, &conn).await;
     let _ = writer.shutdown().await;
     match result {
         Ok(()) | Err(Closed::Eof) | Err(Closed::Shutdown) => {
@@ -122,11 +126,11 @@ async fn run(
     peer: &str,
     reader: &mut Reader,
     writer: &mut WriteHalf<GuardedIo>,
-    timings: Timings,
+    settings: Settings,
     conn: &Arc<crate::core::accept::ConnState>,
 ) -> Result<(), Closed> {
-    let hello = match tokio::time::timeout(timings.handshake, reader.next()).await {
-        Err(_) => return Err(Closed::HandshakeTimeout(timings.handshake)),
+    let hello = match tokio::time::timeout(settings.handshake, reader.next()).await {
+        Err(_) => return Err(Closed::HandshakeTimeout(settings.handshake)),
         Ok(Ok(ClientMessage::Hello(hello))) => hello,
         Ok(Ok(other)) => {
             return Err(Closed::Protocol(format!(
@@ -169,7 +173,7 @@ async fn run(
         .write_all(&wire::server_hello(syncer.name(), crate::SERVER_VERSION))
         .await?;
     let framing = if snappy {
-        restart_into_snappy(reader, writer, timings).await?;
+        restart_into_snappy(reader, writer, settings).await?;
         Framing::Snappy
     } else {
         Framing::Plain
@@ -179,9 +183,10 @@ async fn run(
         syncer,
         dialect,
         framing,
+        v3_resource_versions: settings.v3_resource_versions,
     };
     let session = admitted.session(core, encoding, Vec::new(), None);
-    stream(session, reader, writer, framing, timings).await
+    stream(session, reader, writer, framing, settings).await
 }
 
 /// Sends the decoder restart, waits for the ACK (sending nothing meanwhile), and starts the new
@@ -189,17 +194,17 @@ async fn run(
 async fn restart_into_snappy(
     reader: &mut Reader,
     writer: &mut WriteHalf<GuardedIo>,
-    timings: Timings,
+    settings: Settings,
 ) -> Result<(), Closed> {
     writer
         .write_all(&wire::decoder_restart("enable compression: snappy"))
         .await?;
     writer.flush().await?;
-    match tokio::time::timeout(timings.pong_timeout, reader.next()).await {
+    match tokio::time::timeout(settings.pong_timeout, reader.next()).await {
         Err(_) => {
             return Err(Closed::Protocol(format!(
                 "no ACK of the decoder restart within {:?}",
-                timings.pong_timeout
+                settings.pong_timeout
             )));
         }
         Ok(Ok(ClientMessage::Ack)) => {}
@@ -223,7 +228,7 @@ async fn stream(
     reader: &mut Reader,
     writer: &mut WriteHalf<GuardedIo>,
     framing: Framing,
-    timings: Timings,
+    settings: Settings,
 ) -> Result<(), Closed> {
     let mut session = std::pin::pin!(session);
     let (pong_tx, mut pong_rx) = watch::channel(tokio::time::Instant::now());
@@ -244,10 +249,10 @@ async fn stream(
     };
     let writes = async {
         let mut ping = tokio::time::interval_at(
-            tokio::time::Instant::now() + jittered(timings.ping_interval),
-            timings.ping_interval,
+            tokio::time::Instant::now() + jittered(settings.ping_interval),
+            settings.ping_interval,
         );
-        let mut check = tokio::time::interval(timings.ping_interval / 2);
+        let mut check = tokio::time::interval(settings.ping_interval / 2);
         loop {
             tokio::select! {
                 item = session.next() => match item {
@@ -264,8 +269,8 @@ async fn stream(
                     }
                 }
                 _ = check.tick() => {
-                    if pong_rx.borrow_and_update().elapsed() > timings.pong_timeout {
-                        return Err(Closed::PongTimeout(timings.pong_timeout));
+                    if pong_rx.borrow_and_update().elapsed() > settings.pong_timeout {
+                        return Err(Closed::PongTimeout(settings.pong_timeout));
                     }
                 }
             }

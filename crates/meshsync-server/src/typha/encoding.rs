@@ -43,6 +43,8 @@ pub(crate) struct TyphaEncoding {
     pub(crate) syncer: Syncer,
     pub(crate) dialect: Dialect,
     pub(crate) framing: Framing,
+    /// v3 values carry the datastore's revision as their resource version (Kubernetes).
+    pub(crate) v3_resource_versions: bool,
 }
 
 static SLOTS: LazyLock<[EncodingSlot; 4]> = LazyLock::new(|| {
@@ -102,7 +104,13 @@ impl TyphaEncoding {
             namespace: key.namespace(),
             name: key.name(),
             value: update.value,
-            revision: update.revision,
+            // What Calico's syncer leaves in a v3 value's resourceVersion: the Kubernetes
+            // datastore's; nothing on etcd.
+            revision: if self.v3_resource_versions {
+                update.revision
+            } else {
+                ""
+            },
         };
         let deleted = update.change == Change::Deleted;
         let converted = v1::convert(self.syncer, self.dialect, &resource, deleted);
@@ -115,15 +123,41 @@ impl TyphaEncoding {
             Change::Updated => UpdateType::Updated,
             Change::Deleted => UpdateType::Deleted,
         };
+        let wire_revision: &str = update.revision;
         out.extend(converted.updates.into_iter().map(|update| wire::Kv {
             update_type: if update.value.is_none() {
                 UpdateType::Deleted
             } else {
                 kind
             },
-            revision: resource.revision.to_string(),
+            revision: wire_revision.to_string(),
             update,
         }));
+    }
+}
+
+/// The profile every Calico datastore backend adds to its list of profiles (it is in no
+/// datastore): endpoints without profiles of their own fall back to it.
+const DEFAULT_ALLOW_PROFILE: &[u8] = br#"{"apiVersion":"projectcalico.org/v3","kind":"Profile","metadata":{"name":"projectcalico-default-allow"},"spec":{"ingress":[{"action":"Allow"}],"egress":[{"action":"Allow"}]}}"#;
+
+impl TyphaEncoding {
+    /// The felix syncer's keys of [`DEFAULT_ALLOW_PROFILE`], part of every snapshot (it never
+    /// changes, so no delta carries it).
+    fn default_allow_profile(&self) -> Vec<Bytes> {
+        let key =
+            meshsync_model::ResourceKey::new("", "Profile", "", "projectcalico-default-allow");
+        let value = Bytes::from_static(DEFAULT_ALLOW_PROFILE);
+        let revision: meshsync_model::Revision = "".into();
+        self.updates(
+            std::iter::once(UpdateRef {
+                seq: 0,
+                key: &key,
+                change: Change::New,
+                value: &value,
+                revision: &revision,
+            }),
+            Batch::Unordered,
+        )
     }
 }
 
@@ -185,7 +219,12 @@ impl Encoding for TyphaEncoding {
     fn snapshot(&self, snapshot: &SnapshotEncodings) -> Vec<Bytes> {
         match self.framing {
             Framing::Plain => {
-                meshsync_cache::snapshot_units(self, &snapshot.crumb.snapshot, snapshot.sub)
+                let mut units =
+                    meshsync_cache::snapshot_units(self, &snapshot.crumb.snapshot, snapshot.sub);
+                if self.syncer == Syncer::Felix {
+                    units.extend(self.default_allow_profile());
+                }
+                units
             }
             Framing::Snappy => snapshot
                 .encoded_blocking(&self.plain())

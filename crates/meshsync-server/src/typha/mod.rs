@@ -21,11 +21,11 @@ use tracing::info;
 
 use crate::core::ServerCore;
 
-pub(crate) use connection::Timings;
+pub(crate) use connection::Settings;
 
 /// Serves Typha's protocol on `listener` until the core stops accepting; each connection then
 /// ends with its session (drain, shutdown) or when the core closes it.
-pub(crate) async fn serve(core: Arc<ServerCore>, listener: TcpListener, timings: Timings) {
+pub(crate) async fn serve(core: Arc<ServerCore>, listener: TcpListener, settings: Settings) {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -42,7 +42,7 @@ pub(crate) async fn serve(core: Arc<ServerCore>, listener: TcpListener, timings:
         };
         match accepted {
             Some(Ok(io)) => {
-                tokio::spawn(connection::serve(core.clone(), io, timings));
+                tokio::spawn(connection::serve(core.clone(), io, settings));
             }
             // The core's accept loop never yields an error; skip one if it ever did.
             Some(Err(_)) => {}

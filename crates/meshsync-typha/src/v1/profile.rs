@@ -86,8 +86,17 @@ fn profile(resource: &Resource<'_>, is_deleted: bool) -> Converted {
     push(rules_key, rules);
     match v3_value {
         Some(v) => match set(resource, v3_key.clone(), &v) {
+            // A Profile the Kubernetes datastore makes of a namespace or service account
+            // (`kns.`, `ksa.`) carries no resource version of its own; a stored one carries the
+            // version it is read at.
             Ok(u) => updates.push(V1Update {
-                v3_resource_version: resource.revision.to_owned(),
+                v3_resource_version: if resource.name.starts_with("kns.")
+                    || resource.name.starts_with("ksa.")
+                {
+                    String::new()
+                } else {
+                    resource.revision.to_owned()
+                },
                 ..u
             }),
             Err(e) => {
@@ -217,7 +226,8 @@ mod tests {
             value(2)["metadata"],
             json!({"name": "kns.ns1", "creationTimestamp": null})
         );
-        assert_eq!(out.updates[2].v3_resource_version, "12/");
+        // A namespace's Profile: no resource version, whatever the revision.
+        assert_eq!(out.updates[2].v3_resource_version, "");
 
         let out = run("kns.ns1", profile, true);
         assert!(out.updates.iter().all(|u| u.value.is_none()));

@@ -215,7 +215,8 @@ async fn initial_listing_maps_the_calico_layout_in_key_order() {
         "/calico/v1/host/node1/config/LogSeverityScreen",
         "/calico/v1/policy/profile/kns.ns1/rules",
         "/calico/ipam/v2/handle/k8s-pod-network.abc",
-        "/calico/ipam/v2/host/node1/ipv4/block/10.65.0.0-26",
+        // Host affinities are served (tests/etcd_block_affinity.rs); virtual ones are not.
+        "/calico/ipam/v2/virtual/node1/ipv4/block/10.65.0.0-26",
         "/calico/ipam/v2/config",
         "/calico/resources/v3/projectcalico.org/gadgets/x",
         "/calico/resources/v3/projectcalico.org/ippools/a/b",

@@ -17,6 +17,10 @@
 //! keys. Keys of a served layout with the wrong shape (extra segments, empty names) are logged once
 //! per key and counted ([`crate::SourceCounters::malformed_keys`]).
 //!
+//! One kind is converted at ingest: Calico's host block affinities, stored as v1 values with the
+//! node and block only in the key, become the `BlockAffinity` resource the Kubernetes datastore
+//! serves ([`affinity`]), so the cache holds one form of them whatever the datastore.
+//!
 //! A hung etcd (a stopped process, a dead link that still looks open) is noticed while watching
 //! by a progress probe: when the watch has been silent for [`EtcdSourceConfig::probe_interval`]
 //! the source asks etcd for a progress notification and fails the connection if nothing at all
@@ -33,10 +37,13 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
+mod affinity;
+
 use crate::common::{Closed, SourceCommon, SourceTx};
-use crate::layout::{KeyClass, classify_key};
+use crate::layout::{KeyClass, block_affinity_key, classify_key};
 use crate::validate::validate_value;
 use crate::{ClusterName, ResourceKey, SourceEvent, SourceStatus};
+use meshsync_model::kinds::BLOCK_AFFINITY;
 
 /// TLS material given as files, read at every connection attempt (the same reading as the
 /// federation controller's; defined with the client).
@@ -385,16 +392,27 @@ impl EtcdSource {
     /// (measured: 2 % of 20,000 keys left from the listing held 30 MiB more;
     /// `scripts/measure-etcd-ingest-rss.sh`). The copy is one memcpy of bytes just parsed.
     fn checked_value(&self, key: &ResourceKey, kv: &pb::KeyValue) -> Option<Bytes> {
-        let result = validate_value(key, &kv.value, &self.config.common.limits)
-            .map_err(|e| e.to_string())
-            .and_then(|info| {
-                if info.has_resource_version {
-                    // Re-encoded, so already a new allocation.
-                    without_resource_version(&kv.value)
-                } else {
-                    Ok(Bytes::copy_from_slice(&kv.value))
-                }
-            });
+        let limits = &self.config.common.limits;
+        // A host affinity's IPAM key (not its v3 resource path): the v1 value, converted.
+        let host_affinity = (key.kind() == BLOCK_AFFINITY)
+            .then(|| std::str::from_utf8(&kv.key).ok())
+            .flatten()
+            .and_then(|text| block_affinity_key(self.config.prefix.trim_end_matches('/'), text));
+        let result = match host_affinity {
+            // Built here, so already a new allocation.
+            Some(host_affinity) => affinity::resource(&host_affinity, key, &kv.value, limits)
+                .map_err(|e| e.to_string()),
+            None => validate_value(key, &kv.value, limits)
+                .map_err(|e| e.to_string())
+                .and_then(|info| {
+                    if info.has_resource_version {
+                        // Re-encoded, so already a new allocation.
+                        without_resource_version(&kv.value)
+                    } else {
+                        Ok(Bytes::copy_from_slice(&kv.value))
+                    }
+                }),
+        };
         match result {
             Ok(value) => Some(value),
             Err(reason) => {

@@ -20,6 +20,11 @@
 //! name the block (`10.65.0.0/26` ↔ `10-65-0-0-26`). With a `kind` (a v3 `IPAMBlock` resource)
 //! the usual rules apply.
 //!
+//! Calico's v1 block affinities in etcd (`{"state", "deleted"}` under
+//! `…/ipam/v2/host/<node>/ipv4/block/…`) are not an exception: the etcd driver runs [`precheck`] on
+//! them, builds the `BlockAffinity` resource the Kubernetes datastore serves, and that resource
+//! goes through the usual rules.
+//!
 //! The depth is checked by one pass over the bytes before any parsing, so no input makes
 //! anything recurse deeper than the limit; the parse then walks the value without building it
 //! (no allocation beyond serde_json's scratch buffer for escaped strings).
@@ -109,6 +114,21 @@ pub fn validate_value(
     bytes: &[u8],
     limits: &ValueLimits,
 ) -> Result<ValueInfo, InvalidValue> {
+    let text = precheck(bytes, limits)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let seed = TopSeed { key };
+    let facts = seed
+        .deserialize(&mut de)
+        .and_then(|facts| de.end().map(|()| facts))
+        .map_err(|e| InvalidValue::NotJson(e.to_string()))?;
+    facts.judge(key)
+}
+
+/// The checks that come before parsing and do not depend on the key: size, UTF-8, depth, and
+/// that the text starts as an object. A driver that parses a stored form into the served one
+/// (Calico's v1 block affinities in etcd) runs these on the stored bytes first, so the parse
+/// never sees more than [`validate_value`] would, then validates what it made.
+pub fn precheck<'a>(bytes: &'a [u8], limits: &ValueLimits) -> Result<&'a str, InvalidValue> {
     if bytes.len() > limits.max_bytes {
         return Err(InvalidValue::TooLarge {
             size: bytes.len(),
@@ -132,13 +152,7 @@ pub fn validate_value(
             // Let the parser say where and why.
         }
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let seed = TopSeed { key };
-    let facts = seed
-        .deserialize(&mut de)
-        .and_then(|facts| de.end().map(|()| facts))
-        .map_err(|e| InvalidValue::NotJson(e.to_string()))?;
-    facts.judge(key)
+    Ok(text)
 }
 
 /// One pass over the bytes: the deepest nesting of `{`/`[` outside strings must not exceed `max`.

@@ -7,10 +7,17 @@
 //!   `<prefix>/resources/v3/k8s/<lowercase plural>/<namespace>/<name>`, values as Kubernetes JSON.
 //! - IPAM blocks: `<prefix>/ipam/v2/assignment/ipv4/block/10.65.0.0-26` (and `ipv6`), kind
 //!   `IPAMBlock`, named as Calico names block CRDs (`10-65-0-0-26`).
+//! - Host block affinities: `<prefix>/ipam/v2/host/<node>/ipv4/block/10.65.0.0-26` (and `ipv6`),
+//!   Calico's v1 `BlockAffinityKey`, kind `BlockAffinity`, named as Calico's Kubernetes datastore
+//!   names BlockAffinity objects (`<node>-10-65-0-0-26`, see [`BlockAffinityKey`]). The node is
+//!   written as it is (Calico does not escape it). Only `host` affinities: Calico's BGP syncer on
+//!   etcd lists `<prefix>/ipam/v2/host/` and nothing else, so `virtual` ones are ignored. The
+//!   value there is the v1 `{"state", "deleted"}`; the etcd driver turns it into the BlockAffinity
+//!   resource, with the node and CIDR from this key.
 //!
 //! Name segments are escaped (`%`→`%25`, `/`→`%2f`) so cluster-qualified names stay one segment.
 
-use crate::kinds::{EtcdLayout, KINDS, KindInfo};
+use crate::kinds::{BLOCK_AFFINITY, EtcdLayout, KINDS, KindInfo};
 
 /// The kind kept under `plural` in Calico's v3 layout.
 fn calico_kind(plural: &str) -> Option<&'static KindInfo> {
@@ -39,12 +46,106 @@ pub enum KeyClass {
         reason: &'static str,
     },
     /// Not served and nothing wrong with it: other prefixes, Calico's v1 keys, IPAM handles and
-    /// host affinities, plurals meshsync does not know (kinds of a newer Calico).
+    /// virtual affinities, plurals meshsync does not know (kinds of a newer Calico).
     Ignored,
 }
 
+/// A host block affinity's etcd key, `<prefix>/ipam/v2/host/<node>/ipv<4|6>/block/<cidr>` with
+/// the CIDR's `/` written as `-` (Calico's `BlockAffinityKey`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockAffinityKey {
+    /// The node, as the key writes it.
+    pub node: String,
+    /// The block in Go's canonical form (`10.65.0.0/26`, `fd00:65::/122`).
+    pub cidr: String,
+    /// The name Calico's Kubernetes datastore gives the BlockAffinity object: `<node>-<cidr with
+    /// '.', ':' and '/' as '-'>`; from 253 bytes on, the node is cut and 11 hex digits of a
+    /// SHA-256 of `<node>+<cidr name>` are appended, so the name stays under 253 bytes.
+    pub name: String,
+}
+
+/// The affinity an etcd key names, or `None` for any other key (and malformed affinity keys).
+pub fn block_affinity_key(prefix: &str, key: &str) -> Option<BlockAffinityKey> {
+    let tail = key.strip_prefix(prefix)?.strip_prefix(HOST_AFFINITIES)?;
+    parse_host_affinity(tail).ok()
+}
+
+/// Where host affinities live under the prefix.
+const HOST_AFFINITIES: &str = "/ipam/v2/host/";
+
+/// `<node>/ipv<4|6>/block/<cidr>`. Only Calico's own rendering of the CIDR is accepted (the
+/// address masked to the prefix, the family segment matching), so one affinity has exactly one
+/// key: Calico would also read `10.65.0.5-26` under `ipv6/` as `10.65.0.0/26`, and two such keys
+/// would be one cached object that either key's deletion removes.
+fn parse_host_affinity(tail: &str) -> Result<BlockAffinityKey, &'static str> {
+    let segments: Vec<&str> = tail.split('/').collect();
+    let [node, family, "block", cidr_segment] = segments.as_slice() else {
+        return Err("an affinity's key is <node>/ipv4|ipv6/block/<cidr> after host/");
+    };
+    if node.is_empty() {
+        return Err("empty node");
+    }
+    let cidr = canonical_cidr(&cidr_segment.replacen('-', "/", 1))
+        .ok_or("the block is not a CIDR in Calico's canonical form")?;
+    let expected_family = if cidr.contains(':') { "ipv6" } else { "ipv4" };
+    if *family != expected_family {
+        return Err("the address family segment does not match the block");
+    }
+    let name = affinity_name(node, &block_name(&cidr));
+    Ok(BlockAffinityKey {
+        node: (*node).to_owned(),
+        cidr,
+        name,
+    })
+}
+
+/// `text` if it is a CIDR exactly as Go's `IPNet.String` renders it (address masked to the
+/// prefix; IPv4-mapped IPv6 refused, as Go would render it as IPv4).
+fn canonical_cidr(text: &str) -> Option<String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (addr, prefix) = text.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let masked = match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(v4) if prefix <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) if prefix <= 128 && v6.to_ipv4_mapped().is_none() => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        _ => return None,
+    };
+    let canonical = format!("{masked}/{prefix}");
+    (canonical == text).then_some(canonical)
+}
+
+/// Calico's KDD name of an affinity (`blockAffinityClient.parseKey`).
+fn affinity_name(node: &str, cidr_name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let name = format!("{node}-{cidr_name}");
+    if name.len() < 253 {
+        return name;
+    }
+    // Calico cuts the node to 252 - len(cidr name) - 13 bytes (Go slices bytes; here the cut
+    // moves back to a character boundary, which only differs for names Kubernetes refuses).
+    let mut cut = 252usize
+        .saturating_sub(cidr_name.len() + 13)
+        .min(node.len());
+    while !node.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = Sha256::digest(format!("{node}+{cidr_name}").as_bytes());
+    let mut hash = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hash, "{byte:02x}");
+    }
+    format!("{}-{cidr_name}-{}", &node[..cut], &hash[..11])
+}
+
 /// `(kind, namespace, name)` of an etcd key, or `None` for keys meshsync does not serve (v1
-/// Felix keys, IPAM handles and affinities, unknown plurals, malformed paths).
+/// Felix keys, IPAM handles, virtual affinities, unknown plurals, malformed paths).
 pub fn parse_key(prefix: &str, key: &str) -> Option<(&'static str, String, String)> {
     match classify_key(prefix, key) {
         KeyClass::Served(kind, namespace, name) => Some((kind, namespace, name)),
@@ -120,10 +221,18 @@ pub fn classify_key(prefix: &str, key: &str) -> KeyClass {
             return KeyClass::Served("IPAMBlock", String::new(), block_name(cidr));
         }
     }
+    if let Some(tail) = rest.strip_prefix(HOST_AFFINITIES) {
+        return match parse_host_affinity(tail) {
+            Ok(affinity) => KeyClass::Served(BLOCK_AFFINITY, String::new(), affinity.name),
+            Err(reason) => malformed(BLOCK_AFFINITY, reason),
+        };
+    }
     KeyClass::Ignored
 }
 
-/// The etcd key of a resource (the inverse of [`parse_key`] for Calico and Kubernetes kinds).
+/// The etcd key of a resource (the inverse of [`parse_key`] for Calico and Kubernetes kinds). An
+/// IPAM block or a block affinity gets its v3 resource path, not its IPAM key: an affinity's name
+/// does not give back its node and CIDR (it may be cut and hashed), and meshsync writes neither.
 pub fn key_path(prefix: &str, kind: &str, namespace: &str, name: &str) -> Option<String> {
     let info = crate::kinds::lookup(kind)?;
     match info.etcd {
@@ -255,7 +364,7 @@ mod tests {
             "/calico/resources/v3/k8s/pods/default/p",
             "/calico/v1/host/node1/config/Foo",
             "/calico/ipam/v2/handle/abc",
-            "/calico/ipam/v2/host/node1/ipv4/block/10.65.0.0-26",
+            "/calico/ipam/v2/virtual/node1/ipv4/block/10.65.0.0-26",
             "/other/resources/v3/projectcalico.org/ippools/a/b",
         ] {
             assert_eq!(class(key), KeyClass::Ignored, "{key}");
@@ -263,6 +372,108 @@ mod tests {
         assert_eq!(
             class("/calico/resources/v3/projectcalico.org/ippools/a"),
             KeyClass::Served("IPPool", String::new(), "a".into())
+        );
+    }
+
+    #[test]
+    fn host_affinity_keys_are_block_affinities_named_as_calico_names_them() {
+        let p = "/calico";
+        let affinity = |node: &str, cidr: &str, name: &str| BlockAffinityKey {
+            node: node.into(),
+            cidr: cidr.into(),
+            name: name.into(),
+        };
+        for (key, expected) in [
+            (
+                "/calico/ipam/v2/host/node-1/ipv4/block/10.65.0.0-26",
+                affinity("node-1", "10.65.0.0/26", "node-1-10-65-0-0-26"),
+            ),
+            (
+                "/calico/ipam/v2/host/node-2/ipv6/block/fd00:65::40-122",
+                affinity("node-2", "fd00:65::40/122", "node-2-fd00-65--40-122"),
+            ),
+            // The node is written as it is, `%` included.
+            (
+                "/calico/ipam/v2/host/n%2f1/ipv4/block/10.0.0.0-8",
+                affinity("n%2f1", "10.0.0.0/8", "n%2f1-10-0-0-0-8"),
+            ),
+        ] {
+            assert_eq!(block_affinity_key(p, key), Some(expected.clone()), "{key}");
+            assert_eq!(
+                classify_key(p, key),
+                KeyClass::Served("BlockAffinity", String::new(), expected.name),
+                "{key}"
+            );
+        }
+        // Under another prefix.
+        assert_eq!(
+            classify_key("/c2", "/c2/ipam/v2/host/n/ipv4/block/10.0.0.0-8"),
+            KeyClass::Served("BlockAffinity", String::new(), "n-10-0-0-0-8".into())
+        );
+        assert_eq!(
+            block_affinity_key(p, "/calico/ipam/v2/assignment/ipv4/block/10.65.0.0-26"),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_host_affinity_keys_are_told() {
+        let p = "/calico";
+        for key in [
+            "/calico/ipam/v2/host/",
+            "/calico/ipam/v2/host/node-1",
+            "/calico/ipam/v2/host/node-1/ipv4/block/",
+            "/calico/ipam/v2/host//ipv4/block/10.65.0.0-26",
+            "/calico/ipam/v2/host/node-1/ipv4/blocks/10.65.0.0-26",
+            "/calico/ipam/v2/host/node-1/ipv4/block/10.65.0.0-26/x",
+            "/calico/ipam/v2/host/node-1/ipv4/block/10.65.0.0",
+            "/calico/ipam/v2/host/node-1/ipv4/block/10.65.0.0-33",
+            "/calico/ipam/v2/host/node-1/ipv4/block/10.65.0.0-026",
+            "/calico/ipam/v2/host/node-1/ipv4/block/10.65.0.0-+26",
+            "/calico/ipam/v2/host/node-1/ipv4/block/not-a-cidr",
+            // Not Calico's rendering: host bits set, uncompressed IPv6, IPv4-mapped IPv6.
+            "/calico/ipam/v2/host/node-1/ipv4/block/10.65.0.5-26",
+            "/calico/ipam/v2/host/node-1/ipv6/block/fd00:65:0:0:0:0:0:0-122",
+            "/calico/ipam/v2/host/node-1/ipv6/block/::ffff:10.0.0.0-120",
+            // The family segment contradicts the block.
+            "/calico/ipam/v2/host/node-1/ipv6/block/10.65.0.0-26",
+            "/calico/ipam/v2/host/node-1/ipv4/block/fd00:65::-122",
+            "/calico/ipam/v2/host/node-1/ipvx/block/10.65.0.0-26",
+        ] {
+            assert!(
+                matches!(
+                    classify_key(p, key),
+                    KeyClass::Malformed {
+                        kind: "BlockAffinity",
+                        ..
+                    }
+                ),
+                "{key}: {:?}",
+                classify_key(p, key)
+            );
+            assert_eq!(block_affinity_key(p, key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn long_affinity_names_are_cut_and_hashed_as_calico_does() {
+        // Calico v3.31's `parseKey`, for a 300-byte node and `10-65-0-0-26`: the node cut to
+        // 252 - 12 - 13 = 227 bytes, then the CIDR name, then 11 hex digits of
+        // sha256("<node>+10-65-0-0-26").
+        let node = "n".repeat(300);
+        let key = format!("/calico/ipam/v2/host/{node}/ipv4/block/10.65.0.0-26");
+        let name = block_affinity_key("/calico", &key).unwrap().name;
+        assert_eq!(name.len(), 252);
+        assert_eq!(&name[..228], format!("{}-", "n".repeat(227)));
+        assert_eq!(&name[228..241], "10-65-0-0-26-");
+        // `printf '%s+10-65-0-0-26' $(printf 'n%.0s' {1..300}) | sha256sum | cut -c1-11`
+        assert_eq!(&name[241..], "e6a4dc8f37b");
+        // The longest name kept whole is 252 bytes.
+        let node = "n".repeat(252 - 13);
+        let key = format!("/calico/ipam/v2/host/{node}/ipv4/block/10.65.0.0-26");
+        assert_eq!(
+            block_affinity_key("/calico", &key).unwrap().name,
+            format!("{node}-10-65-0-0-26")
         );
     }
 

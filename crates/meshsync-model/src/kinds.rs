@@ -19,6 +19,8 @@ pub const SECRET: &str = "Secret";
 pub const SERVICE: &str = "Service";
 pub const ENDPOINTS: &str = "Endpoints";
 pub const ENDPOINT_SLICE: &str = "EndpointSlice";
+/// Read from its own IPAM key layout in etcd, its value converted there.
+pub const BLOCK_AFFINITY: &str = "BlockAffinity";
 
 /// Whether remote clusters contribute a kind to the mesh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

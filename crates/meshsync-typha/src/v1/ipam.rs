@@ -13,9 +13,9 @@
 //!   under `spec`), which Calico's KDD backend converts (`IPAMBlockV3toV1`); both are re-marshalled
 //!   as Go's struct does (every field written, `null` for nil).
 //! - BlockAffinity (bgp): the KDD backend's v1 `model.BlockAffinity` (`state`, `deleted`) under
-//!   `/calico/ipam/v2/<host|virtual>/<node>/ipv<4|6>/block/<cidr>`. Calico's etcd layout keeps
-//!   affinities under that v1 path, which meshsync's etcd driver does not read; only the
-//!   BlockAffinity resource form is converted.
+//!   `/calico/ipam/v2/<host|virtual>/<node>/ipv<4|6>/block/<cidr>`. Only the BlockAffinity
+//!   resource form is converted: the etcd driver turns Calico's etcd affinities (stored under that
+//!   v1 path) into it at ingest, as the Kubernetes datastore gives them.
 //!
 //! In every case the key comes from the value (for a deletion, the last value), so a value whose
 //! CIDR does not parse gives no key at all: Calico's backend cannot decode it either.

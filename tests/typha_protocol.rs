@@ -65,6 +65,12 @@ spec:
 /// A server with a Typha port on a file datastore holding [`FIXTURE`], pinging every second and
 /// closing a connection without a pong for 3 s.
 fn serve() -> (Serve, SocketAddr, tempfile::TempDir) {
+    let (serve, typha, _, dir) = serve_with_metrics();
+    (serve, typha, dir)
+}
+
+/// [`serve`], with `/metrics` on the returned address.
+fn serve_with_metrics() -> (Serve, SocketAddr, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("calico.yaml"), FIXTURE).unwrap();
     let datastore = format!("file:{}", dir.path().display());
@@ -77,14 +83,30 @@ fn serve() -> (Serve, SocketAddr, tempfile::TempDir) {
             "1",
             "--keepalive-timeout",
             "3",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let line = serve.wait_serving();
-    let typha = text_field(&line, "typha")
-        .and_then(|t| t.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
-        .unwrap_or_else(|| panic!("no typha= in {line:?}"));
+    let addr = |field: &str| -> SocketAddr {
+        text_field(&line, field)
+            .and_then(|t| t.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field}= in {line:?}"))
+    };
+    let (typha, metrics) = (addr("typha"), addr("metrics"));
     serve.wait_line("in sync", |l| l.contains("Sending in-sync update"));
-    (serve, typha, dir)
+    (serve, typha, metrics, dir)
+}
+
+/// The `/metrics` text.
+fn metrics(addr: SocketAddr) -> String {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// Runs Calico's `typha-client` on `syncer` until it reports in sync; returns its stderr lines.
@@ -292,23 +314,32 @@ fn a_client_that_never_answers_pings_is_closed_at_the_pong_timeout() {
 
 #[test]
 fn a_client_without_decoder_restart_gets_plain_gob_that_go_decodes() {
-    let (_serve, typha, _dir) = serve();
+    let (_serve, typha, metrics_addr, _dir) = serve_with_metrics();
     let mut client = GoLikeClient::new();
     client.hello(&hello("felix", false));
     let mut socket = TcpStream::connect(typha).unwrap();
     socket.write_all(&client.out).unwrap();
-    // Read until the stream holds the in-sync status and a ping (pings come every second).
+    // Read for 2 s: the snapshot, the in-sync status and pings (every second); the client never
+    // answers them, so the server closes the connection at 3 s.
     socket
-        .set_read_timeout(Some(Duration::from_millis(2500)))
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
-    while let Ok(n) = socket.read(&mut buf) {
-        if n == 0 {
-            break;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match socket.read(&mut buf) {
+            Ok(0) => panic!("closed before the pong timeout"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
         }
-        got.extend_from_slice(&buf[..n]);
     }
+    // Still connected: counted by protocol and syncer.
+    let text = metrics(metrics_addr);
+    assert!(
+        text.contains(r#"meshsync_agents_connected{protocol="typha",subscription="felix"} 1"#),
+        "{text}"
+    );
     let mut decode = Command::new(peers_bin().join("typha-gob-check"))
         .arg("-decode")
         .stdin(Stdio::piped())
@@ -362,6 +393,6 @@ fn a_client_without_decoder_restart_gets_plain_gob_that_go_decodes() {
     );
     assert!(
         types.contains(&"syncproto.MsgPing"),
-        "no ping within 2.5 s: {types:?}"
+        "no ping within 2 s: {types:?}"
     );
 }

@@ -42,6 +42,7 @@ pub fn render(
     let head = cache.head();
     let mut out = String::new();
     write_cluster_metrics(&mut out, &head.status);
+    write_agent_metrics(&mut out, connections);
     for (name, help, value) in gauges(&head, connections) {
         let _ = writeln!(
             out,
@@ -55,6 +56,21 @@ pub fn render(
         );
     }
     out
+}
+
+/// Connected agents per front end protocol and subscription (syncer).
+fn write_agent_metrics(out: &mut String, connections: &Connections) {
+    let _ = writeln!(
+        out,
+        "# HELP meshsync_agents_connected Connected agents per protocol (grpc, typha) and subscription (Typha's syncer type)."
+    );
+    let _ = writeln!(out, "# TYPE meshsync_agents_connected gauge");
+    for ((protocol, subscription), n) in connections.agents.by_protocol() {
+        let _ = writeln!(
+            out,
+            "meshsync_agents_connected{{protocol=\"{protocol}\",subscription=\"{subscription}\"}} {n}"
+        );
+    }
 }
 
 /// A metric's name, help text and value.

@@ -49,6 +49,8 @@ pub(crate) struct Applicant<'a> {
     /// Already escaped for logging ([`meshsync_proto::LogSafe`]).
     pub(crate) node: &'a str,
     pub(crate) sub: Subscription,
+    /// The front end's protocol, for the registry and `/metrics` (`grpc`, `typha`).
+    pub(crate) protocol: &'static str,
     /// The connection it came on (its kill switch, its identity), when the core accepted it.
     pub(crate) conn: Option<Arc<ConnState>>,
     /// `(epoch, seq)` of the cut the agent holds, if it asks to resume.
@@ -107,10 +109,13 @@ impl ServerCore {
             SyncPath::Full => &self.connections.full_snapshots,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let registered =
-            self.connections
-                .agents
-                .register(node.to_string(), peer.to_string(), sub, conn.clone());
+        let registered = self.connections.agents.register(
+            node.to_string(),
+            peer.to_string(),
+            sub,
+            applicant.protocol,
+            conn.clone(),
+        );
         let shared = Arc::new(StreamShared::new(
             peer.to_string(),
             node.to_string(),

@@ -45,6 +45,8 @@ struct AgentRecord {
     node: Arc<str>,
     peer: String,
     sub: Subscription,
+    /// The front end's protocol (`grpc`, `typha`).
+    protocol: &'static str,
     /// The connection the stream runs on: the only one whose reports are taken for it. `None`
     /// (a stream not accepted by our listener) takes no report.
     owner: Option<Arc<ConnState>>,
@@ -135,6 +137,7 @@ impl AgentRegistry {
         node: String,
         peer: String,
         sub: Subscription,
+        protocol: &'static str,
         owner: Option<Arc<ConnState>>,
     ) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -144,6 +147,7 @@ impl AgentRegistry {
                 node: node.into(),
                 peer,
                 sub,
+                protocol,
                 owner,
                 report: None,
             },
@@ -220,6 +224,15 @@ impl AgentRegistry {
     }
 
     /// Agents whose last report disagreed with the server on some cluster.
+    /// Connected agents per (protocol, subscription), sorted.
+    pub fn by_protocol(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for a in self.agents.iter() {
+            *counts.entry((a.protocol, a.sub.name())).or_insert(0u64) += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     pub fn diverged(&self) -> u64 {
         self.agents
             .iter()
@@ -462,7 +475,13 @@ mod tests {
             meshsync_cache::CacheConfig::default(),
         );
         let registry = Arc::new(AgentRegistry::default());
-        let agent = registry.register("node".into(), "peer".into(), Subscription::ALL, None);
+        let agent = registry.register(
+            "node".into(),
+            "peer".into(),
+            Subscription::ALL,
+            "grpc",
+            None,
+        );
         assert_eq!(
             registry.report(&cache, &report(agent.id, &[]), None),
             Err(ReportError::NotOwner(agent.id))

@@ -208,6 +208,7 @@ impl SyncService {
                 peer,
                 node: &node,
                 sub,
+                protocol: "grpc",
                 conn,
                 resume: req.resume.as_ref().map(|t| (t.epoch, t.seq)),
                 has_mirror: !req.mirror.is_empty(),

@@ -154,6 +154,7 @@ async fn run(
             peer,
             node: &node,
             sub,
+            protocol: "typha",
             conn: Some(conn.clone()),
             resume: None,
             has_mirror: false,

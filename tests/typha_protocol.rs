@@ -396,3 +396,73 @@ fn a_client_without_decoder_restart_gets_plain_gob_that_go_decodes() {
         "no ping within 2 s: {types:?}"
     );
 }
+
+/// The value of an unlabelled metric.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// Encode once, send many: clients of one syncer and wire form that connect together share one
+/// encoding of the snapshot, and every client receives the very same bytes after its hello.
+#[test]
+fn typha_clients_connecting_together_share_one_snapshot_encoding() {
+    const CLIENTS: usize = 12;
+    let (_serve, typha, metrics_addr, _dir) = serve_with_metrics();
+    let before = metric(&metrics(metrics_addr), "meshsync_snapshot_encodings_total");
+    let sockets: Vec<TcpStream> = (0..CLIENTS)
+        .map(|i| {
+            let mut client = GoLikeClient::new();
+            let mut h = hello("felix", false);
+            h.hostname = format!("node-{i}");
+            client.hello(&h);
+            let mut socket = TcpStream::connect(typha).unwrap();
+            socket.write_all(&client.out).unwrap();
+            socket
+        })
+        .collect();
+    // Each stream: the preamble, the server hello (its connection id differs), then the shared
+    // snapshot and status. Read each until it holds the in-sync status.
+    let streams: Vec<Vec<u8>> = sockets
+        .into_iter()
+        .map(|mut socket| {
+            socket
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 65536];
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                if let Ok(n) = socket.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            got
+        })
+        .collect();
+    let after = metric(&metrics(metrics_addr), "meshsync_snapshot_encodings_total");
+    assert_eq!(
+        after - before,
+        1,
+        "{CLIENTS} felix clients of one wire form: the snapshot encoded {} times",
+        after - before
+    );
+    // The same snapshot bytes in every stream: everything after the server hello up to the
+    // first ping (pings carry each connection's clock) is identical.
+    let preamble = meshsync_typha::messages::preamble();
+    let body = |s: &Vec<u8>| -> Vec<u8> {
+        assert!(s.starts_with(&preamble), "a stream without the preamble");
+        s[preamble.len()..].to_vec()
+    };
+    let first = body(&streams[0]);
+    assert!(first.len() > 200, "only {} bytes", first.len());
+    for s in &streams[1..] {
+        let other = body(s);
+        // Skip the server hello (one gob message: its length is its first byte here).
+        let skip = |b: &[u8]| (b[0] as usize) + 1;
+        let (a, b) = (&first[skip(&first)..], &other[skip(&other)..]);
+        let n = a.len().min(b.len()).min(200);
+        assert_eq!(&a[..n], &b[..n], "streams differ after the server hello");
+    }
+}

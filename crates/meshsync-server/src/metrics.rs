@@ -187,7 +187,7 @@ fn load<const N: usize>(rows: [CounterRow<'_>; N]) -> [Sample; N] {
 }
 
 /// What the cache did.
-fn cache_counters(m: &CacheMetrics) -> [Sample; 5] {
+fn cache_counters(m: &CacheMetrics) -> [Sample; 6] {
     load([
         (
             "meshsync_updates_total",
@@ -206,8 +206,13 @@ fn cache_counters(m: &CacheMetrics) -> [Sample; 5] {
         ),
         (
             "meshsync_snapshots_generated_total",
-            "Snapshots encoded for new clients.",
+            "Shared snapshots taken for new clients (each then encoded once per wire form asked for).",
             &m.snapshots_generated,
+        ),
+        (
+            "meshsync_snapshot_encodings_total",
+            "Encodings of shared snapshots made: one per snapshot and wire form (gRPC plain or zstd, each Typha syncer, dialect and framing), however many clients receive it.",
+            &m.snapshot_encodings,
         ),
         (
             "meshsync_snapshots_reused_total",

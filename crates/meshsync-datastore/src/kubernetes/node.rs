@@ -3,7 +3,9 @@
 //! Why: BGP, IPIP/VXLAN and Wireguard peers find each other through the Calico Node, and in KDD
 //! Calico keeps its Node-only fields in `projectcalico.org/*` annotations of the Kubernetes Node.
 //! Rules (Calico's Kubernetes Node → Calico Node conversion): labels are Calico's (round-tripped
-//! through `projectcalico.org/labels`) with the Kubernetes labels merged over them; spec fields come from
+//! through `projectcalico.org/labels`) with the Kubernetes labels merged over them, and the
+//! Kubernetes labels alone kept in the annotation `projectcalico.org/kube-labels` (always, as Go
+//! marshals them: Calico's writer uses it to tell inherited labels from its own); spec fields come from
 //! the annotations, and an invalid value is ignored (never an error: one bad annotation must not
 //! hide a node); `orchRefs` names the Kubernetes node; `addresses` are the BGP addresses
 //! (`CalicoNodeIP`) then the node's InternalIP/ExternalIP; `status.podCIDRs` = `spec.podCIDRs`.
@@ -79,13 +81,43 @@ fn metadata(node: &Value, name: &str, ann: &CalicoAnnotations) -> Map<String, Va
     if !labels.is_empty() {
         metadata.insert("labels".into(), Value::Object(labels));
     }
-    let calico_annotations: Option<Map<String, Value>> = ann
+    let mut annotations: Map<String, Value> = ann
         .get("annotations")
-        .and_then(|s| serde_json::from_str(s).ok());
-    if let Some(a) = calico_annotations.filter(|a| !a.is_empty()) {
-        metadata.insert("annotations".into(), Value::Object(a));
-    }
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    annotations.insert(
+        KUBE_LABELS_ANNOTATION.into(),
+        json!(go_json_string_map(node.pointer("/metadata/labels"))),
+    );
+    metadata.insert("annotations".into(), Value::Object(annotations));
     metadata
+}
+
+/// The annotation of a Calico Node holding its Kubernetes Node's labels.
+pub const KUBE_LABELS_ANNOTATION: &str = "projectcalico.org/kube-labels";
+
+/// A `map[string]string` as Go's `json.Marshal` writes it: keys sorted, `<`, `>`, `&`, U+2028
+/// and U+2029 escaped as `\u` sequences, `null` for no map. Non-string values (no API server
+/// serves them in labels) are skipped.
+fn go_json_string_map(labels: Option<&Value>) -> String {
+    let Some(labels) = labels.and_then(Value::as_object) else {
+        return "null".into();
+    };
+    let sorted: std::collections::BTreeMap<&str, &str> = labels
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+        .collect();
+    let plain = serde_json::to_string(&sorted).unwrap_or_else(|_| "null".into());
+    let mut out = String::with_capacity(plain.len());
+    for c in plain.chars() {
+        match c {
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Calico's labels, with the Kubernetes labels merged over them.
@@ -299,7 +331,8 @@ mod tests {
             json!({
                 "apiVersion": "projectcalico.org/v3", "kind": "Node",
                 "metadata": {"name": "node-1", "uid": "u",
-                    "labels": {"calico": "x", "kubernetes.io/os": "linux"}},
+                    "labels": {"calico": "x", "kubernetes.io/os": "linux"},
+                    "annotations": {"projectcalico.org/kube-labels": "{\"kubernetes.io/os\":\"linux\"}"}},
                 "spec": {
                     "bgp": {"ipv4Address": "10.0.0.5/24", "asNumber": 65546},
                     "vxlanTunnelMACAddr": "66:aa:bb:cc:dd:ee",
@@ -309,6 +342,23 @@ mod tests {
                 },
                 "status": {"wireguardPublicKey": "key=", "podCIDRs": ["10.1.0.0/24"]}
             })
+        );
+    }
+
+    #[test]
+    fn kubernetes_labels_are_kept_in_the_kube_labels_annotation_as_go_marshals_them() {
+        let node = json!({"metadata": {"name": "n", "labels": {"z": "1", "a": "<&>"},
+            "annotations": {"projectcalico.org/annotations": "{\"mine\":\"yes\"}"}}});
+        assert_eq!(
+            node_to_calico(&node)["metadata"]["annotations"],
+            json!({"mine": "yes",
+                KUBE_LABELS_ANNOTATION: "{\"a\":\"\\u003c\\u0026\\u003e\",\"z\":\"1\"}"})
+        );
+        // A node without labels: Go marshals the nil map as `null`.
+        let node = json!({"metadata": {"name": "n"}});
+        assert_eq!(
+            node_to_calico(&node)["metadata"]["annotations"],
+            json!({KUBE_LABELS_ANNOTATION: "null"})
         );
     }
 }

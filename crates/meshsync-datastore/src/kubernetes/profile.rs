@@ -5,18 +5,21 @@
 //! rules Kubernetes semantics need. Rules (Calico's Namespace/ServiceAccount → Profile
 //! conversion): `kns.<ns>` gets every namespace label with the `pcns.` prefix plus `pcns.projectcalico.org/name=<ns>`, and allow rules both
 //! ways; `ksa.<ns>.<sa>` gets every SA label with the `pcsa.` prefix plus
-//! `pcsa.projectcalico.org/name=<sa>`, and no rules. The source adds Calico's synthetic
-//! `projectcalico-default-allow` Profile ([`default_allow_profile`]) with the namespaces.
+//! `pcsa.projectcalico.org/name=<sa>`, and no rules. Both carry the source's creation time and,
+//! as their `uid`, Calico's conversion of the source's ([`convert_uid`]: never the same UID as the
+//! Kubernetes object; an object without a uid, which no API server serves, gives a Profile without
+//! one). The source adds Calico's synthetic `projectcalico-default-allow` Profile
+//! ([`default_allow_profile`]) with the namespaces.
 
 use serde_json::{Map, Value, json};
 
-use super::convert::str_at;
+use super::convert::{ConvertError, convert_uid, str_at};
 
 /// The name of Calico's synthetic allow-all Profile.
 pub const DEFAULT_ALLOW_PROFILE: &str = "projectcalico-default-allow";
 
 /// The Profile `kns.<ns>` of a Namespace.
-pub fn namespace_profile(namespace: &Value) -> Value {
+pub fn namespace_profile(namespace: &Value) -> Result<Value, ConvertError> {
     let name = str_at(namespace, "/metadata/name").unwrap_or("");
     let labels = prefixed_labels(namespace, "pcns.", name);
     let mut spec = Map::new();
@@ -27,7 +30,7 @@ pub fn namespace_profile(namespace: &Value) -> Value {
 }
 
 /// The Profile `ksa.<ns>.<sa>` of a ServiceAccount.
-pub fn service_account_profile(sa: &Value) -> Value {
+pub fn service_account_profile(sa: &Value) -> Result<Value, ConvertError> {
     let name = str_at(sa, "/metadata/name").unwrap_or("");
     let ns = str_at(sa, "/metadata/namespace")
         .filter(|n| !n.is_empty())
@@ -63,7 +66,7 @@ fn prefixed_labels(object: &Value, prefix: &str, name: &str) -> Map<String, Valu
     out
 }
 
-fn profile(name: &str, source: &Value, spec: Map<String, Value>) -> Value {
+fn profile(name: &str, source: &Value, spec: Map<String, Value>) -> Result<Value, ConvertError> {
     let mut metadata = Map::new();
     metadata.insert("name".into(), json!(name));
     if let Some(ts) = source
@@ -72,12 +75,15 @@ fn profile(name: &str, source: &Value, spec: Map<String, Value>) -> Value {
     {
         metadata.insert("creationTimestamp".into(), ts.clone());
     }
-    json!({
+    if let Some(uid) = str_at(source, "/metadata/uid").filter(|u| !u.is_empty()) {
+        metadata.insert("uid".into(), json!(convert_uid(uid)?));
+    }
+    Ok(json!({
         "apiVersion": "projectcalico.org/v3",
         "kind": "Profile",
         "metadata": metadata,
         "spec": spec,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -89,7 +95,7 @@ mod tests {
         let ns = json!({"metadata": {"name": "shop", "labels": {"team": "a"},
             "creationTimestamp": "2026-01-01T00:00:00Z"}});
         assert_eq!(
-            namespace_profile(&ns),
+            namespace_profile(&ns).unwrap(),
             json!({"apiVersion": "projectcalico.org/v3", "kind": "Profile",
                 "metadata": {"name": "kns.shop", "creationTimestamp": "2026-01-01T00:00:00Z"},
                 "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}],
@@ -100,11 +106,40 @@ mod tests {
     #[test]
     fn service_accounts_have_labels_and_no_rules() {
         let sa = json!({"metadata": {"name": "api", "namespace": "shop", "labels": {"tier": "x"}}});
-        let p = service_account_profile(&sa);
+        let p = service_account_profile(&sa).unwrap();
         assert_eq!(p["metadata"]["name"], "ksa.shop.api");
         assert_eq!(
             p["spec"],
             json!({"labelsToApply": {"pcsa.tier": "x", "pcsa.projectcalico.org/name": "api"}})
+        );
+    }
+
+    #[test]
+    fn profiles_carry_calicos_conversion_of_the_source_uid() {
+        // UIDs as a real API server gave them, and the Profiles' UIDs calico-typha served for
+        // them (bits of every byte reversed but the version and variant bytes).
+        let ns =
+            json!({"metadata": {"name": "shop", "uid": "0991d556-1cab-4bdb-9be7-b5e030aa75e1"}});
+        assert_eq!(
+            namespace_profile(&ns).unwrap()["metadata"]["uid"],
+            "9089ab6a-38d5-4bdb-9be7-ad070c55ae87"
+        );
+        let sa = json!({"metadata": {"name": "api", "namespace": "shop",
+            "uid": "9089ab6a-38d5-4bdb-9be7-ad070c55ae87"}});
+        assert_eq!(
+            service_account_profile(&sa).unwrap()["metadata"]["uid"],
+            "0991d556-1cab-4bdb-9be7-b5e030aa75e1"
+        );
+        let bad = json!({"metadata": {"name": "shop", "uid": "not-a-uuid"}});
+        assert!(matches!(
+            namespace_profile(&bad),
+            Err(ConvertError::Invalid(_))
+        ));
+        let none = json!({"metadata": {"name": "shop"}});
+        assert!(
+            namespace_profile(&none).unwrap()["metadata"]
+                .get("uid")
+                .is_none()
         );
     }
 }

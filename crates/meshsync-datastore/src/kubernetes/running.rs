@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamMap;
 use tracing::{info, warn};
 
-use super::convert::{Converted, builtin_value, convert, object_id};
+use super::convert::{Converted, Delivery, builtin_value, convert, object_id};
 use super::errors::{is_gone, refuses_streaming, watcher_message};
 use super::profile::{DEFAULT_ALLOW_PROFILE, default_allow_profile};
 use super::resources::{Conversion, WatchedResource, api_resource};
@@ -229,10 +229,10 @@ impl<'a> Running<'a> {
                             "listing");
                     }
                 }
-                self.apply(id, &object).await?;
+                self.apply(id, &object, Delivery::Listed).await?;
             }
             Event::InitDone => self.init_done(id).await?,
-            Event::Apply(object) => self.apply(id, &to_json(&object)).await?,
+            Event::Apply(object) => self.apply(id, &to_json(&object), Delivery::Watched).await?,
             Event::Delete(object) => {
                 if let Some(oid) = object_id(&to_json(&object)) {
                     let revision = object.metadata.resource_version.clone().unwrap_or_default();
@@ -315,7 +315,7 @@ impl<'a> Running<'a> {
     }
 
     /// Converts and sends one object; deletes the keys it no longer produces.
-    async fn apply(&mut self, id: usize, object: &Value) -> Result<(), Closed> {
+    async fn apply(&mut self, id: usize, object: &Value, delivery: Delivery) -> Result<(), Closed> {
         let Some(oid) = object_id(object) else {
             return Ok(());
         };
@@ -329,7 +329,7 @@ impl<'a> Running<'a> {
             .to_string();
         let converted = match &*target {
             Target::Resource(r) => {
-                convert(r, object, &self.source.config.convert).map_err(|e| e.to_string())
+                convert(r, object, &self.source.config.convert, delivery).map_err(|e| e.to_string())
             }
             Target::Secret { .. } => Ok(vec![Converted {
                 kind: kinds::SECRET,

@@ -87,13 +87,17 @@ fn profile(resource: &Resource<'_>, is_deleted: bool) -> Converted {
     match v3_value {
         Some(v) => match set(resource, v3_key.clone(), &v) {
             // A Profile the Kubernetes datastore makes of a namespace or service account
-            // (`kns.`, `ksa.`) carries no resource version of its own; a stored one carries the
-            // version it is read at.
+            // (`kns.`, `ksa.`) carries no resource version when listed and Calico's profile
+            // watcher's stamp (`/`) when watched: meshsync's Kubernetes driver leaves that in the
+            // value's metadata. A stored one carries the version it is read at.
             Ok(u) => updates.push(V1Update {
                 v3_resource_version: if resource.name.starts_with("kns.")
                     || resource.name.starts_with("ksa.")
                 {
-                    String::new()
+                    v3.pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
                 } else {
                     resource.revision.to_owned()
                 },
@@ -199,7 +203,7 @@ mod tests {
     fn namespace_profile_gives_labels_rules_and_the_v3_profile() {
         let profile = json!({
             "apiVersion": "projectcalico.org/v3", "kind": "Profile",
-            "metadata": {"name": "kns.ns1", "resourceVersion": "12/"},
+            "metadata": {"name": "kns.ns1"},
             "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}],
                      "labelsToApply": {"pcns.projectcalico.org/name": "ns1"}}
         });
@@ -226,8 +230,14 @@ mod tests {
             value(2)["metadata"],
             json!({"name": "kns.ns1", "creationTimestamp": null})
         );
-        // A namespace's Profile: no resource version, whatever the revision.
+        // A namespace's Profile: no resource version, whatever the revision, unless the
+        // Kubernetes driver left the profile watcher's stamp in it (a watch event).
         assert_eq!(out.updates[2].v3_resource_version, "");
+        let mut watched = profile.clone();
+        watched["metadata"]["resourceVersion"] = json!("/");
+        let out_watched = run("kns.ns1", watched, false);
+        assert_eq!(out_watched.updates[2].v3_resource_version, "/");
+        assert_eq!(out_watched.updates[2].value, out.updates[2].value);
 
         let out = run("kns.ns1", profile, true);
         assert!(out.updates.iter().all(|u| u.value.is_none()));

@@ -1,0 +1,73 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! Proof against the real thing (issue 23): Calico's calico-typha and meshsync's Typha port on the
+//! **same** datastore must leave Calico's own client (the syncclient, in the typha-dump peer)
+//! holding the same map on all four syncers — after the initial dataset and after each change of
+//! a scripted series (creates, updates, deletes, a namespace relabelled, a pod IP change, a policy
+//! with a namespaceSelector, a FelixConfiguration change) — on etcd and on a real kube-apiserver.
+//! The harness itself is proved able to fail in `typha_differential.rs`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use support::apiserver::ApiServer;
+use support::binary::Serve;
+use support::etcd::Cluster;
+use support::log_text::text_field;
+use support::typha::{CalicoTypha, Differential, Syncer, TyphaDatastore, TyphaServer};
+use support::typha_scenario;
+
+/// `meshsync serve` on `datastore` with a Typha port; returns it and the port's address.
+fn meshsync_typha(datastore: &str) -> (Serve, SocketAddr) {
+    let mut serve = Serve::on_loopback(datastore, &["--typha-listen", "127.0.0.1:0"]);
+    let line = serve.wait_serving();
+    let typha = text_field(&line, "typha")
+        .and_then(|t| t.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
+        .unwrap_or_else(|| panic!("no typha= in {line:?}"));
+    (serve, typha)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_calico_typha_and_meshsync_serve_the_same_maps() {
+    let t0 = Instant::now();
+    let cluster = Cluster::start("typha-vs-meshsync-etcd").await;
+    typha_scenario::write_etcd_dataset(&cluster.client).await;
+    let typha = CalicoTypha::start("reference", &TyphaDatastore::etcd(&cluster.etcd)).await;
+    let (_serve, addr) = meshsync_typha(&format!("etcd://{}", cluster.etcd.host_port()));
+    let mut diff = Differential::start(
+        TyphaServer::calico("calico-typha", &typha),
+        TyphaServer::new("meshsync", addr.to_string()),
+        &Syncer::ALL,
+    );
+    typha_scenario::etcd_scenario(&cluster.client, &mut diff).await;
+    eprintln!(
+        "etcd: calico-typha vs meshsync took {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kdd_calico_typha_and_meshsync_serve_the_same_maps() {
+    let t0 = Instant::now();
+    let api = tokio::task::spawn_blocking(|| ApiServer::start("typha-vs-meshsync-kdd"))
+        .await
+        .unwrap();
+    let api = std::sync::Arc::new(api);
+    let writer = api.clone();
+    tokio::task::spawn_blocking(move || typha_scenario::write_kdd_dataset(&writer))
+        .await
+        .unwrap();
+    let typha = CalicoTypha::start("reference", &TyphaDatastore::kubernetes(&api)).await;
+    let (_serve, addr) = meshsync_typha(&format!("kubernetes:{}", api.kubeconfig().display()));
+    let mut diff = Differential::start(
+        TyphaServer::calico("calico-typha", &typha),
+        TyphaServer::new("meshsync", addr.to_string()),
+        &Syncer::ALL,
+    );
+    typha_scenario::kdd_scenario(&api, &mut diff).await;
+    eprintln!(
+        "KDD: calico-typha vs meshsync took {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}

@@ -22,6 +22,10 @@ pub enum System {
     /// etcd ← Calico's `calico-typha` (etcdv3 datastore) ← N clients of Typha's own `syncclient`
     /// (the Go program `typha-bench-agents`, built by `scripts/peers.sh`).
     Typha,
+    /// etcd ← meshsync (as `meshsync`) serving Typha's protocol too (`--typha-listen`) ← the
+    /// same Typha clients as `typha`, on meshsync's Typha port: Typha and meshsync compared with
+    /// identical clients.
+    MeshsyncTypha,
     /// etcd ← `etcd grpc-proxy start` ← N watchers.
     GrpcProxy,
     /// N watchers straight on etcd.
@@ -36,7 +40,8 @@ impl System {
         self == System::MeshsyncZstd
     }
 
-    /// Whether this is a meshsync server (`meshsync serve`).
+    /// Whether this is a meshsync server (`meshsync serve`) with meshsync's own agents on its
+    /// gRPC port (`meshsync-typha`, whose clients are Typha's, is not).
     pub fn is_meshsync(self) -> bool {
         matches!(
             self,
@@ -47,6 +52,11 @@ impl System {
         )
     }
 
+    /// Whether this system's clients are Typha's (`typha-bench-agents`, on Typha's protocol).
+    pub fn typha_clients(self) -> bool {
+        matches!(self, System::Typha | System::MeshsyncTypha)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             System::Meshsync => "meshsync",
@@ -54,6 +64,7 @@ impl System {
             System::MeshsyncFull => "meshsync-full",
             System::MeshsyncBaseline => "meshsync-baseline",
             System::Typha => "typha",
+            System::MeshsyncTypha => "meshsync-typha",
             System::GrpcProxy => "grpc-proxy",
             System::Etcd => "etcd",
             System::Floor => "floor",

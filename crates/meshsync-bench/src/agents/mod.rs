@@ -171,8 +171,9 @@ fn stalls_supported(args: &AgentsArgs) -> bool {
 /// The floor takes `host:port`; every other system a URL. Typha's clients are not here.
 fn check_target(args: &AgentsArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.system != System::Typha,
-        "Typha's clients are the Go program typha-bench-agents (peers/calico), not this process"
+        !args.system.typha_clients(),
+        "{}'s clients are Typha's, the Go program typha-bench-agents (peers/calico), not this process",
+        args.system.name()
     );
     if matches!(args.system, System::Floor) {
         anyhow::ensure!(
@@ -223,7 +224,9 @@ fn spawn_clients(args: Arc<AgentsArgs>, shared: &Arc<Recorder>) {
                 }
                 System::Floor => events::event_client(id, &args, &shared, slot).await,
                 // Refused by `check_target`: Typha's clients are the Go program.
-                System::Typha => shared.mark_failed(id, "not a Typha client"),
+                System::Typha | System::MeshsyncTypha => {
+                    shared.mark_failed(id, "not a Typha client")
+                }
             }
         });
     }

@@ -33,6 +33,7 @@ pub(super) fn system_color(name: &str) -> RGBColor {
         "meshsync-zstd" => RGBColor(23, 190, 207),
         "meshsync-full" => RGBColor(188, 189, 34),
         "typha" => RGBColor(148, 103, 189),
+        "meshsync-typha" => RGBColor(227, 119, 194),
         "grpc-proxy" => RGBColor(255, 127, 14),
         "etcd" => RGBColor(127, 127, 127),
         "floor" => RGBColor(44, 160, 44),

@@ -1,6 +1,7 @@
 //! The agents process seen from the orchestrator: the `agents` subcommand started as a child (for
-//! Typha, the Go program `typha-bench-agents`, which speaks the same protocol), commands written
-//! to its stdin, its JSON lines read back as [`AgentsMessage`]s.
+//! Typha's clients — the `typha` and `meshsync-typha` systems — the Go program
+//! `typha-bench-agents`, which speaks the same protocol), commands written to its stdin, its JSON
+//! lines read back as [`AgentsMessage`]s.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -39,7 +40,7 @@ impl AgentsProc {
         bins: &Bins,
         logs: &Path,
     ) -> anyhow::Result<Self> {
-        let mut cmd = if system == System::Typha {
+        let mut cmd = if system.typha_clients() {
             Command::new(bins.peer(TYPHA_AGENTS_BIN)?)
         } else {
             let mut cmd = Command::new(std::env::current_exe()?);

@@ -64,7 +64,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 15.0)]
     duration: f64,
     /// Systems to run, in order. `meshsync-baseline` (not in the default) is `meshsync` run with
-    /// the `--baseline-bin` build, to compare two builds of meshsync in one interleaved run.
+    /// the `--baseline-bin` build, to compare two builds of meshsync in one interleaved run;
+    /// `meshsync-typha` (not in the default) is `meshsync` serving Typha's protocol to the same
+    /// Typha clients as `typha` (`snapshot`, `churn`, `saturate`, `all`).
     #[arg(
         long,
         value_enum,
@@ -112,7 +114,8 @@ pub struct RunArgs {
     etcd_bin: String,
     /// The folder with the peers built from Go modules (`calico-typha`, `typha-bench-agents`).
     /// Default: the last line printed by `scripts/peers.sh` of the checkout this binary was built
-    /// from (which builds them when missing). Only needed for the `typha` system.
+    /// from (which builds them when missing). Only needed for the `typha` and `meshsync-typha`
+    /// systems.
     #[arg(long, value_name = "DIR", env = "MESHSYNC_PEERS_BIN")]
     peers_bin: Option<PathBuf>,
     /// `stalled`: the fraction of the agents that stop reading.
@@ -251,9 +254,9 @@ fn check_baseline_args(args: &RunArgs) -> anyhow::Result<()> {
 async fn find_bins(args: &RunArgs) -> anyhow::Result<Bins> {
     let meshsync_bin = meshsync_binary(args)?;
     // Looked up once, and only for the systems that need them; a failure fails those systems.
-    let peers = if args.systems.contains(&System::Typha) {
+    let peers = if args.systems.iter().any(|s| s.typha_clients()) {
         peers_bin(args).await.map_err(|e| {
-            eprintln!("warning: the typha system will fail: {e:#}");
+            eprintln!("warning: the typha and meshsync-typha systems will fail: {e:#}");
             format!("{e:#}")
         })
     } else {
@@ -337,7 +340,7 @@ fn check_stalled_args(args: &mut RunArgs) -> anyhow::Result<()> {
     });
     if !other.is_empty() {
         eprintln!(
-            "note: `stalled` runs meshsync, meshsync-zstd and meshsync-baseline only (their clients stall by not polling their stream); leaving out {:?}",
+            "note: `stalled` runs meshsync, meshsync-zstd and meshsync-baseline only (their clients stall by not polling their stream; Typha's Go clients, of typha and meshsync-typha, cannot stall); leaving out {:?}",
             other.iter().map(|s| s.name()).collect::<Vec<_>>()
         );
     }
@@ -358,7 +361,7 @@ fn check_storm_args(args: &mut RunArgs) -> anyhow::Result<()> {
         .partition(|s| s.is_meshsync() || **s == System::GrpcProxy);
     if !other.is_empty() {
         eprintln!(
-            "note: `storm` runs meshsync, meshsync-zstd, meshsync-full, meshsync-baseline and grpc-proxy; leaving out {:?} (Typha's Go clients cannot report the catch-up marker; Typha resends its whole snapshot on every reconnect)",
+            "note: `storm` runs meshsync, meshsync-zstd, meshsync-full, meshsync-baseline and grpc-proxy; leaving out {:?} (Typha's Go clients, of typha and meshsync-typha, cannot report the catch-up marker; Typha resends its whole snapshot on every reconnect)",
             other.iter().map(|s| s.name()).collect::<Vec<_>>()
         );
     }
@@ -417,9 +420,11 @@ async fn run_system(
     bins: &Bins,
     logs: &Path,
 ) -> anyhow::Result<SystemResult> {
+    // Before anything starts, so a missing peer fails fast and says why.
     if system == System::Typha {
-        // Before anything starts, so a missing peer fails fast and says why.
         bins.peer(servers::TYPHA_BIN)?;
+    }
+    if system.typha_clients() {
         bins.peer(agents_proc::TYPHA_AGENTS_BIN)?;
     }
     let etcd = EtcdProc::start(&args.etcd_bin, logs, &format!("etcd-{}", system.name())).await?;
@@ -626,6 +631,57 @@ mod tests {
         );
         assert!(System::MeshsyncBaseline.is_meshsync() && !System::MeshsyncBaseline.zstd());
         assert_eq!(System::MeshsyncBaseline.name(), "meshsync-baseline");
+    }
+
+    /// `meshsync-typha` is a system of its own in `--systems`, with Typha's clients (the Go
+    /// program, so it needs the peers) and meshsync's server; `snapshot`, `churn`, `saturate` and
+    /// `all` run it, `stalled` and `storm` leave it out like `typha` (an error when nothing else
+    /// is left).
+    #[test]
+    fn meshsync_typha_runs_typha_clients_on_meshsync() {
+        assert_eq!(System::MeshsyncTypha.name(), "meshsync-typha");
+        assert!(System::MeshsyncTypha.typha_clients() && System::Typha.typha_clients());
+        assert!(!System::Meshsync.typha_clients() && !System::MeshsyncBaseline.typha_clients());
+        // Not one of the systems with meshsync's own agents (stalls, storm, the agent library).
+        assert!(!System::MeshsyncTypha.is_meshsync() && !System::MeshsyncTypha.zstd());
+
+        for scenario in ["snapshot", "churn", "saturate", "all"] {
+            let mut args = parse(&[scenario, "--systems", "typha,meshsync-typha"]);
+            check_args(&mut args).expect("valid arguments");
+            assert_eq!(
+                args.systems,
+                [System::Typha, System::MeshsyncTypha],
+                "{scenario}"
+            );
+        }
+        for scenario in ["stalled", "storm"] {
+            let mut args = parse(&[scenario, "--systems", "meshsync,meshsync-typha,typha"]);
+            check_args(&mut args).expect("valid arguments");
+            assert_eq!(args.systems, [System::Meshsync], "{scenario}");
+            let mut args = parse(&[scenario, "--systems", "meshsync-typha"]);
+            assert!(check_args(&mut args).is_err(), "{scenario}: nothing left");
+        }
+        // Not in the default set.
+        assert!(!parse(&["churn"]).systems.contains(&System::MeshsyncTypha));
+    }
+
+    /// Without the peers, `meshsync-typha` fails fast, naming the missing Typha clients (it does
+    /// not need calico-typha).
+    #[tokio::test]
+    async fn meshsync_typha_without_peers_fails_naming_the_clients() {
+        let peers = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(peers.path().join(servers::TYPHA_BIN), b"").expect("a file");
+        let logs = tempfile::tempdir().expect("a temporary directory");
+        let args = parse(&["snapshot", "--systems", "meshsync-typha"]);
+        let bins = Bins::new(PathBuf::from("meshsync"), Ok(peers.path().to_path_buf()));
+        let e = run_system(System::MeshsyncTypha, &args, &bins, logs.path())
+            .await
+            .expect_err("no typha-bench-agents")
+            .to_string();
+        assert!(
+            e.contains("no typha-bench-agents in") && e.contains("scripts/peers.sh"),
+            "{e}"
+        );
     }
 
     /// The whole `typha` system on real processes: etcd, Calico's `calico-typha` on it, and the Go

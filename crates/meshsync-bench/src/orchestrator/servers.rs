@@ -1,6 +1,7 @@
 //! The server side of each system, started on a free loopback port next to its etcd: meshsync
 //! (`meshsync serve` on etcd, waited for until in sync; for `meshsync-baseline` the same command
-//! of the `--baseline-bin` build), Calico's `calico-typha` (on etcd, waited for until its caches
+//! of the `--baseline-bin` build; for `meshsync-typha` the same command with `--typha-listen` on
+//! that port, gRPC moved to another), Calico's `calico-typha` (on etcd, waited for until its caches
 //! are in sync), `etcd grpc-proxy`, the floor, or nothing (the agents watch etcd itself).
 
 use std::net::SocketAddr;
@@ -45,13 +46,21 @@ pub(super) async fn start_server_at(
         System::Meshsync
         | System::MeshsyncZstd
         | System::MeshsyncFull
-        | System::MeshsyncBaseline => {
+        | System::MeshsyncBaseline
+        | System::MeshsyncTypha => {
+            // meshsync-typha: the clients' port (`port`) is the Typha port; gRPC, which the
+            // in-sync wait asks, goes on a port of its own.
+            let (grpc, typha) = if system == System::MeshsyncTypha {
+                (([127, 0, 0, 1], other_free_port(port)?).into(), Some(addr))
+            } else {
+                (addr, None)
+            };
             let mut cmd = Command::new(bins.meshsync(system)?);
             cmd.arg("serve")
                 .arg("--datastore")
                 .arg(format!("etcd://127.0.0.1:{}", etcd.port))
                 .arg("--listen")
-                .arg(addr.to_string())
+                .arg(grpc.to_string())
                 .arg("--no-health")
                 .arg("--log-level")
                 .arg("warn")
@@ -60,20 +69,22 @@ pub(super) async fn start_server_at(
             if let Some(timeout) = args.meshsync_write_timeout() {
                 cmd.arg("--write-timeout").arg(timeout.to_string());
             }
+            if let Some(typha) = typha {
+                cmd.arg("--typha-listen").arg(typha.to_string());
+            }
             cmd.stdin(Stdio::null()).stdout(Stdio::null());
             // The log is named for the system: the meshsync systems of a round share `logs`.
             let log = logs.join(format!("{}{tag}.log", system.name()));
             let proc = Proc::spawn("meshsync", cmd, &log)?;
-            let url = format!("http://{addr}");
+            let url = format!("http://{grpc}");
             wait_meshsync_in_sync(&url, args.keys).await?;
-            Ok((Some(proc), url))
+            // The Typha port is bound with the gRPC one, before gRPC answers: no wait (and no
+            // probing connection in the server's log). Typha's clients take host:port.
+            let target = typha.map_or(url, |typha| typha.to_string());
+            Ok((Some(proc), target))
         }
         System::Typha => {
-            let mut health_port = procs::free_port()?;
-            while health_port == port {
-                health_port = procs::free_port()?;
-            }
-            let health: SocketAddr = ([127, 0, 0, 1], health_port).into();
+            let health: SocketAddr = ([127, 0, 0, 1], other_free_port(port)?).into();
             let mut cmd = Command::new(bins.peer(TYPHA_BIN)?);
             typha_command(&mut cmd, etcd, addr, health, args.agents, logs);
             let log = logs.join("calico-typha.log");
@@ -110,6 +121,16 @@ pub(super) async fn start_server_at(
             let proc = Proc::spawn("floor", cmd, &logs.join("floor.log"))?;
             procs::wait_port(addr, Duration::from_secs(120)).await?;
             Ok((Some(proc), addr.to_string()))
+        }
+    }
+}
+
+/// A free loopback port other than `taken` (a second port of the same server).
+fn other_free_port(taken: u16) -> anyhow::Result<u16> {
+    loop {
+        let port = procs::free_port()?;
+        if port != taken {
+            return Ok(port);
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The targets table: meshsync's figures against the other systems' of the same round, as ratios
 //! with the goal each must meet (issue 10's targets, and issue 11's against Calico's Typha, the
-//! system meshsync must beat), plus memory per agent and lost updates.
+//! system meshsync must beat), plus memory per agent and lost updates. When the run has
+//! `meshsync-typha`, issue 23's targets follow: meshsync's Typha port against Typha itself with
+//! the very same clients (Typha's own `syncclient`), so the protocol and the clients' work are
+//! equal and only the servers differ.
 //! With `--repeat N` every ratio is taken within its round (the baselines of the same run) and
 //! the table gives the median and the range of the N ratios.
 
@@ -9,7 +12,7 @@ use std::fmt::Write as _;
 use super::format::{int_f, num, num2};
 use super::stats::Spread;
 use super::tables::find;
-use crate::model::{ChurnResult, RunResult, SystemResult};
+use crate::model::{ChurnResult, RunResult, System, SystemResult};
 
 /// One target in one round: numbers, so rounds can be aggregated.
 #[derive(Clone)]
@@ -125,9 +128,12 @@ pub(super) fn cpu_at_rate(s: &SystemResult, writes_per_s: f64) -> Option<f64> {
 }
 
 /// The issue's targets for one round (a run with one round, or a [`RunResult::round_view`]).
-pub(super) fn targets(run: &RunResult) -> Vec<Target> {
+/// `with_typha_port`: whether the run has `meshsync-typha` (decided on the whole run, so every
+/// round has the same rows).
+pub(super) fn targets(run: &RunResult, with_typha_port: bool) -> Vec<Target> {
     let round = Round {
         meshsync: find(run, "meshsync"),
+        meshsync_typha: find(run, System::MeshsyncTypha.name()),
         typha: find(run, "typha"),
         proxy: find(run, "grpc-proxy"),
         etcd: find(run, "etcd"),
@@ -135,6 +141,9 @@ pub(super) fn targets(run: &RunResult) -> Vec<Target> {
         rate: num(run.rate, 0),
     };
     let mut out = round.against_typha();
+    if with_typha_port {
+        out.extend(round.typha_port_against_typha());
+    }
     out.extend(round.against_baselines());
     out.push(memory_target(round.meshsync));
     out.push(lost_target(run));
@@ -145,6 +154,8 @@ pub(super) fn targets(run: &RunResult) -> Vec<Target> {
 /// The systems of one round, and its churn rate as the tables print it.
 struct Round<'a> {
     meshsync: Option<&'a SystemResult>,
+    /// meshsync serving Typha's protocol to Typha's clients.
+    meshsync_typha: Option<&'a SystemResult>,
     typha: Option<&'a SystemResult>,
     proxy: Option<&'a SystemResult>,
     etcd: Option<&'a SystemResult>,
@@ -206,6 +217,57 @@ impl Round<'_> {
                 kib_per_agent(ms_sys),
                 "typha",
                 kib_per_agent(typha),
+            ),
+        ]
+    }
+
+    /// Issue 23's targets: meshsync's Typha port (`meshsync-typha`) against Typha, both serving
+    /// the same Typha clients. The rows name meshsync-typha: its figure is in the meshsync column.
+    /// No bytes-sent target: Sent counts `write`/`writev` (/proc wchar), and meshsync's Typha
+    /// port writes its sockets with `send`, which that counter leaves out.
+    fn typha_port_against_typha(&self) -> Vec<Target> {
+        let (ours, typha, rate) = (self.meshsync_typha, self.typha, &self.rate);
+        let name = System::MeshsyncTypha.name();
+        vec![
+            relative(
+                format!("{name}: server CPU per delivery at {rate} writes/s vs Typha (churn)"),
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " µs",
+                num2,
+                churn_cpu(ours),
+                "typha",
+                churn_cpu(typha),
+            ),
+            relative(
+                format!("{name}: server memory per connected client vs Typha (snapshot)"),
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " KiB",
+                num2,
+                kib_per_agent(ours),
+                "typha",
+                kib_per_agent(typha),
+            ),
+            relative(
+                format!("{name}: all clients in sync vs Typha (snapshot)"),
+                "≤ 1/2 (0.5×)",
+                |x| x <= 0.5,
+                " s",
+                num2,
+                snapshot_s(ours),
+                "typha",
+                snapshot_s(typha),
+            ),
+            relative(
+                format!("{name}: p99 write → client at {rate} writes/s vs Typha (churn)"),
+                "≤ 1×",
+                |x| x <= 1.0,
+                " ms",
+                num2,
+                churn_p99_ms(ours),
+                "typha",
+                churn_p99_ms(typha),
             ),
         ]
     }
@@ -348,9 +410,22 @@ fn lost_target(run: &RunResult) -> Target {
     }
 }
 
+/// What the rows of `meshsync-typha` show, when it ran.
+fn typha_port_note(with_typha_port: bool) -> &'static str {
+    if with_typha_port {
+        " Rows that start with meshsync-typha give, in the meshsync column, meshsync serving \
+         Typha's protocol (`--typha-listen`) to the same Typha clients as typha."
+    } else {
+        ""
+    }
+}
+
 pub(super) fn targets_table(md: &mut String, run: &RunResult) {
     let rounds = run.rounds();
-    let per_round: Vec<Vec<Target>> = (0..rounds).map(|r| targets(&run.round_view(r))).collect();
+    let with_typha_port = run.system_names().contains(&System::MeshsyncTypha.name());
+    let per_round: Vec<Vec<Target>> = (0..rounds)
+        .map(|r| targets(&run.round_view(r), with_typha_port))
+        .collect();
     let Some(first) = per_round.first() else {
         return;
     };
@@ -359,13 +434,15 @@ pub(super) fn targets_table(md: &mut String, run: &RunResult) {
             md,
             "## Targets\n\nmeshsync against the other systems, each ratio taken within its round \
              (meshsync ÷ reference of the same round); median and (range) over {rounds} rounds; \
-             a goal is met when the median meets it.\n"
+             a goal is met when the median meets it.{}\n",
+            typha_port_note(with_typha_port)
         );
     } else {
         let _ = writeln!(
             md,
             "## Targets\n\nmeshsync against the other systems in this run (ratio = meshsync ÷ \
-             reference).\n"
+             reference).{}\n",
+            typha_port_note(with_typha_port)
         );
     }
     let _ = writeln!(

@@ -460,3 +460,103 @@ fn stalled_rounds_are_tabled_with_the_ratio_target() {
     run.systems[0].stalled.as_mut().unwrap().rounds[0].p99_ratio = 1.5;
     assert!(target_row(&markdown(&run), "meshsync | 1.75").contains("❌"));
 }
+
+/// `meshsync-typha` (meshsync's Typha port, Typha's clients) gets rows in every table and issue
+/// 23's targets against typha of the same round: CPU per delivery, memory per client and time to
+/// sync ≤ 1/2, p99 ≤ 1× (no bytes-sent target: /proc's wchar misses meshsync's `send`s). Without it those rows are absent; with rounds where it
+/// is missing (an interrupted run), the rows still line up.
+#[test]
+fn meshsync_typha_targets_against_typha() {
+    let mut run = sample_run();
+    run.systems.push(SystemResult {
+        system: "meshsync-typha".into(),
+        snapshot: Some(snapshot(
+            2.5,
+            30.0,
+            vec![usage("etcd", 0.9, 90, 12), usage("meshsync", 1.2, 70, 9000)],
+        )),
+        churn: Some(churn(
+            200.0,
+            5.0,
+            latency(6_000, 12_000, 24_000, 30_000, 40_000),
+            0,
+            vec![usage("etcd", 0.4, 90, 5), usage("meshsync", 20.0, 72, 800)],
+        )),
+        saturate: saturate(&[10, 20, 1400], 3.0),
+        capacity_deliveries_per_s: Some(400_000.0),
+        ..SystemResult::default()
+    });
+    let md = markdown(&run);
+    for table in ["## Snapshot", "## Churn", "## Saturate"] {
+        let section = md.split(table).nth(1).unwrap_or_default();
+        let section = section.split("\n## ").next().unwrap_or_default();
+        assert!(
+            section.contains("| meshsync-typha |"),
+            "no meshsync-typha row under {table}"
+        );
+    }
+    assert!(md.contains("Rows that start with meshsync-typha"), "{md}");
+    // 5 vs 9 µs, 30 vs 120 KiB, 2.5 vs 6 s, 24 vs 30 ms.
+    let row = target_row(
+        &md,
+        "meshsync-typha: server CPU per delivery at 200 writes/s vs Typha",
+    );
+    assert!(
+        row.contains("| 5.00 µs | typha 9.00 µs | 0.56× | ≤ 1/2 (0.5×) | ❌ |"),
+        "{row}"
+    );
+    let row = target_row(
+        &md,
+        "meshsync-typha: server memory per connected client vs Typha",
+    );
+    assert!(
+        row.contains("| 30.00 KiB | typha 120.00 KiB | 0.25× |") && row.ends_with("✅ |"),
+        "{row}"
+    );
+    let row = target_row(&md, "meshsync-typha: all clients in sync vs Typha");
+    assert!(row.contains("| 0.42× |") && row.ends_with("✅ |"), "{row}");
+    let row = target_row(
+        &md,
+        "meshsync-typha: p99 write → client at 200 writes/s vs Typha",
+    );
+    assert!(
+        row.contains("| 0.80× | ≤ 1× |") && row.ends_with("✅ |"),
+        "{row}"
+    );
+    assert!(!md.contains("meshsync-typha: bytes"), "{md}");
+    // meshsync's own targets are unchanged by it.
+    let row = target_row(&md, "Capacity vs Typha");
+    assert!(row.contains("| 4.00× |"), "{row}");
+
+    // Typha failed: the ratios are n/a, not a division by nothing.
+    let mut failed = run.clone();
+    for s in failed.systems.iter_mut().filter(|s| s.system == "typha") {
+        *s = SystemResult {
+            system: "typha".into(),
+            error: Some("calico-typha did not start".into()),
+            ..SystemResult::default()
+        };
+    }
+    let md_failed = markdown(&failed);
+    let row = target_row(&md_failed, "meshsync-typha: all clients in sync vs Typha");
+    assert!(row.contains("typha n/a") && row.ends_with("n/a |"), "{row}");
+
+    // Two rounds, the second interrupted before meshsync-typha ran: its rows have one ratio.
+    let mut two = run.clone();
+    two.repeat = 2;
+    for s in run.systems.iter().filter(|s| s.system != "meshsync-typha") {
+        let mut s = s.clone();
+        s.round = 1;
+        two.systems.push(s);
+    }
+    let md = markdown(&two);
+    let row = target_row(&md, "meshsync-typha: all clients in sync vs Typha");
+    assert!(row.contains("(1 of 2 rounds)"), "{row}");
+    let row = target_row(&md, "Capacity vs Typha");
+    assert!(row.contains("| 4.00× |"), "{row}");
+
+    // Without meshsync-typha, no such rows.
+    run.systems.retain(|s| s.system != "meshsync-typha");
+    let md = markdown(&run);
+    assert!(!md.contains("meshsync-typha"), "{md}");
+}

@@ -287,121 +287,146 @@ fn render(field: &Field, value: Option<&Value>) -> Result<Option<String>, Reason
         }
         Some(v) => v,
     };
-    let text = |v: &Value| -> Result<String, Reason> {
-        match v {
-            Value::String(s) => Ok(s.clone()),
-            Value::Null => Ok(String::new()),
-            _ => Err(format!("{name}: not a string")),
-        }
-    };
-    let array = |v: &Value| -> Result<Vec<Value>, Reason> {
-        match v {
-            Value::Array(a) => Ok(a.clone()),
-            _ => Err(format!("{name}: not a list")),
-        }
-    };
-    let int = |v: &Value| -> Result<i64, Reason> {
-        match v {
-            Value::Null => Ok(0),
-            Value::Number(n) => n.as_i64().ok_or_else(|| format!("{name}: not an int")),
-            _ => Err(format!("{name}: not a number")),
-        }
-    };
-    let duration = |v: &Value| -> Result<i64, Reason> {
-        let t = text(v)?;
-        go_parse_duration(&t).ok_or_else(|| format!("{name}: invalid duration {t:?}"))
-    };
     Ok(Some(match field.format {
         Format::Text => {
-            let t = text(value)?;
+            let t = field_text(name, value)?;
             if t.is_empty() {
                 return Ok(None);
             }
             t
         }
-        Format::SetText => text(value)?,
+        Format::SetText => field_text(name, value)?,
         Format::Bool => match value {
             Value::Bool(b) => b.to_string(),
             _ => return Err(format!("{name}: not a bool")),
         },
-        Format::Int => int(value)?.to_string(),
+        Format::Int => field_int(name, value)?.to_string(),
         Format::Uint32 => match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) => n.to_string(),
             None => return Err(format!("{name}: not a uint32")),
         },
-        Format::Seconds => go_seconds(duration(value)?),
-        Format::Millis => go_millis(duration(value)?),
-        Format::List => array(value)?
+        Format::Seconds => go_seconds(field_duration(name, value)?),
+        Format::Millis => go_millis(field_duration(name, value)?),
+        Format::List => field_list(name, value)?
             .iter()
-            .map(text)
+            .map(|v| field_text(name, v))
             .collect::<Result<Vec<_>, _>>()?
             .join(","),
-        Format::ProtoPorts => {
-            let ports = array(value)?;
-            if ports.is_empty() {
-                "none".to_owned()
-            } else {
-                ports
-                    .iter()
-                    .map(|p| proto_port(name, p))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .join(",")
-            }
-        }
+        Format::ProtoPorts => proto_ports(name, value)?,
         Format::Port => port_string(&Port::decode(value)?),
-        Format::PortList => {
-            let ports = array(value)?
-                .iter()
-                .map(|p| Port::decode(p).map(|p| port_string(&p)))
-                .collect::<Result<Vec<_>, _>>()?;
-            format!("[{}]", ports.join(" "))
-        }
-        Format::Map => {
-            let Value::Object(m) = value else {
-                return Err(format!("{name}: not an object"));
-            };
-            let mut entries = m
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), text(v)?)))
-                .collect::<Result<Vec<_>, Reason>>()?;
-            entries.sort();
-            entries.iter().map(|(k, v)| format!("{k}={v},")).collect()
-        }
-        Format::HealthTimeoutOverrides => {
-            let overrides = array(value)?;
-            if overrides.is_empty() {
-                return Ok(None);
-            }
-            overrides
-                .iter()
-                .map(|o| {
-                    let n = text(o.get("name").unwrap_or(&Value::Null))?;
-                    let d = duration(o.get("timeout").unwrap_or(&Value::Null))?;
-                    Ok(format!("{n}={}", go_duration_string(d)))
-                })
-                .collect::<Result<Vec<_>, Reason>>()?
-                .join(",")
-        }
-        Format::RouteTableRanges => array(value)?
+        Format::PortList => port_list(name, value)?,
+        Format::Map => key_value_map(name, value)?,
+        Format::HealthTimeoutOverrides => return health_timeout_overrides(name, value),
+        Format::RouteTableRanges => field_list(name, value)?
             .iter()
             .map(|r| route_table_range(name, r))
             .collect::<Result<Vec<_>, _>>()?
             .join(","),
         Format::RouteTableRange => route_table_range(name, value)?,
-        Format::BpfConntrackTimeouts => {
-            let Value::Object(m) = value else {
-                return Err(format!("{name}: not an object"));
-            };
-            let mut parts = Vec::new();
-            for (json, go) in BPF_CONNTRACK_TIMEOUTS {
-                match m.get(json) {
-                    None | Some(Value::Null) => {}
-                    Some(v) => parts.push(format!("{go}={}", text(v)?)),
-                }
-            }
-            parts.join(",")
-        }
+        Format::BpfConntrackTimeouts => bpf_conntrack_timeouts(name, value)?,
     }))
+}
+
+/// A string field's value (`null` is empty).
+fn field_text(name: &str, v: &Value) -> Result<String, Reason> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        _ => Err(format!("{name}: not a string")),
+    }
+}
+
+/// A list field's items.
+fn field_list<'a>(name: &str, v: &'a Value) -> Result<&'a [Value], Reason> {
+    match v {
+        Value::Array(a) => Ok(a),
+        _ => Err(format!("{name}: not a list")),
+    }
+}
+
+/// An integer field's value (`null` is 0).
+fn field_int(name: &str, v: &Value) -> Result<i64, Reason> {
+    match v {
+        Value::Null => Ok(0),
+        Value::Number(n) => n.as_i64().ok_or_else(|| format!("{name}: not an int")),
+        _ => Err(format!("{name}: not a number")),
+    }
+}
+
+/// A duration field (Go's duration text) in nanoseconds.
+fn field_duration(name: &str, v: &Value) -> Result<i64, Reason> {
+    let t = field_text(name, v)?;
+    go_parse_duration(&t).ok_or_else(|| format!("{name}: invalid duration {t:?}"))
+}
+
+/// Failsafe ports: comma-joined `ProtoPort`s, `none` for an empty list.
+fn proto_ports(name: &str, value: &Value) -> Result<String, Reason> {
+    let ports = field_list(name, value)?;
+    Ok(if ports.is_empty() {
+        "none".to_owned()
+    } else {
+        ports
+            .iter()
+            .map(|p| proto_port(name, p))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(",")
+    })
+}
+
+/// A slice of `numorstring.Port`s in `%v` form: `[80 1000:2000]`.
+fn port_list(name: &str, value: &Value) -> Result<String, Reason> {
+    let ports = field_list(name, value)?
+        .iter()
+        .map(|p| Port::decode(p).map(|p| port_string(&p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(format!("[{}]", ports.join(" ")))
+}
+
+/// A string map as `k=v,` per entry, in key order.
+fn key_value_map(name: &str, value: &Value) -> Result<String, Reason> {
+    let Value::Object(m) = value else {
+        return Err(format!("{name}: not an object"));
+    };
+    let mut entries = m
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), field_text(name, v)?)))
+        .collect::<Result<Vec<_>, Reason>>()?;
+    entries.sort();
+    Ok(entries.iter().map(|(k, v)| format!("{k}={v},")).collect())
+}
+
+/// Health timeout overrides as `name=duration` comma-joined; an empty list is unset.
+fn health_timeout_overrides(name: &str, value: &Value) -> Result<Option<String>, Reason> {
+    let overrides = field_list(name, value)?;
+    if overrides.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        overrides
+            .iter()
+            .map(|o| {
+                let n = field_text(name, o.get("name").unwrap_or(&Value::Null))?;
+                let d = field_duration(name, o.get("timeout").unwrap_or(&Value::Null))?;
+                Ok(format!("{n}={}", go_duration_string(d)))
+            })
+            .collect::<Result<Vec<_>, Reason>>()?
+            .join(","),
+    ))
+}
+
+/// BPF conntrack timeouts as `GoName=value` comma-joined, set fields only, in Go's order.
+fn bpf_conntrack_timeouts(name: &str, value: &Value) -> Result<String, Reason> {
+    let Value::Object(m) = value else {
+        return Err(format!("{name}: not an object"));
+    };
+    let mut parts = Vec::new();
+    for (json, go) in BPF_CONNTRACK_TIMEOUTS {
+        match m.get(json) {
+            None | Some(Value::Null) => {}
+            Some(v) => parts.push(format!("{go}={}", field_text(name, v)?)),
+        }
+    }
+    Ok(parts.join(","))
 }
 
 /// `BPFConntrackTimeouts`' fields: JSON name and Go name, in Go's order.
@@ -530,9 +555,11 @@ fn go_float(x: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// The largest magnitude of a Go duration in nanoseconds (`1<<63`, for `-1<<63`).
+const DURATION_LIMIT: u64 = 1 << 63;
+
 /// Go's `time.ParseDuration` (`[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`, or `0`), in nanoseconds.
 fn go_parse_duration(text: &str) -> Option<i64> {
-    const LIMIT: u64 = 1 << 63;
     let mut s = text.as_bytes();
     let mut neg = false;
     if let Some((&c, rest)) = s.split_first()
@@ -549,86 +576,11 @@ fn go_parse_duration(text: &str) -> Option<i64> {
     }
     let mut total: u64 = 0;
     while !s.is_empty() {
-        if !(s[0] == b'.' || s[0].is_ascii_digit()) {
-            return None;
-        }
-        // The integer part.
-        let mut v: u64 = 0;
-        let mut i = 0;
-        while i < s.len() && s[i].is_ascii_digit() {
-            if v > LIMIT / 10 {
-                return None;
-            }
-            v = v * 10 + u64::from(s[i] - b'0');
-            if v > LIMIT {
-                return None;
-            }
-            i += 1;
-        }
-        let pre = i > 0;
-        s = &s[i..];
-        // The fraction.
-        let mut f: u64 = 0;
-        let mut scale: f64 = 1.0;
-        let mut post = false;
-        if s.first() == Some(&b'.') {
-            s = &s[1..];
-            let mut i = 0;
-            let mut overflow = false;
-            while i < s.len() && s[i].is_ascii_digit() {
-                if !overflow {
-                    if f > (LIMIT - 1) / 10 {
-                        overflow = true;
-                    } else {
-                        let y = f * 10 + u64::from(s[i] - b'0');
-                        if y > LIMIT {
-                            overflow = true;
-                        } else {
-                            f = y;
-                            scale *= 10.0;
-                        }
-                    }
-                }
-                i += 1;
-            }
-            post = i > 0;
-            s = &s[i..];
-        }
-        if !pre && !post {
-            return None;
-        }
-        // The unit.
-        let end = s
-            .iter()
-            .position(|&c| c == b'.' || c.is_ascii_digit())
-            .unwrap_or(s.len());
-        if end == 0 {
-            return None;
-        }
-        let unit: u64 = match &s[..end] {
-            b"ns" => 1,
-            // `µs` as U+00B5 and as U+03BC.
-            b"us" | [0xc2, 0xb5, b's'] | [0xce, 0xbc, b's'] => 1_000,
-            b"ms" => 1_000_000,
-            b"s" => 1_000_000_000,
-            b"m" => 60_000_000_000,
-            b"h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        s = &s[end..];
-        if v > LIMIT / unit {
-            return None;
-        }
-        v *= unit;
-        if f > 0 {
-            v += (f as f64 * (unit as f64 / scale)) as u64;
-            if v > LIMIT {
-                return None;
-            }
-        }
+        let (v, rest) = duration_segment(s)?;
+        s = rest;
         // Go's uint64 wraps here (two segments of exactly 2^63 ns add up to 0); so does this.
         total = total.wrapping_add(v);
-        if total > LIMIT {
+        if total > DURATION_LIMIT {
             return None;
         }
     }
@@ -637,6 +589,106 @@ fn go_parse_duration(text: &str) -> Option<i64> {
         return Some((total as i64).wrapping_neg());
     }
     i64::try_from(total).ok()
+}
+
+/// One `<number><unit>` segment of a duration (the body of `ParseDuration`'s loop): its value in
+/// nanoseconds and the text after it.
+fn duration_segment(s: &[u8]) -> Option<(u64, &[u8])> {
+    if !s.first().is_some_and(|&c| c == b'.' || c.is_ascii_digit()) {
+        return None;
+    }
+    // The integer part.
+    let (mut v, digits) = leading_int(s)?;
+    let pre = digits > 0;
+    let mut s = &s[digits..];
+    // The fraction.
+    let (mut f, mut scale, mut post) = (0, 1.0, false);
+    if s.first() == Some(&b'.') {
+        let digits;
+        (f, scale, digits) = leading_fraction(&s[1..]);
+        post = digits > 0;
+        s = &s[1 + digits..];
+    }
+    if !pre && !post {
+        return None;
+    }
+    // The unit.
+    let end = s
+        .iter()
+        .position(|&c| c == b'.' || c.is_ascii_digit())
+        .unwrap_or(s.len());
+    if end == 0 {
+        return None;
+    }
+    let unit = duration_unit(&s[..end])?;
+    if v > DURATION_LIMIT / unit {
+        return None;
+    }
+    v *= unit;
+    if f > 0 {
+        v += (f as f64 * (unit as f64 / scale)) as u64;
+        if v > DURATION_LIMIT {
+            return None;
+        }
+    }
+    Some((v, &s[end..]))
+}
+
+/// Go's `leadingInt`: the value of the leading digits and how many there are; `None` past 1<<63.
+fn leading_int(s: &[u8]) -> Option<(u64, usize)> {
+    let mut v: u64 = 0;
+    let mut i = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        if v > DURATION_LIMIT / 10 {
+            return None;
+        }
+        v = v * 10 + u64::from(s[i] - b'0');
+        if v > DURATION_LIMIT {
+            return None;
+        }
+        i += 1;
+    }
+    Some((v, i))
+}
+
+/// Go's `leadingFraction`: the leading digits as a value and its scale (10^digits kept), and how
+/// many digits there are. Digits past the point where the value would overflow are skipped.
+fn leading_fraction(s: &[u8]) -> (u64, f64, usize) {
+    let mut f: u64 = 0;
+    let mut scale: f64 = 1.0;
+    let mut i = 0;
+    let mut overflow = false;
+    while i < s.len() && s[i].is_ascii_digit() {
+        if !overflow {
+            if f > (DURATION_LIMIT - 1) / 10 {
+                overflow = true;
+            } else {
+                let y = f * 10 + u64::from(s[i] - b'0');
+                if y > DURATION_LIMIT {
+                    overflow = true;
+                } else {
+                    f = y;
+                    scale *= 10.0;
+                }
+            }
+        }
+        i += 1;
+    }
+    (f, scale, i)
+}
+
+/// Go's `unitMap`: a duration unit's length in nanoseconds.
+fn duration_unit(unit: &[u8]) -> Option<u64> {
+    Some(match unit {
+        b"ns" => 1,
+        // `µs` as U+00B5 and as U+03BC.
+        b"us" | [0xc2, 0xb5, b's'] | [0xce, 0xbc, b's'] => 1_000,
+        b"ms" => 1_000_000,
+        b"s" => 1_000_000_000,
+        b"m" => 60_000_000_000,
+        b"h" => 3_600_000_000_000,
+        _ => return None,
+    })
 }
 
 /// Go's `time.Duration.String()`: `1h2m3.5s`, `1.5ms`, `0s`.

@@ -106,82 +106,14 @@ fn workload_endpoint_value(v3: &Value) -> Result<Option<Value>, Reason> {
     if ip_networks.is_empty() {
         return Ok(None);
     }
-    let mut v4_nets = Vec::new();
-    let mut v6_nets = Vec::new();
-    for n in &ip_networks {
-        let cidr = parse_cidr_or_ip(n).ok_or_else(|| format!("invalid IP network {n}"))?;
-        let net = Value::String(cidr.to_go_string());
-        if cidr.version() == 4 {
-            v4_nets.push(net);
-        } else {
-            v6_nets.push(net);
-        }
-    }
-    let mut v4_nat = Vec::new();
-    let mut v6_nat = Vec::new();
-    for nat in list(&spec, "ipNATs")?.into_iter().flatten() {
-        let (Some(int_ip), Some(ext_ip)) = (
-            parse_ip(string(nat, "internalIP")?),
-            parse_ip(string(nat, "externalIP")?),
-        ) else {
-            continue;
-        };
-        let mut m = Map::new();
-        m.insert("int_ip".into(), Value::String(int_ip.to_string()));
-        m.insert("ext_ip".into(), Value::String(ext_ip.to_string()));
-        if int_ip.is_ipv4() {
-            v4_nat.push(Value::Object(m));
-        } else {
-            v6_nat.push(Value::Object(m));
-        }
-    }
-    // Calico does not check a gateway's family (nor does Typha's validation).
-    let gateway = |field: &str| -> Result<Option<Value>, Reason> {
-        let text = string(&spec, field)?;
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let cidr = parse_cidr_or_ip(text).ok_or_else(|| format!("invalid {field} {text}"))?;
-        // `ParseCIDROrIP` returns the address as written (not masked) when given a CIDR.
-        let ip = text
-            .split_once('/')
-            .and_then(|(ip, _)| parse_ip(ip))
-            .unwrap_or(cidr.addr);
-        Ok(Some(Value::String(ip.to_string())))
-    };
-    let ipv4_gateway = gateway("ipv4Gateway")?;
-    let ipv6_gateway = gateway("ipv6Gateway")?;
-    let mac = match string(&spec, "mac")? {
-        "" => Value::Null,
-        text => Value::String(parse_mac(text).ok_or_else(|| format!("invalid MAC {text}"))?),
-    };
-    let mut ports = Vec::new();
-    for port in list(&spec, "ports")?.into_iter().flatten() {
-        let name = string(port, "name")?;
-        if name.is_empty() {
-            continue;
-        }
-        ports.push(endpoint_port(port, name)?);
-    }
-    let mut labels = Map::new();
-    for (k, v) in string_map(&metadata, "labels")?.unwrap_or_default() {
-        if !k.starts_with(NAMESPACE_LABEL_PREFIX) && !k.starts_with(SERVICE_ACCOUNT_LABEL_PREFIX) {
-            labels.insert(k, v);
-        }
-    }
-    let service_account = string(&spec, "serviceAccountName")?;
-    if !service_account.is_empty() {
-        labels.insert(
-            LABEL_SERVICE_ACCOUNT.into(),
-            Value::String(service_account.into()),
-        );
-    }
-    let mut allowed = Vec::new();
-    for prefix in strings(&spec, "allowSpoofedSourcePrefixes")?.unwrap_or_default() {
-        let cidr = parse_cidr_or_ip(&prefix)
-            .ok_or_else(|| format!("failed to parse AllowSpoofedSourcePrefix ({prefix})"))?;
-        allowed.push(Value::String(cidr.to_go_string()));
-    }
+    let (v4_nets, v6_nets) = nets_by_family(&ip_networks)?;
+    let (v4_nat, v6_nat) = nats_by_family(&spec)?;
+    let ipv4_gateway = gateway_address(&spec, "ipv4Gateway")?;
+    let ipv6_gateway = gateway_address(&spec, "ipv6Gateway")?;
+    let mac = mac_value(&spec)?;
+    let ports = named_ports(&spec)?;
+    let labels = endpoint_labels(&metadata, &spec)?;
+    let allowed = allowed_spoofed_source_ips(&spec)?;
     let interface = string(&spec, "interfaceName")?;
     if interface.is_empty() {
         // Typha's validation filter: a WorkloadEndpoint without an interface name is missing.
@@ -225,6 +157,113 @@ fn workload_endpoint_value(v3: &Value) -> Result<Option<Value>, Reason> {
         out.insert("qosControls".into(), qos_controls(qos)?);
     }
     Ok(Some(Value::Object(out)))
+}
+
+/// `ipNetworks` split into the IPv4 and IPv6 nets; one that does not parse is an error.
+fn nets_by_family(ip_networks: &[String]) -> Result<(Vec<Value>, Vec<Value>), Reason> {
+    let mut v4_nets = Vec::new();
+    let mut v6_nets = Vec::new();
+    for n in ip_networks {
+        let cidr = parse_cidr_or_ip(n).ok_or_else(|| format!("invalid IP network {n}"))?;
+        let net = Value::String(cidr.to_go_string());
+        if cidr.version() == 4 {
+            v4_nets.push(net);
+        } else {
+            v6_nets.push(net);
+        }
+    }
+    Ok((v4_nets, v6_nets))
+}
+
+/// `ipNATs` as IPv4 and IPv6 `{int_ip, ext_ip}` pairs (by the internal address's family); a pair
+/// with an address that does not parse is skipped.
+fn nats_by_family(spec: &Value) -> Result<(Vec<Value>, Vec<Value>), Reason> {
+    let mut v4_nat = Vec::new();
+    let mut v6_nat = Vec::new();
+    for nat in list(spec, "ipNATs")?.into_iter().flatten() {
+        let (Some(int_ip), Some(ext_ip)) = (
+            parse_ip(string(nat, "internalIP")?),
+            parse_ip(string(nat, "externalIP")?),
+        ) else {
+            continue;
+        };
+        let mut m = Map::new();
+        m.insert("int_ip".into(), Value::String(int_ip.to_string()));
+        m.insert("ext_ip".into(), Value::String(ext_ip.to_string()));
+        if int_ip.is_ipv4() {
+            v4_nat.push(Value::Object(m));
+        } else {
+            v6_nat.push(Value::Object(m));
+        }
+    }
+    Ok((v4_nat, v6_nat))
+}
+
+/// A gateway field (`ipv4Gateway`/`ipv6Gateway`) as an address, `None` when unset. Calico does
+/// not check a gateway's family (nor does Typha's validation).
+fn gateway_address(spec: &Value, field: &str) -> Result<Option<Value>, Reason> {
+    let text = string(spec, field)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let cidr = parse_cidr_or_ip(text).ok_or_else(|| format!("invalid {field} {text}"))?;
+    // `ParseCIDROrIP` returns the address as written (not masked) when given a CIDR.
+    let ip = text
+        .split_once('/')
+        .and_then(|(ip, _)| parse_ip(ip))
+        .unwrap_or(cidr.addr);
+    Ok(Some(Value::String(ip.to_string())))
+}
+
+/// `mac` in Go's form, `null` when unset.
+fn mac_value(spec: &Value) -> Result<Value, Reason> {
+    Ok(match string(spec, "mac")? {
+        "" => Value::Null,
+        text => Value::String(parse_mac(text).ok_or_else(|| format!("invalid MAC {text}"))?),
+    })
+}
+
+/// The endpoint's `ports` that have a name (unnamed ones are dropped).
+fn named_ports(spec: &Value) -> Result<Vec<Value>, Reason> {
+    let mut ports = Vec::new();
+    for port in list(spec, "ports")?.into_iter().flatten() {
+        let name = string(port, "name")?;
+        if name.is_empty() {
+            continue;
+        }
+        ports.push(endpoint_port(port, name)?);
+    }
+    Ok(ports)
+}
+
+/// The endpoint's own labels (not the namespace's or service account's, which its profiles
+/// apply) plus its service account's name.
+fn endpoint_labels(metadata: &Value, spec: &Value) -> Result<Map<String, Value>, Reason> {
+    let mut labels = Map::new();
+    for (k, v) in string_map(metadata, "labels")?.unwrap_or_default() {
+        if !k.starts_with(NAMESPACE_LABEL_PREFIX) && !k.starts_with(SERVICE_ACCOUNT_LABEL_PREFIX) {
+            labels.insert(k, v);
+        }
+    }
+    let service_account = string(spec, "serviceAccountName")?;
+    if !service_account.is_empty() {
+        labels.insert(
+            LABEL_SERVICE_ACCOUNT.into(),
+            Value::String(service_account.into()),
+        );
+    }
+    Ok(labels)
+}
+
+/// `allowSpoofedSourcePrefixes` as nets; one that does not parse is an error.
+fn allowed_spoofed_source_ips(spec: &Value) -> Result<Vec<Value>, Reason> {
+    let mut allowed = Vec::new();
+    for prefix in strings(spec, "allowSpoofedSourcePrefixes")?.unwrap_or_default() {
+        let cidr = parse_cidr_or_ip(&prefix)
+            .ok_or_else(|| format!("failed to parse AllowSpoofedSourcePrefix ({prefix})"))?;
+        allowed.push(Value::String(cidr.to_go_string()));
+    }
+    Ok(allowed)
 }
 
 /// A Go nil slice marshals as `null`.

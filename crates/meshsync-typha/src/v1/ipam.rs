@@ -171,45 +171,87 @@ fn block(value: &Value) -> Result<(String, Value), Reason> {
         ip_net(text(&fields, "cidr")?)?
     };
     let key = keys::block(&block.to_go_string()).ok_or("unrenderable block CIDR")?;
-    let nullable_string = |name: &str| -> Result<Value, Reason> {
-        match fields.get(name) {
-            None | Some(Value::Null) => Ok(Value::Null),
-            Some(s @ Value::String(_)) => Ok(s.clone()),
-            Some(_) => Err(format!("{name}: not a string")),
-        }
+    let attributes = block_attributes(&fields, resource_form)?;
+    let sequence_number = match fields.get("sequenceNumber") {
+        None | Some(Value::Null) => json!(0),
+        Some(Value::Number(n)) if n.is_u64() => json!(n),
+        Some(_) => return Err("sequenceNumber: not a uint64".into()),
     };
-    let int_list = |name: &str, nullable_items: bool| -> Result<Value, Reason> {
-        match fields.get(name) {
-            None | Some(Value::Null) => Ok(Value::Null),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| match i {
-                    Value::Null if nullable_items => Ok(Value::Null),
-                    Value::Null => Ok(json!(0)),
-                    Value::Number(n) if n.is_i64() => Ok(i.clone()),
-                    _ => Err(format!("{name}: not a list of ints")),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Value::Array),
-            Some(_) => Err(format!("{name}: not a list")),
-        }
-    };
-    let string_map = |v: Option<&Value>, name: &str| -> Result<Value, Reason> {
-        match v {
-            None | Some(Value::Null) => Ok(Value::Null),
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(_) => Ok((k.clone(), v.clone())),
-                    Value::Null => Ok((k.clone(), json!(""))),
-                    _ => Err(format!("{name}.{k}: not a string")),
-                })
-                .collect::<Result<Map<_, _>, _>>()
-                .map(Value::Object),
-            Some(_) => Err(format!("{name}: not an object")),
-        }
-    };
-    let attributes = match fields.get("attributes") {
+    let sequence_numbers = sequence_numbers_for_allocation(&fields)?;
+    let mut out = Map::new();
+    out.insert("cidr".into(), json!(block.to_go_string()));
+    out.insert("affinity".into(), nullable_string(&fields, "affinity")?);
+    out.insert(
+        "allocations".into(),
+        int_list(&fields, "allocations", true)?,
+    );
+    out.insert(
+        "unallocated".into(),
+        int_list(&fields, "unallocated", false)?,
+    );
+    out.insert("attributes".into(), attributes);
+    out.insert("sequenceNumber".into(), sequence_number);
+    out.insert("sequenceNumberForAllocation".into(), sequence_numbers);
+    out.insert("deleted".into(), json!(flag(&fields, "deleted")?));
+    // The deprecated `hostAffinity` (etcd form only; `omitempty`).
+    if !resource_form && let Value::String(host) = nullable_string(&fields, "hostAffinity")? {
+        out.insert("hostAffinity".into(), json!(host));
+    }
+    Ok((key, Value::Object(out)))
+}
+
+/// A block's `*string` field: `null` when unset.
+fn nullable_string(fields: &Map<String, Value>, name: &str) -> Result<Value, Reason> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(s @ Value::String(_)) => Ok(s.clone()),
+        Some(_) => Err(format!("{name}: not a string")),
+    }
+}
+
+/// A block's list of ints (`allocations` holds `*int`s, so `null` items stay there; elsewhere
+/// they are 0); `null` when unset.
+fn int_list(
+    fields: &Map<String, Value>,
+    name: &str,
+    nullable_items: bool,
+) -> Result<Value, Reason> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::Null if nullable_items => Ok(Value::Null),
+                Value::Null => Ok(json!(0)),
+                Value::Number(n) if n.is_i64() => Ok(i.clone()),
+                _ => Err(format!("{name}: not a list of ints")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Some(_) => Err(format!("{name}: not a list")),
+    }
+}
+
+/// A `map[string]string` (`null` values become `""`); `null` when unset.
+fn nullable_string_map(v: Option<&Value>, name: &str) -> Result<Value, Reason> {
+    match v {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(_) => Ok((k.clone(), v.clone())),
+                Value::Null => Ok((k.clone(), json!(""))),
+                _ => Err(format!("{name}.{k}: not a string")),
+            })
+            .collect::<Result<Map<_, _>, _>>()
+            .map(Value::Object),
+        Some(_) => Err(format!("{name}: not an object")),
+    }
+}
+
+/// The block's `attributes`: `{handle_id, secondary}` per allocation attribute.
+fn block_attributes(fields: &Map<String, Value>, resource_form: bool) -> Result<Value, Reason> {
+    Ok(match fields.get("attributes") {
         // The KDD conversion always builds a list; the etcd form keeps a nil one.
         None | Some(Value::Null) if resource_form => json!([]),
         None | Some(Value::Null) => Value::Null,
@@ -226,19 +268,18 @@ fn block(value: &Value) -> Result<(String, Value), Reason> {
                 };
                 Ok(json!({
                     "handle_id": handle,
-                    "secondary": string_map(a.get("secondary"), "attributes.secondary")?,
+                    "secondary": nullable_string_map(a.get("secondary"), "attributes.secondary")?,
                 }))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array)?,
         Some(_) => return Err("attributes: not a list".into()),
-    };
-    let sequence_number = match fields.get("sequenceNumber") {
-        None | Some(Value::Null) => json!(0),
-        Some(Value::Number(n)) if n.is_u64() => json!(n),
-        Some(_) => return Err("sequenceNumber: not a uint64".into()),
-    };
-    let sequence_numbers = match fields.get("sequenceNumberForAllocation") {
+    })
+}
+
+/// The block's `sequenceNumberForAllocation` (`map[string]uint64`); `null` when unset.
+fn sequence_numbers_for_allocation(fields: &Map<String, Value>) -> Result<Value, Reason> {
+    Ok(match fields.get("sequenceNumberForAllocation") {
         None | Some(Value::Null) => Value::Null,
         Some(Value::Object(m)) => m
             .iter()
@@ -250,21 +291,7 @@ fn block(value: &Value) -> Result<(String, Value), Reason> {
             .collect::<Result<Map<_, _>, _>>()
             .map(Value::Object)?,
         Some(_) => return Err("sequenceNumberForAllocation: not an object".into()),
-    };
-    let mut out = Map::new();
-    out.insert("cidr".into(), json!(block.to_go_string()));
-    out.insert("affinity".into(), nullable_string("affinity")?);
-    out.insert("allocations".into(), int_list("allocations", true)?);
-    out.insert("unallocated".into(), int_list("unallocated", false)?);
-    out.insert("attributes".into(), attributes);
-    out.insert("sequenceNumber".into(), sequence_number);
-    out.insert("sequenceNumberForAllocation".into(), sequence_numbers);
-    out.insert("deleted".into(), json!(flag(&fields, "deleted")?));
-    // The deprecated `hostAffinity` (etcd form only; `omitempty`).
-    if !resource_form && let Value::String(host) = nullable_string("hostAffinity")? {
-        out.insert("hostAffinity".into(), json!(host));
-    }
-    Ok((key, Value::Object(out)))
+    })
 }
 
 /// Go's `strconv.ParseBool`.

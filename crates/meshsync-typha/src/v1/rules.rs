@@ -241,23 +241,49 @@ pub(super) fn rules_to_v1(rules: Option<&Vec<Value>>, ns: &str) -> Result<Vec<Va
 /// `RuleAPIV3ToBackend` for one rule, followed by the v1 validator's checks on the result.
 pub(super) fn rule_to_v1(rule: &Value, ns: &str) -> Result<Value, Reason> {
     let mut out = Map::new();
+    put_action(&mut out, rule)?;
+    put_ip_version(&mut out, rule)?;
+    let protocol = put_protocols(&mut out, rule)?;
+    put_icmp(&mut out, rule)?;
+
+    let src = Entity::decode(rule, "source")?;
+    let dst = Entity::decode(rule, "destination")?;
+    validate_ports(&src, &dst, protocol.as_ref())?;
+    put_entity_matches(&mut out, &src, &dst, ns);
+    put_original_matches(&mut out, &src, &dst);
+
+    put_http(&mut out, rule)?;
+    put_metadata(&mut out, rule)?;
+    validate_selectors(&out)?;
+    Ok(Value::Object(out))
+}
+
+/// `action`: v3's `Pass` is v1's `next-tier`, the others are lower-cased.
+fn put_action(out: &mut Map<String, Value>, rule: &Value) -> Result<(), Reason> {
     let action = string(rule, "action")?;
-    put_str(
-        &mut out,
-        "action",
-        &if action == "Pass" {
-            "next-tier".to_owned()
-        } else {
-            action.to_lowercase()
-        },
-    );
-    let ip_version = int(rule, "ipVersion")?;
-    if let Some(v) = ip_version {
+    let v1 = if action == "Pass" {
+        "next-tier".to_owned()
+    } else {
+        action.to_lowercase()
+    };
+    put_str(out, "action", &v1);
+    Ok(())
+}
+
+/// `ip_version`, which the v1 validator allows only as 4 or 6.
+fn put_ip_version(out: &mut Map<String, Value>, rule: &Value) -> Result<(), Reason> {
+    if let Some(v) = int(rule, "ipVersion")? {
         if v != 4 && v != 6 {
             return Err(format!("invalid ipVersion {v}"));
         }
         out.insert("ip_version".into(), Value::from(v));
     }
+    Ok(())
+}
+
+/// `protocol` and `!protocol`, validated; returns the (positive) protocol, which decides whether
+/// the rule may match on ports.
+fn put_protocols(out: &mut Map<String, Value>, rule: &Value) -> Result<Option<Value>, Reason> {
     let protocol = protocol_v1(rule, "protocol")?;
     let not_protocol = protocol_v1(rule, "notProtocol")?;
     for (field, p) in [("protocol", &protocol), ("!protocol", &not_protocol)] {
@@ -266,6 +292,11 @@ pub(super) fn rule_to_v1(rule: &Value, ns: &str) -> Result<Value, Reason> {
             out.insert(field.into(), p.clone());
         }
     }
+    Ok(protocol)
+}
+
+/// `icmp_type`/`icmp_code` from `icmp`, and their `!` forms from `notICMP`, range-checked.
+fn put_icmp(out: &mut Map<String, Value>, rule: &Value) -> Result<(), Reason> {
     for (v3, prefix) in [("icmp", ""), ("notICMP", "!")] {
         if let Some(icmp) = object(rule, v3)? {
             let icmp = Value::Object(icmp.clone());
@@ -285,22 +316,15 @@ pub(super) fn rule_to_v1(rule: &Value, ns: &str) -> Result<Value, Reason> {
             }
         }
     }
+    Ok(())
+}
 
-    let src = Entity::decode(rule, "source")?;
-    let dst = Entity::decode(rule, "destination")?;
-    let src_selector = src.selector(ns);
-    let dst_selector = dst.selector(ns);
-
-    let src_nets = nets_skipping_bad(src.nets.as_ref());
-    let dst_nets = nets_keeping_bad(dst.nets.as_ref());
-    let not_src_nets = nets_skipping_bad(src.not_nets.as_ref());
-    let not_dst_nets = nets_keeping_bad(dst.not_nets.as_ref());
-
-    // The v1 validator: ports need a protocol that has them.
+/// The v1 validator: ports need a protocol that has them, and each port must be valid.
+fn validate_ports(src: &Entity, dst: &Entity, protocol: Option<&Value>) -> Result<(), Reason> {
     let has_ports = [&src.ports, &src.not_ports, &dst.ports, &dst.not_ports]
         .iter()
         .any(|p| p.as_ref().is_some_and(|p| !p.is_empty()));
-    if has_ports && !protocol_supports_ports(protocol.as_ref()) {
+    if has_ports && !protocol_supports_ports(protocol) {
         return Err("rules that specify ports must set protocol to TCP or UDP or SCTP".into());
     }
     for port in [&src.ports, &src.not_ports, &dst.ports, &dst.not_ports]
@@ -310,82 +334,95 @@ pub(super) fn rule_to_v1(rule: &Value, ns: &str) -> Result<Value, Reason> {
     {
         port.validate()?;
     }
-    put_list(&mut out, "src_nets", src_nets);
-    put_str(&mut out, "src_selector", &src_selector);
-    put_list(&mut out, "src_ports", ports_json(src.ports.as_ref()));
+    Ok(())
+}
+
+/// What each side matches in v1: nets, the combined selector (scoped to `ns`), ports and
+/// service, then the negated nets, selector and ports. Source nets drop entries that do not parse
+/// (`ConvertStringsToNets`), destination nets keep them as `null` (`NormalizeIPNets`).
+fn put_entity_matches(out: &mut Map<String, Value>, src: &Entity, dst: &Entity, ns: &str) {
+    put_list(out, "src_nets", nets_skipping_bad(src.nets.as_ref()));
+    put_str(out, "src_selector", &src.selector(ns));
+    put_list(out, "src_ports", ports_json(src.ports.as_ref()));
     if let Some((name, namespace)) = &src.service {
-        put_str(&mut out, "src_service", name);
-        put_str(&mut out, "src_service_ns", namespace);
+        put_str(out, "src_service", name);
+        put_str(out, "src_service_ns", namespace);
     }
-    put_list(&mut out, "dst_nets", dst_nets);
-    put_str(&mut out, "dst_selector", &dst_selector);
-    put_list(&mut out, "dst_ports", ports_json(dst.ports.as_ref()));
+    put_list(out, "dst_nets", nets_keeping_bad(dst.nets.as_ref()));
+    put_str(out, "dst_selector", &dst.selector(ns));
+    put_list(out, "dst_ports", ports_json(dst.ports.as_ref()));
     if let Some((name, namespace)) = &dst.service {
-        put_str(&mut out, "dst_service", name);
-        put_str(&mut out, "dst_service_ns", namespace);
+        put_str(out, "dst_service", name);
+        put_str(out, "dst_service_ns", namespace);
     }
-    put_list(&mut out, "!src_nets", not_src_nets);
-    put_str(&mut out, "!src_selector", &src.not_selector);
-    put_list(&mut out, "!src_ports", ports_json(src.not_ports.as_ref()));
-    put_list(&mut out, "!dst_nets", not_dst_nets);
-    put_str(&mut out, "!dst_selector", &dst.not_selector);
-    put_list(&mut out, "!dst_ports", ports_json(dst.not_ports.as_ref()));
+    put_list(out, "!src_nets", nets_skipping_bad(src.not_nets.as_ref()));
+    put_str(out, "!src_selector", &src.not_selector);
+    put_list(out, "!src_ports", ports_json(src.not_ports.as_ref()));
+    put_list(out, "!dst_nets", nets_keeping_bad(dst.not_nets.as_ref()));
+    put_str(out, "!dst_selector", &dst.not_selector);
+    put_list(out, "!dst_ports", ports_json(dst.not_ports.as_ref()));
+}
 
-    put_str(&mut out, "orig_src_selector", &src.selector);
-    put_str(
-        &mut out,
-        "orig_src_namespace_selector",
-        &src.namespace_selector,
-    );
-    put_str(&mut out, "orig_dst_selector", &dst.selector);
-    put_str(
-        &mut out,
-        "orig_dst_namespace_selector",
-        &dst.namespace_selector,
-    );
-    put_str(&mut out, "!orig_src_selector", &src.not_selector);
-    put_str(&mut out, "!orig_dst_selector", &dst.not_selector);
-    let names = |n: &Option<Vec<String>>| -> Vec<Value> {
-        n.iter()
-            .flatten()
-            .map(|s| Value::String(s.clone()))
-            .collect()
-    };
+/// The `orig_*` fields: each side's selectors and service-account match as written in v3.
+fn put_original_matches(out: &mut Map<String, Value>, src: &Entity, dst: &Entity) {
+    put_str(out, "orig_src_selector", &src.selector);
+    put_str(out, "orig_src_namespace_selector", &src.namespace_selector);
+    put_str(out, "orig_dst_selector", &dst.selector);
+    put_str(out, "orig_dst_namespace_selector", &dst.namespace_selector);
+    put_str(out, "!orig_src_selector", &src.not_selector);
+    put_str(out, "!orig_dst_selector", &dst.not_selector);
     put_list(
-        &mut out,
+        out,
         "orig_src_service_acct_names",
-        names(&src.sa_names),
+        string_values(src.sa_names.as_ref()),
     );
-    put_str(&mut out, "orig_src_service_acct_selector", &src.sa_selector);
+    put_str(out, "orig_src_service_acct_selector", &src.sa_selector);
     put_list(
-        &mut out,
+        out,
         "orig_dst_service_acct_names",
-        names(&dst.sa_names),
+        string_values(dst.sa_names.as_ref()),
     );
-    put_str(&mut out, "orig_dst_service_acct_selector", &dst.sa_selector);
+    put_str(out, "orig_dst_service_acct_selector", &dst.sa_selector);
+}
 
-    if let Some(http) = object(rule, "http")? {
-        let http = Value::Object(http.clone());
-        let mut m = Map::new();
-        if let Some(methods) = strings(&http, "methods")? {
-            put_list(
-                &mut m,
-                "methods",
-                methods.into_iter().map(Value::String).collect(),
-            );
-        }
-        if let Some(paths) = v3read::list(&http, "paths")? {
-            let mut out_paths = Vec::new();
-            for p in paths {
-                let mut path = Map::new();
-                put_str(&mut path, "exact", string(p, "exact")?);
-                put_str(&mut path, "prefix", string(p, "prefix")?);
-                out_paths.push(Value::Object(path));
-            }
-            put_list(&mut m, "paths", out_paths);
-        }
-        out.insert("http".into(), Value::Object(m));
+fn string_values(names: Option<&Vec<String>>) -> Vec<Value> {
+    names
+        .into_iter()
+        .flatten()
+        .map(|s| Value::String(s.clone()))
+        .collect()
+}
+
+/// The HTTP match: `methods`, and `paths` as `{exact, prefix}` objects.
+fn put_http(out: &mut Map<String, Value>, rule: &Value) -> Result<(), Reason> {
+    let Some(http) = object(rule, "http")? else {
+        return Ok(());
+    };
+    let http = Value::Object(http.clone());
+    let mut m = Map::new();
+    if let Some(methods) = strings(&http, "methods")? {
+        put_list(
+            &mut m,
+            "methods",
+            methods.into_iter().map(Value::String).collect(),
+        );
     }
+    if let Some(paths) = v3read::list(&http, "paths")? {
+        let mut out_paths = Vec::new();
+        for p in paths {
+            let mut path = Map::new();
+            put_str(&mut path, "exact", string(p, "exact")?);
+            put_str(&mut path, "prefix", string(p, "prefix")?);
+            out_paths.push(Value::Object(path));
+        }
+        put_list(&mut m, "paths", out_paths);
+    }
+    out.insert("http".into(), Value::Object(m));
+    Ok(())
+}
+
+/// The rule's `metadata`: only its annotations are kept.
+fn put_metadata(out: &mut Map<String, Value>, rule: &Value) -> Result<(), Reason> {
     if let Some(metadata) = object(rule, "metadata")? {
         let metadata = Value::Object(metadata.clone());
         if let Some(annotations) = v3read::string_map(&metadata, "annotations")? {
@@ -396,27 +433,33 @@ pub(super) fn rule_to_v1(rule: &Value, ns: &str) -> Result<Value, Reason> {
             out.insert("metadata".into(), Value::Object(m));
         }
     }
+    Ok(())
+}
 
-    // The v1 validator: every selector field must parse.
-    for field in [
-        "src_selector",
-        "dst_selector",
-        "!src_selector",
-        "!dst_selector",
-        "orig_src_selector",
-        "orig_src_namespace_selector",
-        "orig_dst_selector",
-        "orig_dst_namespace_selector",
-        "!orig_src_selector",
-        "!orig_dst_selector",
-        "orig_src_service_acct_selector",
-        "orig_dst_service_acct_selector",
-    ] {
+/// The v1 rule's selector fields, all of which the v1 validator parses.
+const SELECTOR_FIELDS: [&str; 12] = [
+    "src_selector",
+    "dst_selector",
+    "!src_selector",
+    "!dst_selector",
+    "orig_src_selector",
+    "orig_src_namespace_selector",
+    "orig_dst_selector",
+    "orig_dst_namespace_selector",
+    "!orig_src_selector",
+    "!orig_dst_selector",
+    "orig_src_service_acct_selector",
+    "orig_dst_service_acct_selector",
+];
+
+/// The v1 validator: every selector field must parse.
+fn validate_selectors(out: &Map<String, Value>) -> Result<(), Reason> {
+    for field in SELECTOR_FIELDS {
         if let Some(s) = out.get(field).and_then(Value::as_str) {
             validate_selector(s)?;
         }
     }
-    Ok(Value::Object(out))
+    Ok(())
 }
 
 /// A v3 rule as Go re-marshals it after decoding (for v3 resources passed through, such as

@@ -171,22 +171,26 @@ pub fn convert(
                 ));
             }
             if let Some(kind) = derived_kind {
-                let spec = if kind == &"KubernetesEndpointSlice" {
-                    let mut spec = Map::new();
-                    for field in ["addressType", "endpoints", "ports"] {
-                        if let Some(v) = object.get(field) {
-                            spec.insert(field.into(), v.clone());
-                        }
-                    }
-                    Some(Value::Object(spec))
-                } else {
-                    object.get("spec").cloned()
-                };
-                out.push(one(kind, derived(kind, object, spec)));
+                out.push(one(kind, derived(kind, object, derived_spec(kind, object))));
             }
             out
         }
     })
+}
+
+/// The `spec` of the Calico kind derived from a built-in object: an EndpointSlice's top-level
+/// fields gathered under it, any other object's own `spec`.
+fn derived_spec(kind: &str, object: &Value) -> Option<Value> {
+    if kind != "KubernetesEndpointSlice" {
+        return object.get("spec").cloned();
+    }
+    let mut spec = Map::new();
+    for field in ["addressType", "endpoints", "ports"] {
+        if let Some(v) = object.get(field) {
+            spec.insert(field.into(), v.clone());
+        }
+    }
+    Some(Value::Object(spec))
 }
 
 /// A Profile derived from a Namespace or ServiceAccount, with the resource version Calico's

@@ -437,8 +437,8 @@ pub(crate) fn incoming(
             };
             let Some((socket, peer)) = accepted else {
                 // Close the listening socket (new agents are refused by the kernel and go to
-                // another replica), but keep the stream open: tonic keeps serving what is
-                // connected until the drain is over.
+                // another replica), but keep the stream open: the front end keeps serving what
+                // is connected until the drain is over.
                 drop(listener);
                 info!(
                     listener = config.listener,
@@ -447,45 +447,20 @@ pub(crate) fn incoming(
                 tx.closed().await;
                 return;
             };
-            let taken = counters
-                .sockets
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < config.max_sockets).then_some(n + 1)
-                });
-            if taken.is_err() {
-                counters.refused_sockets.fetch_add(1, Ordering::Relaxed);
-                if let Some(more) = counters.refused_log.hit() {
-                    warn!(peer = %peer, max_sockets = config.max_sockets,
-                        also_refused_since_last_line = more,
-                        "socket limit reached; closing new connections");
-                }
+            let Some(permit) = take_socket_slot(&counters, &config, peer) else {
                 drop(socket);
                 continue;
-            }
-            let permit = SocketPermit(counters.clone());
-            // With our own listener tonic applies neither; Nagle's algorithm would hold small
-            // frames back for up to a delayed-ACK timeout (~40 ms).
-            let _ = socket.set_nodelay(true);
-            let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
-            let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
-            let deadline = tokio::time::Instant::now() + config.handshake_timeout;
-            let io_counters = counters.clone();
-            let guarded = move |inner: Transport| GuardedIo {
-                inner,
-                state: Arc::new(ConnState {
-                    peer,
-                    handshake_done: AtomicBool::new(false),
-                    killed: AtomicBool::new(false),
-                    waker: AtomicWaker::new(),
-                    request_bytes: AtomicUsize::new(0),
-                }),
-                handshake: Some(Box::pin(tokio::time::sleep_until(deadline))),
-                counters: io_counters,
-                _permit: permit,
+            };
+            tune(&socket, &config);
+            let pending = Pending {
+                peer,
+                deadline: tokio::time::Instant::now() + config.handshake_timeout,
+                counters: counters.clone(),
+                permit,
             };
             match &tls {
                 None => {
-                    let io = guarded(Transport::Plain {
+                    let io = pending.guard(Transport::Plain {
                         socket,
                         sniffed: 0,
                         preface: config.preface,
@@ -497,37 +472,98 @@ pub(crate) fn incoming(
                 }
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                    let tx = tx.clone();
-                    let counters = counters.clone();
-                    // The permit moves into the connection (or is dropped with a failed one).
-                    let make = move |stream| guarded(Transport::Tls(Box::new(stream)));
-                    tokio::spawn(async move {
-                        let reason = match tokio::time::timeout_at(
-                            deadline,
-                            acceptor.accept(socket),
-                        )
-                        .await
-                        {
-                            Ok(Ok(stream)) => {
-                                let io = make(stream);
-                                counters.track(&io.state);
-                                let _ = tx.send(Ok(io)).await;
-                                return;
-                            }
-                            Ok(Err(e)) => crate::tls::handshake_reason(&e),
-                            Err(_) => "no TLS handshake within the handshake timeout".to_string(),
-                        };
-                        counters.refused_tls.fetch_add(1, Ordering::Relaxed);
-                        if let Some(more) =
-                            counters.tls_log[crate::tls::refusal_kind(&reason)].hit()
-                        {
-                            warn!(peer = %peer, reason = %reason, also_refused_since_last_line = more,
-                                "refusing a connection: TLS handshake failed");
-                        }
-                    });
+                    tokio::spawn(tls_handshake(acceptor, socket, pending, tx.clone()));
                 }
             }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A slot of the socket cap for a new socket from `peer`, or `None` (counted, and logged at most
+/// once per [`LOG_EVERY`]) when every slot is taken.
+fn take_socket_slot(
+    counters: &Arc<Connections>,
+    config: &AcceptConfig,
+    peer: SocketAddr,
+) -> Option<SocketPermit> {
+    let taken = counters
+        .sockets
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < config.max_sockets).then_some(n + 1)
+        });
+    if taken.is_ok() {
+        return Some(SocketPermit(counters.clone()));
+    }
+    counters.refused_sockets.fetch_add(1, Ordering::Relaxed);
+    if let Some(more) = counters.refused_log.hit() {
+        warn!(peer = %peer, max_sockets = config.max_sockets,
+            also_refused_since_last_line = more,
+            "socket limit reached; closing new connections");
+    }
+    None
+}
+
+/// Socket options our own listener must set (a framework's would): no Nagle — it would hold
+/// small frames back for up to a delayed-ACK timeout (~40 ms) — and TCP keepalive.
+fn tune(socket: &TcpStream, config: &AcceptConfig) {
+    let _ = socket.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new().with_time(config.tcp_keepalive);
+    let _ = socket2::SockRef::from(socket).set_tcp_keepalive(&keepalive);
+}
+
+/// An accepted socket holding its slot, not yet handed to the front end (a TLS handshake may be
+/// under way).
+struct Pending {
+    peer: SocketAddr,
+    /// The handshake timeout's deadline, from the accept.
+    deadline: tokio::time::Instant,
+    counters: Arc<Connections>,
+    permit: SocketPermit,
+}
+
+impl Pending {
+    /// The connection as the front end gets it; the slot moves into it.
+    fn guard(self, inner: Transport) -> GuardedIo {
+        GuardedIo {
+            inner,
+            state: Arc::new(ConnState {
+                peer: self.peer,
+                handshake_done: AtomicBool::new(false),
+                killed: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+                request_bytes: AtomicUsize::new(0),
+            }),
+            handshake: Some(Box::pin(tokio::time::sleep_until(self.deadline))),
+            counters: self.counters,
+            _permit: self.permit,
+        }
+    }
+}
+
+/// One connection's TLS handshake, in a task of its own within the handshake timeout: the
+/// connection goes to the front end, or is refused with a rate-limited log line and its slot
+/// given back.
+async fn tls_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: TcpStream,
+    pending: Pending,
+    tx: tokio::sync::mpsc::Sender<Result<GuardedIo, io::Error>>,
+) {
+    let (peer, counters) = (pending.peer, pending.counters.clone());
+    let reason = match tokio::time::timeout_at(pending.deadline, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => {
+            let io = pending.guard(Transport::Tls(Box::new(stream)));
+            counters.track(&io.state);
+            let _ = tx.send(Ok(io)).await;
+            return;
+        }
+        Ok(Err(e)) => crate::tls::handshake_reason(&e),
+        Err(_) => "no TLS handshake within the handshake timeout".to_string(),
+    };
+    counters.refused_tls.fetch_add(1, Ordering::Relaxed);
+    if let Some(more) = counters.tls_log[crate::tls::refusal_kind(&reason)].hit() {
+        warn!(peer = %peer, reason = %reason, also_refused_since_last_line = more,
+            "refusing a connection: TLS handshake failed");
+    }
 }

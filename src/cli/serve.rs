@@ -16,6 +16,7 @@ use meshsync_datastore::{
 };
 use meshsync_federation::controller::{self, ControllerConfig, LocalDatastore};
 use meshsync_mesh::{MeshConfig, RemoteLimits};
+use meshsync_server::RemoteNamespaces;
 use meshsync_server::{BoundServer, ServerConfig};
 use tracing::{error, info};
 
@@ -39,6 +40,16 @@ pub struct ServeArgs {
     /// given. Typha's port is 5473: to take Typha's place, move gRPC with `--listen`.
     #[arg(long, env = "MESHSYNC_TYPHA_LISTEN")]
     typha_listen: Option<SocketAddr>,
+    /// Whether a remote cluster's pods count as members of the local namespace of the same name
+    /// for Felix's namespaced policies: `same` (namespace sameness, the default) or `distinct`
+    /// (only GlobalNetworkPolicies and namespaceSelectors reach remote pods).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "same",
+        env = "MESHSYNC_REMOTE_NAMESPACES"
+    )]
+    remote_namespaces: RemoteNamespacesArg,
     /// Health endpoints (`/liveness`, `/readiness`) listen address.
     #[arg(long, default_value = "0.0.0.0:9098", env = "MESHSYNC_HEALTH_LISTEN")]
     health_listen: SocketAddr,
@@ -237,6 +248,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--remote-namespaces`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RemoteNamespacesArg {
+    Same,
+    Distinct,
+}
+
 /// The server's configuration from the flags (the times checked here).
 fn server_config(
     args: &ServeArgs,
@@ -245,6 +263,10 @@ fn server_config(
     Ok(ServerConfig {
         listen: args.listen,
         typha_listen: args.typha_listen,
+        typha_remote_namespaces: match args.remote_namespaces {
+            RemoteNamespacesArg::Same => RemoteNamespaces::Same,
+            RemoteNamespacesArg::Distinct => RemoteNamespaces::Distinct,
+        },
         typha_v3_resource_versions: matches!(
             args.datastore,
             meshsync_datastore::DatastoreUrl::Kubernetes { .. }

@@ -133,7 +133,8 @@ impl Replica {
             }
             SourceEvent::Status { .. }
             | SourceEvent::ClusterRemoved { .. }
-            | SourceEvent::Unreadable { .. } => {}
+            | SourceEvent::Unreadable { .. }
+            | SourceEvent::Refused { .. } => {}
         }
     }
 

@@ -47,6 +47,11 @@ pub struct ClusterStatus {
     /// The seq at which the cluster last became in sync (0 while it is not): its data is
     /// complete in every cut from there on.
     pub in_sync_seq: u64,
+    /// What the mesh refused to merge from this cluster ([`SourceEvent::Refused`]): how many
+    /// resources, and the first reasons.
+    ///
+    /// [`SourceEvent::Refused`]: meshsync_model::SourceEvent::Refused
+    pub refused: Option<(usize, std::sync::Arc<str>)>,
 }
 
 impl ClusterStatus {
@@ -56,6 +61,7 @@ impl ClusterStatus {
             last_error: None,
             views: [View::default(); SUBSCRIPTION_COUNT],
             in_sync_seq: 0,
+            refused: None,
         };
         c.set(status);
         c
@@ -90,7 +96,10 @@ impl ClusterStatus {
         match (&self.status, &self.last_error) {
             (SourceStatus::ConnectionFailed(e) | SourceStatus::ConfigIncomplete(e), _) => e.clone(),
             (_, Some(last)) => format!("retrying after: {last}"),
-            (_, None) => String::new(),
+            (_, None) => match &self.refused {
+                Some((count, summary)) => format!("not merged ({count}): {summary}"),
+                None => String::new(),
+            },
         }
     }
 
@@ -185,7 +194,7 @@ impl SyncStatus {
                 .clusters
                 .iter()
                 .zip(other.clusters.iter())
-                .all(|((a, x), (b, y))| a == b && x.status == y.status)
+                .all(|((a, x), (b, y))| a == b && x.status == y.status && x.refused == y.refused)
     }
 }
 

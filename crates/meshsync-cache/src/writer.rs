@@ -247,6 +247,18 @@ impl Writer {
                 }
                 self.delete(key, revision, deltas);
             }
+            SourceEvent::Refused {
+                cluster,
+                count,
+                summary,
+            } => {
+                let entry = self
+                    .status
+                    .clusters
+                    .entry(cluster)
+                    .or_insert_with(|| ClusterStatus::new(SourceStatus::Connecting));
+                entry.refused = (count > 0).then(|| (count, summary.into()));
+            }
             // Only the mesh asks for objects by name (Secrets, consumed there); anything else a
             // source could not read is not served, and was never upserted.
             SourceEvent::Unreadable { key, reason } => {

@@ -13,6 +13,7 @@
 //! has failed. A changed RCC or Secret restarts only that cluster's source (its relist becomes the
 //! differences); a deleted RCC removes the cluster's keys, then its status.
 
+mod collisions;
 mod error;
 mod lifecycle;
 mod lost_cluster;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamMap;
 use tracing::{debug, error, info, warn};
 
+use crate::collisions::CollisionGuard;
 use crate::error::SecretError;
 use crate::rcc::{SecretRef, Secrets};
 use crate::remote::{RemoteLimits, SourceStream};
@@ -66,6 +67,10 @@ pub struct RemoteClusterManager<L> {
     /// During a local relist: RCC names and Secrets not seen again yet.
     local_unseen: Option<(BTreeSet<String>, BTreeSet<SecretRef>)>,
     gate: LocalGate,
+    /// What would collide across clusters is held back here on its way out.
+    guard: CollisionGuard,
+    /// Events past the guard, for the cache.
+    ready: VecDeque<SourceEvent>,
 }
 
 impl<L> RemoteClusterManager<L>
@@ -83,6 +88,8 @@ where
             out: VecDeque::new(),
             local_unseen: None,
             gate: LocalGate::Pending,
+            guard: CollisionGuard::default(),
+            ready: VecDeque::new(),
         }
     }
 
@@ -102,8 +109,12 @@ where
     /// The next event for the cache; `None` when the local source ended.
     pub async fn next(&mut self) -> Option<SourceEvent> {
         loop {
-            if let Some(event) = self.out.pop_front() {
+            if let Some(event) = self.ready.pop_front() {
                 return Some(event);
+            }
+            if let Some(event) = self.out.pop_front() {
+                self.guard.apply(event, &mut self.ready);
+                continue;
             }
             if self.local_ended {
                 return None;

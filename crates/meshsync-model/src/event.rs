@@ -74,6 +74,15 @@ pub enum SourceEvent {
     /// The cluster left the mesh (its RemoteClusterConfiguration was deleted): every key of it is
     /// deleted, then its status is removed.
     ClusterRemoved { cluster: ClusterName },
+    /// What the mesh does not merge from remote `cluster` because it would collide with other
+    /// clusters' data (overlapping pools, a node name taken locally, an encapsulation the local
+    /// pools do not use): `count` resources, `summary` the first reasons on one line. Sent when
+    /// it changes; `count` 0 clears it. The cluster's status shows it; nothing else changes.
+    Refused {
+        cluster: ClusterName,
+        count: usize,
+        summary: String,
+    },
 }
 
 impl SourceEvent {
@@ -83,7 +92,8 @@ impl SourceEvent {
             SourceEvent::Status { cluster, .. }
             | SourceEvent::ResyncStart { cluster }
             | SourceEvent::ResyncDone { cluster }
-            | SourceEvent::ClusterRemoved { cluster } => cluster,
+            | SourceEvent::ClusterRemoved { cluster }
+            | SourceEvent::Refused { cluster, .. } => cluster,
             SourceEvent::Upsert { key, .. }
             | SourceEvent::Delete { key, .. }
             | SourceEvent::Unreadable { key, .. } => key.cluster(),

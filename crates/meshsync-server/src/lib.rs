@@ -33,6 +33,7 @@ pub use grpc::service::{
     MAX_CLUSTER_NAME_BYTES, MAX_NODE_NAME_BYTES, MAX_REQUIRED_CLUSTERS, MAX_SUBSCRIPTION_BYTES,
     SERVER_VERSION, SyncService, check_subscribe_request,
 };
+pub use meshsync_typha::v1::remote::RemoteNamespaces;
 pub use small_file::{MAX_SMALL_FILE_BYTES, read_small_file};
 pub use tls::{TlsError, TlsFiles};
 
@@ -46,6 +47,9 @@ pub struct ServerConfig {
     /// Typha's clients see v3 values with their resource version (the local datastore is
     /// Kubernetes, whose syncer keeps it; Calico's etcd syncer leaves it empty).
     pub typha_v3_resource_versions: bool,
+    /// Whether remote pods count as members of the local namespace of the same name for Typha's
+    /// clients (Felix's namespaced policies).
+    pub typha_remote_namespaces: meshsync_typha::v1::remote::RemoteNamespaces,
     /// Health listen address (9098 by default); `None` disables the health endpoints.
     pub health_listen: Option<SocketAddr>,
     /// Prometheus `/metrics` listen address (off by default, as Typha; its port is 9093).
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 5473)),
             typha_listen: None,
             typha_v3_resource_versions: false,
+            typha_remote_namespaces: Default::default(),
             health_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9098))),
             metrics_listen: None,
             max_connections: 20_000,
@@ -302,6 +307,7 @@ impl BoundServer {
                 listener,
                 typha::Settings {
                     v3_resource_versions: self.config.typha_v3_resource_versions,
+                    remote_namespaces: self.config.typha_remote_namespaces,
                     handshake: self.config.handshake_timeout,
                     // Typha's defaults are the same 10 s and 60 s as HTTP/2's keepalive here.
                     ping_interval: self.config.keepalive_interval,

@@ -97,6 +97,22 @@ fn write_cluster_metrics(out: &mut String, status: &meshsync_cache::SyncStatus) 
     }
     let _ = writeln!(
         out,
+        "# HELP meshsync_remote_cluster_refused_resources Resources of a remote cluster the mesh does not merge because they would collide with other clusters' (overlapping pools, a node name taken locally, another encapsulation)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE meshsync_remote_cluster_refused_resources gauge"
+    );
+    for (name, cluster) in status.clusters.iter().filter(|(n, _)| !n.is_empty()) {
+        let _ = writeln!(
+            out,
+            "meshsync_remote_cluster_refused_resources{{remote_cluster_name=\"{}\"}} {}",
+            escape_label(&name.to_lowercase()),
+            cluster.refused.as_ref().map_or(0, |(n, _)| *n)
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP meshsync_cache_keys Keys held per cluster (\"\" is the local cluster)."
     );
     let _ = writeln!(out, "# TYPE meshsync_cache_keys gauge");

@@ -22,6 +22,8 @@ use tracing::{debug, info, warn};
 
 use super::encoding::{Framing, TyphaEncoding, subscription_of};
 use super::wire::{self, ClientMessage, ClientReader};
+use meshsync_typha::v1::remote::RemoteNamespaces;
+
 use crate::core::accept::GuardedIo;
 use crate::core::{Applicant, ServerCore, SessionItem};
 
@@ -31,6 +33,8 @@ pub(crate) struct Settings {
     /// Whether v3 values carry their datastore's resource version, as Calico's syncer gives them
     /// on the Kubernetes datastore (on etcd it leaves them without one).
     pub(crate) v3_resource_versions: bool,
+    /// Remote pods in local namespaced policies (see `meshsync_typha::v1::remote`).
+    pub(crate) remote_namespaces: RemoteNamespaces,
     /// How long the client has for its hello (and, with TLS, the handshake before it).
     pub(crate) handshake: Duration,
     /// A ping every this long (with up to 10 % jitter)…
@@ -43,6 +47,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             v3_resource_versions: false,
+            remote_namespaces: RemoteNamespaces::Same,
             handshake: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(60),
@@ -185,6 +190,7 @@ async fn run(
         dialect,
         framing,
         v3_resource_versions: settings.v3_resource_versions,
+        remote_namespaces: settings.remote_namespaces,
     };
     let session = admitted.session(core, encoding, Vec::new(), None);
     stream(session, reader, writer, framing, settings).await

@@ -7,8 +7,8 @@
 //! units are sent as they are to every client. Snappy frames are independent chunks, so the
 //! framed units are shared too; each connection only sends its own stream identifier first.
 //!
-//! Remote clusters do not appear in Typha's syncers yet: only the local cluster's keys are
-//! converted.
+//! Remote clusters appear in the felix syncer only, renamed and labelled by
+//! `meshsync_typha::v1::remote` (the other syncers serve the local cluster alone, as Typha does).
 
 use std::sync::LazyLock;
 
@@ -18,6 +18,7 @@ use meshsync_cache::{
     UpdateRef,
 };
 use meshsync_typha::messages::{SyncStatus, UpdateType};
+use meshsync_typha::v1::remote::RemoteNamespaces;
 use meshsync_typha::v1::{self, Dialect, Resource, Syncer};
 use tracing::warn;
 
@@ -45,6 +46,9 @@ pub(crate) struct TyphaEncoding {
     pub(crate) framing: Framing,
     /// v3 values carry the datastore's revision as their resource version (Kubernetes).
     pub(crate) v3_resource_versions: bool,
+    /// Whether remote pods keep their namespace label (a process-wide setting, like the
+    /// datastore's resource versions, so it does not split the memo).
+    pub(crate) remote_namespaces: RemoteNamespaces,
 }
 
 static SLOTS: LazyLock<[EncodingSlot; 4]> = LazyLock::new(|| {
@@ -92,11 +96,13 @@ impl TyphaEncoding {
         }
     }
 
-    /// The v1 updates of one cached change (local cluster only), converted as the syncer's
-    /// update processors would; a value that cannot be converted deletes its keys and is logged.
+    /// The v1 updates of one cached change, converted as the syncer's update processors would
+    /// (a remote cluster's, for the felix syncer, renamed first); a value that cannot be
+    /// converted deletes its keys and is logged.
     fn convert(&self, update: &UpdateRef<'_>, out: &mut Vec<wire::Kv>) {
         let key = update.key;
-        if !key.cluster().is_empty() {
+        let remote = !key.cluster().is_empty();
+        if remote && self.syncer != Syncer::Felix {
             return;
         }
         let resource = Resource {
@@ -113,9 +119,19 @@ impl TyphaEncoding {
             },
         };
         let deleted = update.change == Change::Deleted;
-        let converted = v1::convert(self.syncer, self.dialect, &resource, deleted);
+        let converted = if remote {
+            v1::convert_remote(
+                self.dialect,
+                key.cluster(),
+                self.remote_namespaces,
+                &resource,
+                deleted,
+            )
+        } else {
+            v1::convert(self.syncer, self.dialect, &resource, deleted)
+        };
         if let Some(error) = converted.error {
-            warn!(syncer = self.syncer.name(), error = %error,
+            warn!(syncer = self.syncer.name(), cluster = key.cluster(), error = %error,
                 "resource not valid for Typha's clients; its keys are deleted");
         }
         let kind = match update.change {

@@ -46,7 +46,7 @@ pub(super) fn convert(
 
 /// Calico's `extractParts`: splits a WorkloadEndpoint name on single dashes (a doubled dash is a
 /// dash inside a part; the first byte never separates).
-fn dash_separated_parts(name: &str) -> Vec<String> {
+pub(super) fn dash_separated_parts(name: &str) -> Vec<String> {
     let bytes = name.as_bytes();
     let mut parts = Vec::new();
     let mut start = 0;

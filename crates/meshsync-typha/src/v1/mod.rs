@@ -20,6 +20,7 @@ mod node;
 mod passthrough;
 mod policy;
 mod profile;
+pub mod remote;
 mod rules;
 mod v3read;
 
@@ -142,3 +143,28 @@ pub fn convert(
 /// A family's conversion: `None` when the kind is not one of its kinds (or not one `syncer`
 /// carries).
 type Family = fn(Syncer, Dialect, &Resource<'_>, bool) -> Option<Converted>;
+
+/// What the felix syncer sends for `resource` of the remote cluster `cluster`: the resource
+/// renamed and relabelled by [`remote::localize`], then converted as a local one. Other syncers,
+/// and kinds never merged from a remote, give nothing.
+pub fn convert_remote(
+    dialect: Dialect,
+    cluster: &str,
+    namespaces: remote::RemoteNamespaces,
+    resource: &Resource<'_>,
+    deleted: bool,
+) -> Converted {
+    match remote::localize(cluster, namespaces, resource) {
+        Ok(Some(local)) => convert(
+            Syncer::Felix,
+            dialect,
+            &local.resource(resource.revision),
+            deleted,
+        ),
+        Ok(None) => Converted::default(),
+        Err(error) => Converted {
+            updates: Vec::new(),
+            error: Some(error),
+        },
+    }
+}

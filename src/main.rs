@@ -47,6 +47,9 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Run the federated services controller against a server and a local datastore.
     Federate(cli::federate::FederateArgs),
+    /// Connect two Kubernetes clusters into a mesh, both ways (RBAC, tokens, Secrets, RCCs).
+    #[command(long_about = cli::connect::LONG_ABOUT)]
+    Connect(cli::connect::ConnectArgs),
 }
 
 impl Command {
@@ -55,7 +58,7 @@ impl Command {
     fn is_one_shot(&self) -> bool {
         matches!(
             self,
-            Command::Status(_) | Command::Selector(_) | Command::Eval(_)
+            Command::Status(_) | Command::Selector(_) | Command::Eval(_) | Command::Connect(_)
         )
     }
 }
@@ -117,6 +120,7 @@ fn main() -> std::process::ExitCode {
             Command::Selector(args) => cli::selector::run(args),
             Command::Eval(args) => cli::eval::run(args).await,
             Command::Federate(args) => cli::federate::run(args).await,
+            Command::Connect(args) => cli::connect::run(args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod common;
+pub mod connect;
 pub mod etcd_flags;
 pub mod eval;
 pub mod federate;

@@ -97,6 +97,7 @@ impl ClusterStatus {
             (SourceStatus::ConnectionFailed(e) | SourceStatus::ConfigIncomplete(e), _) => e.clone(),
             (_, Some(last)) => format!("retrying after: {last}"),
             (_, None) => match &self.refused {
+                Some((0, notes)) => format!("note: {notes}"),
                 Some((count, summary)) => format!("not merged ({count}): {summary}"),
                 None => String::new(),
             },

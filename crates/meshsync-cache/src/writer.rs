@@ -257,7 +257,7 @@ impl Writer {
                     .clusters
                     .entry(cluster)
                     .or_insert_with(|| ClusterStatus::new(SourceStatus::Connecting));
-                entry.refused = (count > 0).then(|| (count, summary.into()));
+                entry.refused = (!summary.is_empty()).then(|| (count, summary.into()));
             }
             // Only the mesh asks for objects by name (Secrets, consumed there); anything else a
             // source could not read is not served, and was never upserted.

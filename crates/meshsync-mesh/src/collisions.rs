@@ -626,7 +626,7 @@ impl CollisionGuard {
         if remote.unseen.is_some() {
             return;
         }
-        let count = remote.refused.len() + remote.notes.len();
+        let count = remote.refused.len();
         let summary = remote
             .refused
             .values()
@@ -638,8 +638,10 @@ impl CollisionGuard {
         if (count, &summary) == (remote.reported.0, &remote.reported.1) {
             return;
         }
-        if count == 0 {
+        if count == 0 && summary.is_empty() {
             info!(cluster = %cluster, "remote cluster no longer collides with the mesh; all of it is merged");
+        } else if count == 0 {
+            info!(cluster = %cluster, notes = %summary, "remote cluster merged whole, with notes");
         } else {
             warn!(cluster = %cluster, count, reasons = %summary,
                 "not merging remote resources that collide with other clusters' data");

@@ -76,8 +76,9 @@ pub enum SourceEvent {
     ClusterRemoved { cluster: ClusterName },
     /// What the mesh does not merge from remote `cluster` because it would collide with other
     /// clusters' data (overlapping pools, a node name taken locally, an encapsulation the local
-    /// pools do not use): `count` resources, `summary` the first reasons on one line. Sent when
-    /// it changes; `count` 0 clears it. The cluster's status shows it; nothing else changes.
+    /// pools do not use): `count` resources, `summary` the first reasons on one line, then notes
+    /// that refuse nothing (a node name also used locally). Sent when it changes; an empty
+    /// summary clears it. The cluster's status shows it; nothing else changes.
     Refused {
         cluster: ClusterName,
         count: usize,

@@ -248,6 +248,7 @@ fn a_remote_node_with_a_local_nodes_name_is_reported_and_still_served() {
     assert_eq!(upserted(&out), ["b/Node/node-1"]);
     let r = refused(&out);
     assert_eq!(r.len(), 1);
+    assert_eq!(r[0].1, 0, "a note refuses nothing: {r:?}");
     assert!(
         r[0].2
             .contains("a local node has the same name (served as b.node-1)"),

@@ -6,7 +6,9 @@
 #   calico-typha         peers/calico       (./cmd/calico-typha: Calico's typha/pkg/daemon, as
 #                                           typha/cmd/calico-typha runs it, + a Go 1.26 JSON fix)
 #   typha-client         peers/calico       (github.com/projectcalico/calico/typha/cmd/typha-client)
-#   every other main     peers/calico/cmd/* (test and benchmark clients: typha-bench-agents, …)
+#   every other main     peers/calico/cmd/* (test and benchmark clients: typha-bench-agents, …;
+#                                           calico-felix, Calico's felix/daemon + the same JSON
+#                                           fix, and felix-dataplane-recorder, its test dataplane)
 #
 # into ${MESHSYNC_PEERS_DIR:-$HOME/.cache/meshsync/peers}/<pin>/bin, where <pin> is a hash of the
 # pins (both modules' go.mod, without comments, and go.sum; the Go version; the build recipe). A binary is rebuilt

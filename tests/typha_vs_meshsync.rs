@@ -8,25 +8,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use support::apiserver::ApiServer;
-use support::binary::Serve;
 use support::etcd::Cluster;
-use support::log_text::text_field;
-use support::typha::{CalicoTypha, Differential, Syncer, TyphaDatastore, TyphaServer};
+use support::typha::{
+    CalicoTypha, Differential, Syncer, TyphaDatastore, TyphaServer, meshsync_typha,
+};
 use support::typha_scenario;
-
-/// `meshsync serve` on `datastore` with a Typha port; returns it and the port's address.
-fn meshsync_typha(datastore: &str) -> (Serve, SocketAddr) {
-    let mut serve = Serve::on_loopback(datastore, &["--typha-listen", "127.0.0.1:0"]);
-    let line = serve.wait_serving();
-    let typha = text_field(&line, "typha")
-        .and_then(|t| t.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
-        .unwrap_or_else(|| panic!("no typha= in {line:?}"));
-    (serve, typha)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_calico_typha_and_meshsync_serve_the_same_maps() {

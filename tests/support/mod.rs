@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod etcd;
 pub mod fake_server;
 pub mod federation;
+pub mod felix;
 pub mod h2raw;
 pub mod hostile;
 pub mod kdd;

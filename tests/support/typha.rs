@@ -72,7 +72,7 @@ impl Syncer {
 
 /// Ports handed out in this test binary: two servers started at once never get the same one
 /// (the OS may give a port that was just released again).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
@@ -88,7 +88,7 @@ fn free_port() -> u16 {
 }
 
 /// A peer binary from the peers bin folder, checked to exist.
-fn peer(name: &str) -> PathBuf {
+pub fn peer(name: &str) -> PathBuf {
     let bin = peers_bin().join(name);
     assert!(
         bin.is_file(),
@@ -308,6 +308,18 @@ async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .await
         .ok()
         .flatten()
+}
+
+/// `meshsync serve` on `datastore` (a `--datastore` URL) with a Typha port on loopback; returns
+/// it and the Typha port's address (from the serving line's `typha=Some(ADDR)`).
+pub fn meshsync_typha(datastore: &str) -> (super::binary::Serve, SocketAddr) {
+    let mut serve =
+        super::binary::Serve::on_loopback(datastore, &["--typha-listen", "127.0.0.1:0"]);
+    let line = serve.wait_serving();
+    let typha = super::log_text::text_field(&line, "typha")
+        .and_then(|t| t.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok())
+        .unwrap_or_else(|| panic!("no typha= in {line:?}"));
+    (serve, typha)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -82,14 +82,14 @@ fn v3_key(plural: &str, namespace: Option<&str>, name: &str) -> String {
     }
 }
 
-async fn put(client: &EtcdClient, key: String, value: &Value) {
+pub async fn put(client: &EtcdClient, key: String, value: &Value) {
     client
         .put(key.clone(), serde_json::to_vec(value).expect("JSON"))
         .await
         .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
 }
 
-async fn put_v3(
+pub async fn put_v3(
     client: &EtcdClient,
     plural: &str,
     kind: &str,
@@ -139,7 +139,7 @@ fn wep_spec(node: &str, ns: &str, pod: &str, ip: &str) -> Value {
     })
 }
 
-async fn put_wep(client: &EtcdClient, node: &str, ns: &str, pod: &str, app: &str, ip: &str) {
+pub async fn put_wep(client: &EtcdClient, node: &str, ns: &str, pod: &str, app: &str, ip: &str) {
     put_v3(
         client,
         "workloadendpoints",
@@ -157,7 +157,7 @@ async fn put_wep(client: &EtcdClient, node: &str, ns: &str, pod: &str, app: &str
     .await;
 }
 
-async fn put_namespace_profile(client: &EtcdClient, ns: &str, team: &str) {
+pub async fn put_namespace_profile(client: &EtcdClient, ns: &str, team: &str) {
     put_v3(
         client,
         "profiles",
@@ -204,7 +204,7 @@ fn felix_configuration(log_severity: &str) -> Value {
 }
 
 /// An IPAM block of 64 addresses (`/26`) with the ordinals `used` allocated to `pods`.
-fn block(cidr: &str, node: &str, used: &[(usize, &str, &str)]) -> Value {
+pub fn block(cidr: &str, node: &str, used: &[(usize, &str, &str)]) -> Value {
     let mut allocations = vec![Value::Null; 64];
     let mut attributes = Vec::new();
     for (i, (ordinal, ns, pod)) in used.iter().enumerate() {
@@ -621,7 +621,7 @@ pub async fn etcd_scenario(client: &EtcdClient, diff: &mut Differential) {
 /// `kubectl apply` (server-side) of `objects` as one List. kubectl's own schema check is off: it
 /// does not know `nullable` and refuses an IPAMBlock's free (null) allocations, which the API
 /// server's check of the CRD's schema accepts.
-fn apply(api: &ApiServer, objects: Vec<Value>) {
+pub fn apply(api: &ApiServer, objects: Vec<Value>) {
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
     api.kubectl_ok_with(
         &[
@@ -636,7 +636,8 @@ fn apply(api: &ApiServer, objects: Vec<Value>) {
     );
 }
 
-fn crd(kind: &str, namespace: Option<&str>, name: &str, labels: Value, spec: Value) -> Value {
+/// A `crd.projectcalico.org/v1` object (Calico's resources on the Kubernetes datastore).
+pub fn crd(kind: &str, namespace: Option<&str>, name: &str, labels: Value, spec: Value) -> Value {
     let mut metadata = json!({"name": name});
     if let Some(ns) = namespace {
         metadata["namespace"] = ns.into();

@@ -27,7 +27,8 @@ pub const BLOCK_AFFINITY: &str = "BlockAffinity";
 pub enum RemoteSync {
     /// Only the local cluster's objects of this kind are served.
     Never,
-    /// Every remote contributes it (WorkloadEndpoints, HostEndpoints, Profiles without rules).
+    /// Every remote contributes it (WorkloadEndpoints, HostEndpoints, network sets, Profiles
+    /// without rules).
     Always,
     /// Remotes with `overlayRoutingMode: Enabled` contribute it (Nodes, IPPools, IPAM blocks).
     Overlay,
@@ -162,7 +163,13 @@ pub static KINDS: &[KindInfo] = &[
         FELIX,
         Never,
     ),
-    calico("GlobalNetworkSet", "globalnetworksets", false, FELIX, Never),
+    calico(
+        "GlobalNetworkSet",
+        "globalnetworksets",
+        false,
+        FELIX,
+        Always,
+    ),
     calico(HOST_ENDPOINT, "hostendpoints", false, FELIX, Always),
     calico("IPPool", "ippools", false, FELIX | BGP | TUNNEL, Overlay),
     calico("IPReservation", "ipreservations", false, 0, Never),
@@ -215,7 +222,7 @@ pub static KINDS: &[KindInfo] = &[
         FELIX,
         Never,
     ),
-    calico("NetworkSet", "networksets", true, FELIX, Never),
+    calico("NetworkSet", "networksets", true, FELIX, Always),
     KindInfo {
         kube: KubeApi::DerivedFrom {
             api_version: "v1",
@@ -392,6 +399,8 @@ mod tests {
                 "WorkloadEndpoint",
                 "HostEndpoint",
                 "Profile",
+                "NetworkSet",
+                "GlobalNetworkSet",
                 "Service",
                 "Endpoints",
                 "EndpointSlice"

@@ -155,12 +155,18 @@ pub fn convert_remote(
     deleted: bool,
 ) -> Converted {
     match remote::localize(cluster, namespaces, resource) {
-        Ok(Some(local)) => convert(
-            Syncer::Felix,
-            dialect,
-            &local.resource(resource.revision),
-            deleted,
-        ),
+        Ok(Some(local)) => {
+            let mut converted = convert(
+                Syncer::Felix,
+                dialect,
+                &local.resource(resource.revision),
+                deleted,
+            );
+            if local.kind == "NetworkSet" {
+                remote::rename_profiles(cluster, namespaces, &mut converted);
+            }
+            converted
+        }
         Ok(None) => Converted::default(),
         Err(error) => Converted {
             updates: Vec::new(),

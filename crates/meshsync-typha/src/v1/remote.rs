@@ -12,8 +12,10 @@
 //!   new names stay valid v3 names (Calico's validation) and can only equal a local name that
 //!   literally starts with the cluster's name and a dot. A WorkloadEndpoint keeps its namespace,
 //!   pod and interface; its host (the node part of its name and `spec.node`) is renamed, and its
-//!   `profiles` with it. A HostEndpoint keeps its name (its key is under its renamed node).
-//! - **Identity.** Every remote endpoint carries the label [`CLUSTER_LABEL`] = `C`, so a policy
+//!   `profiles` with it. A HostEndpoint keeps its name (its key is under its renamed node). A
+//!   network set `S` becomes `C.S` (a namespaced one stays in its namespace, with `C.kns.<ns>`
+//!   as its profile).
+//! - **Identity.** Every remote endpoint and network set carries the label [`CLUSTER_LABEL`] = `C`, so a policy
 //!   selects a cluster's pods with `meshsync.io/cluster == "C"`. Local endpoints are sent as
 //!   Typha sends them (no label): `!has(meshsync.io/cluster)` selects them.
 //! - **Namespaces.** [`RemoteNamespaces::Same`] (the default) keeps a remote pod's
@@ -97,6 +99,8 @@ pub fn localize(
         "Node" => "Node",
         "IPPool" => "IPPool",
         "IPAMBlock" => "IPAMBlock",
+        "NetworkSet" => "NetworkSet",
+        "GlobalNetworkSet" => "GlobalNetworkSet",
         _ => return Ok(None),
     };
     let invalid = |reason: String| ConvertError::Invalid {
@@ -139,6 +143,10 @@ pub fn localize(
             block(cluster, object);
             remote_name(cluster, resource.name)
         }
+        "NetworkSet" | "GlobalNetworkSet" => {
+            endpoint(cluster, namespaces, object);
+            remote_name(cluster, resource.name)
+        }
         _ => remote_name(cluster, resource.name),
     };
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -171,6 +179,39 @@ fn workload_endpoint_name(cluster: &str, name: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join("-"),
     )
+}
+
+/// A remote namespaced network set's v1 value names its namespace's profile (`kns.<ns>`, added
+/// by the conversion): the remote one, `C.kns.<ns>`, so it inherits its own namespace's labels;
+/// with [`RemoteNamespaces::Distinct`] it is in no local namespace (no namespace label).
+pub(super) fn rename_profiles(
+    cluster: &str,
+    namespaces: RemoteNamespaces,
+    converted: &mut super::Converted,
+) {
+    for update in &mut converted.updates {
+        let Some(bytes) = &update.value else {
+            continue;
+        };
+        let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
+            continue;
+        };
+        if let Some(Value::Array(ids)) = value.get_mut("profile_ids") {
+            for id in ids.iter_mut() {
+                if let Value::String(p) = id {
+                    *p = remote_name(cluster, p);
+                }
+            }
+        }
+        if namespaces == RemoteNamespaces::Distinct
+            && let Some(Value::Object(labels)) = value.get_mut("labels")
+        {
+            labels.remove(NAMESPACE_LABEL);
+        }
+        if let Ok(bytes) = serde_json::to_vec(&value) {
+            update.value = Some(bytes.into());
+        }
+    }
 }
 
 /// A workload or host endpoint: renamed node and profiles, the cluster label, and (with
@@ -456,6 +497,38 @@ mod tests {
         );
         assert_eq!(l.name, "cluster-b.default-ipv4-ippool");
         assert_eq!(v["spec"]["natOutgoing"], false);
+    }
+
+    #[test]
+    fn network_sets_are_renamed_labelled_and_inherit_their_own_namespace() {
+        let value = json!({"kind": "NetworkSet", "metadata": {"name": "dbs", "namespace": "prod",
+            "labels": {"role": "db"}}, "spec": {"nets": ["10.9.1.0/24"]}});
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let resource = Resource {
+            kind: "NetworkSet",
+            namespace: "prod",
+            name: "dbs",
+            value: &bytes,
+            revision: "",
+        };
+        for (namespaces, namespace_label) in [
+            (RemoteNamespaces::Same, Some("prod")),
+            (RemoteNamespaces::Distinct, None),
+        ] {
+            let converted =
+                crate::v1::convert_remote(Dialect::V331, "b", namespaces, &resource, false);
+            assert!(converted.error.is_none(), "{:?}", converted.error);
+            assert_eq!(converted.updates[0].key, "/calico/v1/netset/prod%2fb.dbs");
+            let v: Value =
+                serde_json::from_slice(converted.updates[0].value.as_ref().unwrap()).unwrap();
+            assert_eq!(v["profile_ids"], json!(["b.kns.prod"]));
+            assert_eq!(v["labels"][CLUSTER_LABEL], "b");
+            assert_eq!(v["labels"]["role"], "db");
+            assert_eq!(
+                v["labels"].get(NAMESPACE_LABEL).and_then(Value::as_str),
+                namespace_label
+            );
+        }
     }
 
     #[test]

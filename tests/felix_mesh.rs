@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use support::etcd::Cluster;
 use support::felix::{Felix, FelixConfig, RecordedState};
-use support::typha::{TyphaDatastore, meshsync_typha};
+use support::typha::{Syncer, TyphaDatastore, TyphaDump, meshsync_typha};
 use support::typha_scenario::{block, put, put_namespace_profile, put_v3, put_wep};
 
 /// Felix's start (config from the datastore, Typha connection, first sync).
@@ -350,6 +350,46 @@ async fn unmodified_felix_enforces_policy_and_routes_across_two_clusters() {
         "A's Felix programs:\n{}",
         felix_a.read_state().unwrap().unwrap().summary()
     );
+
+    // The other syncers (confd, the tunnel address allocator, the status reporter) stay local:
+    // with B in A's felix syncer, they hold A's nodes and pools and nothing of B.
+    let felix_dump = TyphaDump::start(&typha_a.to_string(), Syncer::Felix)
+        .wait_until(
+            "B's renamed node in the felix syncer",
+            |m| m.has("/calico/v1/host/b.b1/", None),
+            CHANGE_TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(felix_dump.has("/calico/v1/host/a1/", None));
+    for syncer in [Syncer::Bgp, Syncer::TunnelIpAllocation, Syncer::NodeStatus] {
+        let map = TyphaDump::start(&typha_a.to_string(), syncer)
+            .wait_until("the syncer in sync", |_| true, CHANGE_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", syncer.name()));
+        let leaked: Vec<&String> = map
+            .map
+            .iter()
+            .filter(|(k, v)| {
+                let text = format!("{k} {v}");
+                text.contains("b.b1") || text.contains("10.2.0.") || text.contains(B.node)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "{}: remote keys {leaked:?}",
+            syncer.name()
+        );
+        if syncer != Syncer::NodeStatus {
+            assert!(
+                map.has("a1", None),
+                "{}: A's own node is missing: {:?}",
+                syncer.name(),
+                map.map.keys().collect::<Vec<_>>()
+            );
+        }
+    }
 
     // B's db pod is relabelled: it leaves A's db set, stays in the cluster set.
     put_wep(&cluster_b.client, B.node, "prod", "db", "web", &B.pod_ip(2)).await;

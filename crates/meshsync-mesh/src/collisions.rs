@@ -12,7 +12,10 @@
 //!   uses, or whose CIDR overlaps a local pool's or another remote cluster's pool (both clusters'
 //!   overlapping pools are refused: which one came first is no reason to prefer it);
 //! - an **IPAM block** that no accepted pool of its own cluster contains;
-//! - a **Node, WorkloadEndpoint or HostEndpoint** whose node, renamed, is a local node's name.
+//! - a **Node, WorkloadEndpoint or HostEndpoint** whose node, renamed, is a local node's name;
+//! - a **WorkloadEndpoint** with an address inside a local pool (with or without overlay
+//!   routing: Felix's IP sets hold addresses, so the remote pod would share a local pod's
+//!   identity).
 //!
 //! A remote Node with the same name as a local one is reported too (it is served renamed, so it is
 //! not merged, but an operator usually wants to know). Refusals are a status of the cluster
@@ -63,6 +66,25 @@ impl Cidr {
             bits: mask(bits, host_bits),
             prefix,
         })
+    }
+
+    /// An address or a CIDR (an address alone is a host route: /32 or /128).
+    fn parse_net(text: &str) -> Option<Cidr> {
+        if text.contains('/') {
+            return Cidr::parse(text);
+        }
+        let ip: IpAddr = text.parse().ok()?;
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        Cidr::parse(&format!("{ip}/{prefix}"))
+    }
+
+    fn render(self) -> String {
+        let ip = if self.v6 {
+            IpAddr::from(std::net::Ipv6Addr::from(self.bits))
+        } else {
+            IpAddr::from(std::net::Ipv4Addr::from(self.bits as u32))
+        };
+        format!("{ip}/{}", self.prefix)
     }
 
     fn width(self) -> u8 {
@@ -119,8 +141,12 @@ struct Pool {
 enum Fact {
     Pool(Pool),
     Block(Cidr),
-    /// The node a Node, WorkloadEndpoint or HostEndpoint is on (its original name).
-    Host(String),
+    /// The node a Node, WorkloadEndpoint or HostEndpoint is on (its original name), and a
+    /// WorkloadEndpoint's addresses.
+    Host {
+        node: String,
+        nets: Vec<Cidr>,
+    },
     /// A pool or block whose CIDR could not be read: never forwarded.
     Unreadable(String),
 }
@@ -163,15 +189,35 @@ impl Fact {
                 Some(c) => Fact::Block(c),
                 None => Fact::Unreadable("its CIDR cannot be read".into()),
             }),
-            NODE => Some(Fact::Host(name.to_owned())),
-            WORKLOAD_ENDPOINT => workload_endpoint_node(name).map(Fact::Host),
+            NODE => Some(Fact::Host {
+                node: name.to_owned(),
+                nets: Vec::new(),
+            }),
+            WORKLOAD_ENDPOINT => {
+                let node = workload_endpoint_node(name)?;
+                let nets = read()
+                    .as_ref()
+                    .and_then(|v| v.pointer("/spec/ipNetworks"))
+                    .and_then(Value::as_array)
+                    .map(|nets| {
+                        nets.iter()
+                            .filter_map(Value::as_str)
+                            .filter_map(Cidr::parse_net)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(Fact::Host { node, nets })
+            }
             HOST_ENDPOINT => read()
                 .and_then(|v| {
                     v.pointer("/spec/node")
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                 })
-                .map(Fact::Host),
+                .map(|node| Fact::Host {
+                    node,
+                    nets: Vec::new(),
+                }),
             _ => None,
         }
     }
@@ -302,6 +348,7 @@ impl CollisionGuard {
         out.push_back(event);
         if pools_changed {
             self.judge_all_pools(None, out);
+            self.judge_all_workloads(out);
         }
         for node in nodes_changed {
             self.judge_local_node(&node, out);
@@ -440,6 +487,28 @@ impl CollisionGuard {
         }
     }
 
+    /// The local pools changed: every remote workload endpoint with addresses is judged again
+    /// (an address inside a local pool would give a remote pod a local pod's identity).
+    fn judge_all_workloads(&mut self, out: &mut VecDeque<SourceEvent>) {
+        let keys: Vec<(ClusterName, ResourceKey)> = self
+            .remotes
+            .iter()
+            .flat_map(|(c, r)| {
+                r.entries
+                    .iter()
+                    .filter(|(_, e)| matches!(&e.fact, Fact::Host { nets, .. } if !nets.is_empty()))
+                    .map(move |(k, _)| (c.clone(), k.clone()))
+            })
+            .collect();
+        let clusters: BTreeSet<ClusterName> = keys.iter().map(|(c, _)| c.clone()).collect();
+        for (cluster, key) in keys {
+            self.judge(&cluster, &key, false, out);
+        }
+        for cluster in clusters {
+            self.report(&cluster, out);
+        }
+    }
+
     /// A local node appeared or left: the remote resources it may collide with (those of cluster
     /// `c` on node `n`, for a local node named `c.n`) are judged again.
     fn judge_local_node(&mut self, local: &str, out: &mut VecDeque<SourceEvent>) {
@@ -469,17 +538,29 @@ impl CollisionGuard {
     fn verdict(&self, cluster: &str, key: &ResourceKey, fact: &Fact) -> Result<(), String> {
         match fact {
             Fact::Unreadable(reason) => Err(format!("{} {}: {reason}", key.kind(), key.name())),
-            Fact::Host(node) => {
+            Fact::Host { node, nets } => {
                 let renamed = format!("{cluster}.{node}");
                 if self.local_nodes.contains(&renamed) {
-                    Err(format!(
+                    return Err(format!(
                         "{} {}: its node is served as {renamed}, a local node's name",
                         key.kind(),
                         key.name()
-                    ))
-                } else {
-                    Ok(())
+                    ));
                 }
+                for net in nets {
+                    if let Some((pool, _)) =
+                        self.local_pools.iter().find(|(_, p)| p.cidr.overlaps(*net))
+                    {
+                        return Err(format!(
+                            "WorkloadEndpoint {}/{}: its address {} is in the local pool {}",
+                            key.namespace(),
+                            key.name(),
+                            net.render(),
+                            pool.name()
+                        ));
+                    }
+                }
+                Ok(())
             }
             Fact::Pool(pool) => self.pool_verdict(cluster, key, *pool),
             Fact::Block(block) => {
@@ -568,7 +649,9 @@ impl CollisionGuard {
                 return false;
             };
             let note = match &entry.fact {
-                Fact::Host(node) if key.kind() == NODE && self.local_nodes.contains(node) => {
+                Fact::Host { node, .. }
+                    if key.kind() == NODE && self.local_nodes.contains(node) =>
+                {
                     Some(format!(
                         "Node {node}: a local node has the same name (served as {cluster}.{node})"
                     ))
@@ -658,7 +741,7 @@ impl CollisionGuard {
 impl Remote {
     fn insert(&mut self, key: ResourceKey, entry: Entry) {
         match &entry.fact {
-            Fact::Host(node) => {
+            Fact::Host { node, .. } => {
                 self.hosts
                     .entry(node.clone())
                     .or_default()
@@ -683,7 +766,7 @@ impl Remote {
 
     fn remove(&mut self, key: &ResourceKey) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
-        if let Fact::Host(node) = &entry.fact
+        if let Fact::Host { node, .. } = &entry.fact
             && let Some(keys) = self.hosts.get_mut(node)
         {
             keys.remove(key);

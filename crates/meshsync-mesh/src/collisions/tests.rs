@@ -280,3 +280,36 @@ fn cidrs_contain_and_overlap_by_family() {
     assert!(Cidr::parse("10.0.0.0/33").is_none());
     assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(c));
 }
+
+#[test]
+fn a_remote_pod_with_a_local_pool_address_is_refused_until_the_pool_goes() {
+    let mut h = Harness::new();
+    h.feed([pool("", "local", "10.1.0.0/16", true)]);
+    let pod = |ip: &str| {
+        upsert(
+            "b",
+            "WorkloadEndpoint",
+            "prod",
+            "n1-k8s-db-eth0",
+            json!({"spec": {"node": "n1", "ipNetworks": [ip]}}),
+        )
+    };
+    let out = h.feed([pod("10.1.0.7/32")]);
+    assert!(upserted(&out).is_empty(), "{out:?}");
+    assert!(
+        refused(&out)[0]
+            .2
+            .contains("its address 10.1.0.7/32 is in the local pool local"),
+        "{out:?}"
+    );
+    // An address without a prefix is a host address.
+    let out = h.feed([pod("10.1.0.8")]);
+    assert!(upserted(&out).is_empty(), "{out:?}");
+    let out = h.feed([pod("10.2.0.8/32")]);
+    assert_eq!(upserted(&out), ["b/WorkloadEndpoint/n1-k8s-db-eth0"]);
+    let out = h.feed([pod("10.1.0.9/32")]);
+    assert_eq!(deleted(&out), ["b/WorkloadEndpoint/n1-k8s-db-eth0"]);
+    let out = h.feed([delete("", "IPPool", "", "local")]);
+    assert_eq!(upserted(&out), ["b/WorkloadEndpoint/n1-k8s-db-eth0"]);
+    assert_eq!(refused(&out), [("b".to_string(), 0, String::new())]);
+}

@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod fake_server;
 pub mod federation;
 pub mod felix;
+pub mod felix_mesh;
 pub mod h2raw;
 pub mod hostile;
 pub mod kdd;

@@ -648,7 +648,7 @@ pub fn crd(kind: &str, namespace: Option<&str>, name: &str, labels: Value, spec:
     json!({"apiVersion": "crd.projectcalico.org/v1", "kind": kind, "metadata": metadata, "spec": spec})
 }
 
-fn k8s_namespace(ns: &str, team: &str) -> Vec<Value> {
+pub fn k8s_namespace(ns: &str, team: &str) -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"team": team}}}),
         // No controller manager runs: nothing else creates the account Pods need.
@@ -658,7 +658,7 @@ fn k8s_namespace(ns: &str, team: &str) -> Vec<Value> {
 
 /// A Pod on `node` whose IP is given as Calico's CNI plugin records it (the pod annotations,
 /// which Calico's KDD reads before the status).
-fn k8s_pod(ns: &str, pod: &str, node: &str, app: &str, ip: &str) -> Value {
+pub fn k8s_pod(ns: &str, pod: &str, node: &str, app: &str, ip: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -695,7 +695,7 @@ fn k8s_node(node: &str, ip: &str, tunnel: &str) -> Value {
     })
 }
 
-fn ipam_block_crd(name: &str, cidr: &str, node: &str, used: &[(usize, &str, &str)]) -> Value {
+pub fn ipam_block_crd(name: &str, cidr: &str, node: &str, used: &[(usize, &str, &str)]) -> Value {
     let mut spec = block(cidr, node, used);
     if let Some(spec) = spec.as_object_mut() {
         spec.remove("sequenceNumber");

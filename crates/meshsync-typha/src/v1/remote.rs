@@ -21,9 +21,12 @@
 //! - **Namespaces.** [`RemoteNamespaces::Same`] (the default) keeps a remote pod's
 //!   `projectcalico.org/namespace` label: a namespaced policy's rules then select pods of the
 //!   namespace of the same name in every cluster, as Kubernetes' multi-cluster "namespace
-//!   sameness" has it. [`RemoteNamespaces::Distinct`] drops that label from remote pods: only
-//!   GlobalNetworkPolicies and rules with a `namespaceSelector` (which match the namespace's
-//!   labels, inherited from the renamed `kns.` profile) reach them.
+//!   sameness" has it. [`RemoteNamespaces::Distinct`] sets that label to `C.<namespace>`, a name
+//!   no Kubernetes namespace can have (namespace names have no dots): the implicit
+//!   `projectcalico.org/namespace == '<ns>'` of a namespaced policy's rules never matches remote
+//!   pods, while Calico's `namespaceSelector: all()` (`has(projectcalico.org/namespace)`) and
+//!   `global()` (its negation) keep their meaning, and namespace selectors match the namespace's
+//!   labels, inherited from the renamed `kns.` profile.
 //! - **Routing** (what the mesh lets through only with `overlayRoutingMode: Enabled`). A Node
 //!   keeps its BGP address and VXLAN tunnel address and gets an explicit VTEP MAC computed from
 //!   its **original** name when it has none (Felix derives a missing one from the name it knows,
@@ -53,8 +56,8 @@ pub enum RemoteNamespaces {
     /// namespace like local ones.
     #[default]
     Same,
-    /// Remote pods are in no local namespace: only global policies and namespace selectors reach
-    /// them.
+    /// Remote pods are in no local namespace (their namespace label is `C.<ns>`): only global
+    /// policies and namespace selectors reach them.
     Distinct,
 }
 
@@ -183,7 +186,7 @@ fn workload_endpoint_name(cluster: &str, name: &str) -> Option<String> {
 
 /// A remote namespaced network set's v1 value names its namespace's profile (`kns.<ns>`, added
 /// by the conversion): the remote one, `C.kns.<ns>`, so it inherits its own namespace's labels;
-/// with [`RemoteNamespaces::Distinct`] it is in no local namespace (no namespace label).
+/// with [`RemoteNamespaces::Distinct`] it is in no local namespace.
 pub(super) fn rename_profiles(
     cluster: &str,
     namespaces: RemoteNamespaces,
@@ -206,7 +209,7 @@ pub(super) fn rename_profiles(
         if namespaces == RemoteNamespaces::Distinct
             && let Some(Value::Object(labels)) = value.get_mut("labels")
         {
-            labels.remove(NAMESPACE_LABEL);
+            distinct_namespace(cluster, labels);
         }
         if let Ok(bytes) = serde_json::to_vec(&value) {
             update.value = Some(bytes.into());
@@ -214,8 +217,15 @@ pub(super) fn rename_profiles(
     }
 }
 
+/// The namespace label of a remote resource in [`RemoteNamespaces::Distinct`]: `C.<ns>`.
+fn distinct_namespace(cluster: &str, labels: &mut Map<String, Value>) {
+    if let Some(Value::String(ns)) = labels.get_mut(NAMESPACE_LABEL) {
+        *ns = remote_name(cluster, ns);
+    }
+}
+
 /// A workload or host endpoint: renamed node and profiles, the cluster label, and (with
-/// [`RemoteNamespaces::Distinct`]) no namespace label.
+/// [`RemoteNamespaces::Distinct`]) its namespace label renamed.
 fn endpoint(cluster: &str, namespaces: RemoteNamespaces, object: &mut Map<String, Value>) {
     if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
         if let Some(Value::String(node)) = spec.get_mut("node") {
@@ -244,7 +254,7 @@ fn endpoint(cluster: &str, namespaces: RemoteNamespaces, object: &mut Map<String
     if let Some(labels) = labels.as_object_mut() {
         labels.insert(CLUSTER_LABEL.into(), Value::String(cluster.into()));
         if namespaces == RemoteNamespaces::Distinct {
-            labels.remove(NAMESPACE_LABEL);
+            distinct_namespace(cluster, labels);
         }
     }
 }
@@ -401,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn distinct_namespaces_drop_the_namespace_label() {
+    fn distinct_namespaces_rename_the_namespace_label() {
         let bytes = serde_json::to_vec(&json!({"metadata": {"labels": {
             "projectcalico.org/namespace": "prod", "app": "db"}}, "spec": {"node": "n"}}))
         .unwrap();
@@ -418,7 +428,7 @@ mod tests {
         let v: Value = serde_json::from_slice(&l.value).unwrap();
         assert_eq!(
             v["metadata"]["labels"],
-            json!({"app": "db", CLUSTER_LABEL: "b"})
+            json!({"app": "db", CLUSTER_LABEL: "b", NAMESPACE_LABEL: "b.prod"})
         );
     }
 
@@ -513,7 +523,7 @@ mod tests {
         };
         for (namespaces, namespace_label) in [
             (RemoteNamespaces::Same, Some("prod")),
-            (RemoteNamespaces::Distinct, None),
+            (RemoteNamespaces::Distinct, Some("b.prod")),
         ] {
             let converted =
                 crate::v1::convert_remote(Dialect::V331, "b", namespaces, &resource, false);

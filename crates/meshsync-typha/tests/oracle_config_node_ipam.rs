@@ -966,3 +966,102 @@ fn config_every_field_matches_calico() {
     }
     check(corpus);
 }
+
+/// A remote cluster's resources, renamed for the felix syncer (`v1::remote::localize`), are
+/// valid for Calico: its update processors and Typha's validation filter accept every one (none
+/// is filtered out as invalid) and give exactly meshsync's keys and values.
+#[test]
+fn remote_resources_renamed_pass_calicos_validation_and_match_it() {
+    use meshsync_typha::v1::remote::{RemoteNamespaces, localize};
+    let wep = json!({"apiVersion": "projectcalico.org/v3", "kind": "WorkloadEndpoint",
+        "metadata": {"name": "node--1.example-k8s-db--0-eth0", "namespace": "prod",
+            "labels": {"app": "db", "projectcalico.org/namespace": "prod",
+                "projectcalico.org/orchestrator": "k8s"}},
+        "spec": {"orchestrator": "k8s", "node": "node-1.example", "pod": "db-0", "endpoint": "eth0",
+            "containerID": "abc", "ipNetworks": ["10.9.0.5/32"], "interfaceName": "cali1234",
+            "mac": "ee:ee:ee:ee:ee:ee", "serviceAccountName": "default",
+            "profiles": ["kns.prod", "ksa.prod.default"]}});
+    let hep = json!({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
+        "metadata": {"name": "node-1.example-eth0", "labels": {"role": "gw"}},
+        "spec": {"node": "node-1.example", "interfaceName": "eth0", "expectedIPs": ["192.168.9.5"],
+            "profiles": ["projectcalico-default-allow"]}});
+    let profile = json!({"apiVersion": "projectcalico.org/v3", "kind": "Profile",
+        "metadata": {"name": "kns.prod"},
+        "spec": {"labelsToApply": {"pcns.projectcalico.org/name": "prod", "pcns.team": "x"}}});
+    let netset = json!({"apiVersion": "projectcalico.org/v3", "kind": "NetworkSet",
+        "metadata": {"name": "dbs", "namespace": "prod", "labels": {"role": "db"}},
+        "spec": {"nets": ["10.9.1.0/24"]}});
+    let node = node(
+        "node-1.example",
+        json!({"bgp": {"ipv4Address": "192.168.9.5/24"}, "ipv4VXLANTunnelAddr": "10.9.0.1",
+            "orchRefs": [{"nodeName": "node-1.example", "orchestrator": "k8s"}]}),
+        json!({}),
+    );
+    let ippool = pool(
+        "default-ipv4-ippool",
+        json!({"cidr": "10.9.0.0/16", "vxlanMode": "Always", "ipipMode": "Never",
+            "natOutgoing": true, "blockSize": 26, "nodeSelector": "all()"}),
+    );
+    let block = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMBlock",
+        "metadata": {"name": "10-9-0-0-26"},
+        "spec": {"cidr": "10.9.0.0/26", "affinity": "host:node-1.example", "strictAffinity": false,
+            "allocations": [null, 0], "unallocated": [], "attributes": [
+                {"handle_id": "h", "secondary": {"node": "node-1.example", "pod": "db-0"}}],
+            "deleted": false}});
+    let remote = [
+        (
+            "WorkloadEndpoint",
+            "prod",
+            "node--1.example-k8s-db--0-eth0",
+            wep,
+        ),
+        ("HostEndpoint", "", "node-1.example-eth0", hep),
+        ("Profile", "", "kns.prod", profile),
+        ("NetworkSet", "prod", "dbs", netset),
+        ("Node", "", "node-1.example", node),
+        ("IPPool", "", "default-ipv4-ippool", ippool),
+        ("IPAMBlock", "", "10-9-0-0-26", block),
+    ];
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut corpus = Vec::new();
+    for namespaces in [RemoteNamespaces::Same, RemoteNamespaces::Distinct] {
+        for &(kind, ns, name, ref value) in &remote {
+            let bytes = serde_json::to_vec(value).unwrap();
+            let resource = Resource {
+                kind,
+                namespace: ns,
+                name,
+                value: &bytes,
+                revision: "",
+            };
+            let local = localize("cluster-b", namespaces, &resource)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{kind} is merged from remotes"));
+            corpus.push(Case {
+                namespace: leak(local.namespace.clone()),
+                ..case(
+                    Felix,
+                    local.kind,
+                    leak(local.name.clone()),
+                    serde_json::from_slice(&local.value).unwrap(),
+                )
+            });
+        }
+    }
+    let answers = oracle(&corpus);
+    for (c, answer) in corpus.iter().zip(&answers) {
+        let values = answer["updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| !u["value"].is_null())
+            .count();
+        assert!(
+            answer.get("error").is_none_or(Value::is_null) && values > 0,
+            "Calico refuses the renamed {} {}: {answer}",
+            c.kind,
+            c.name
+        );
+    }
+    check(corpus);
+}

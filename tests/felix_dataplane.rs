@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 use support::apiserver::ApiServer;
 use support::etcd::Cluster;
 use support::felix::{Felix, FelixConfig, RecordedState, json_differences};
+use support::felix_mesh::{Encap, put_cluster_basics, put_node_block, put_pool, put_vxlan_node};
 use support::typha::{CalicoTypha, TyphaDatastore, meshsync_typha};
 use support::typha_scenario::{
-    apply, block, crd, put, put_namespace_profile, put_v3, put_wep, write_kdd_dataset,
+    apply, crd, put_namespace_profile, put_v3, put_wep, write_kdd_dataset,
 };
 
 /// Felix's start (config from the datastore, Typha connection, first sync) and its first state.
@@ -34,113 +35,38 @@ const NODE_B_BLOCK: &str = "10.65.0.64/26";
 const NODE_B_IP: &str = "10.0.0.2";
 const NODE_B_TUNNEL: &str = "10.65.0.65";
 const NODE_B_VXLAN_MAC: &str = "66:0b:00:00:00:02";
-const IPAM: &str = "/calico/ipam/v2";
 
 /// Two nodes on one VXLAN pool; node-b holds a db and a web pod, node-a one pod that an
 /// `all()` policy with an ingress rule from `app == "db"` selects (so the policy, and with it the
 /// selector's IP set, is active on node-a).
 async fn write_dataset(client: &EtcdClient) {
-    put_v3(
+    put_cluster_basics(client, "8d2f5a1c9e3b4f6a8c7d2e1f0a9b8c7d", "k8s,typha").await;
+    put_pool(client, "10.65.0.0/16", Encap::Vxlan).await;
+    put_vxlan_node(client, "node-a", "10.0.0.1", "10.65.0.1", None).await;
+    put_vxlan_node(
         client,
-        "clusterinformations",
-        "ClusterInformation",
-        None,
-        "default",
-        Value::Null,
-        json!({"clusterGUID": "8d2f5a1c9e3b4f6a8c7d2e1f0a9b8c7d", "clusterType": "k8s,typha", "calicoVersion": "v3.31.0", "datastoreReady": true}),
+        "node-b",
+        NODE_B_IP,
+        NODE_B_TUNNEL,
+        Some(NODE_B_VXLAN_MAC),
     )
     .await;
-    put_v3(
+    put_node_block(
         client,
-        "felixconfigurations",
-        "FelixConfiguration",
-        None,
-        "default",
-        Value::Null,
-        json!({"reportingInterval": "0s", "bpfEnabled": false}),
+        "node-a",
+        "10.65.0.0/26",
+        &[(1, "", "tunnel"), (2, "ns1", "pod-local")],
     )
     .await;
-    put_v3(
+    put_node_block(
         client,
-        "ippools",
-        "IPPool",
-        None,
-        "pool-vxlan",
-        Value::Null,
-        json!({
-            "cidr": "10.65.0.0/16",
-            "blockSize": 26,
-            "ipipMode": "Never",
-            "vxlanMode": "Always",
-            "natOutgoing": true,
-            "nodeSelector": "all()",
-            "allowedUses": ["Workload", "Tunnel"],
-        }),
-    )
-    .await;
-    for (node, ip, tunnel, mac) in [
-        ("node-a", "10.0.0.1", "10.65.0.1", None),
-        ("node-b", NODE_B_IP, NODE_B_TUNNEL, Some(NODE_B_VXLAN_MAC)),
-    ] {
-        let mut spec = json!({
-            "bgp": {"ipv4Address": format!("{ip}/24")},
-            "ipv4VXLANTunnelAddr": tunnel,
-            "addresses": [{"address": ip, "type": "InternalIP"}],
-            "orchRefs": [{"nodeName": node, "orchestrator": "k8s"}],
-        });
-        if let Some(mac) = mac {
-            spec["vxlanTunnelMACAddr"] = mac.into();
-        }
-        put_v3(
-            client,
-            "nodes",
-            "Node",
-            None,
-            node,
-            json!({"kubernetes.io/hostname": node}),
-            spec,
-        )
-        .await;
-    }
-    for (node, cidr, key, used) in [
-        (
-            "node-a",
-            "10.65.0.0/26",
-            "10.65.0.0-26",
-            vec![(1, "", "tunnel"), (2, "ns1", "pod-local")],
-        ),
-        (
-            "node-b",
-            NODE_B_BLOCK,
-            "10.65.0.64-26",
-            vec![
-                (1, "", "tunnel"),
-                (2, "ns1", "pod-db"),
-                (3, "ns1", "pod-web"),
-            ],
-        ),
-    ] {
-        put(
-            client,
-            format!("{IPAM}/assignment/ipv4/block/{key}"),
-            &block(cidr, node, &used),
-        )
-        .await;
-        put(
-            client,
-            format!("{IPAM}/host/{node}/ipv4/block/{key}"),
-            &json!({"state": "confirmed", "deleted": false}),
-        )
-        .await;
-    }
-    put_v3(
-        client,
-        "tiers",
-        "Tier",
-        None,
-        "default",
-        Value::Null,
-        json!({"order": 1_000_000, "defaultAction": "Deny"}),
+        "node-b",
+        NODE_B_BLOCK,
+        &[
+            (1, "", "tunnel"),
+            (2, "ns1", "pod-db"),
+            (3, "ns1", "pod-web"),
+        ],
     )
     .await;
     put_namespace_profile(client, "ns1", "a").await;

@@ -155,8 +155,9 @@ pub async fn put_pool(client: &EtcdClient, cidr: &str, encap: Encap) {
     .await;
 }
 
-/// A site on etcd ([the module's dataset](self)), its pool with `encap`.
-pub async fn write_site_with(client: &EtcdClient, site: Site, other: Site, encap: Encap) {
+/// What every Felix of a test reads from its own datastore at start, on etcd: ClusterInformation
+/// (`guid`, ready), the default FelixConfiguration and the default tier.
+pub async fn put_cluster_basics(client: &EtcdClient, guid: &str, cluster_type: &str) {
     put_v3(
         client,
         "clusterinformations",
@@ -164,7 +165,7 @@ pub async fn write_site_with(client: &EtcdClient, site: Site, other: Site, encap
         None,
         "default",
         Value::Null,
-        cluster_information(site, "k8s,typha"),
+        json!({"clusterGUID": guid, "clusterType": cluster_type, "calicoVersion": "v3.31.0", "datastoreReady": true}),
     )
     .await;
     put_v3(
@@ -177,41 +178,6 @@ pub async fn write_site_with(client: &EtcdClient, site: Site, other: Site, encap
         felix_configuration(),
     )
     .await;
-    put_pool(client, &site.pool(), encap).await;
-    let mut node = json!({"bgp": {"ipv4Address": format!("{}/24", site.node_ip())},
-           "ipv4VXLANTunnelAddr": site.tunnel(),
-           "addresses": [{"address": site.node_ip(), "type": "InternalIP"}],
-           "orchRefs": [{"nodeName": site.node, "orchestrator": "k8s"}]});
-    if let Some(mac) = site.vxlan_mac {
-        node["vxlanTunnelMACAddr"] = mac.into();
-    }
-    put_v3(
-        client,
-        "nodes",
-        "Node",
-        None,
-        site.node,
-        json!({"kubernetes.io/hostname": site.node}),
-        node,
-    )
-    .await;
-    let key = site.block().replace('/', "-");
-    put(
-        client,
-        format!("{IPAM}/assignment/ipv4/block/{key}"),
-        &block(
-            &site.block(),
-            site.node,
-            &[(1, "", "tunnel"), (2, "prod", "db"), (3, "prod", "web")],
-        ),
-    )
-    .await;
-    put(
-        client,
-        format!("{IPAM}/host/{}/ipv4/block/{key}", site.node),
-        &json!({"state": "confirmed", "deleted": false}),
-    )
-    .await;
     put_v3(
         client,
         "tiers",
@@ -220,6 +186,82 @@ pub async fn write_site_with(client: &EtcdClient, site: Site, other: Site, encap
         "default",
         Value::Null,
         default_tier(),
+    )
+    .await;
+}
+
+/// A Node on etcd with its BGP address and VXLAN tunnel address (and MAC, if given).
+pub async fn put_vxlan_node(
+    client: &EtcdClient,
+    name: &str,
+    ip: &str,
+    tunnel: &str,
+    mac: Option<&str>,
+) {
+    let mut spec = json!({"bgp": {"ipv4Address": format!("{ip}/24")},
+           "ipv4VXLANTunnelAddr": tunnel,
+           "addresses": [{"address": ip, "type": "InternalIP"}],
+           "orchRefs": [{"nodeName": name, "orchestrator": "k8s"}]});
+    if let Some(mac) = mac {
+        spec["vxlanTunnelMACAddr"] = mac.into();
+    }
+    put_v3(
+        client,
+        "nodes",
+        "Node",
+        None,
+        name,
+        json!({"kubernetes.io/hostname": name}),
+        spec,
+    )
+    .await;
+}
+
+/// An IPAM block of `node` on etcd (`cidr` a /26, the ordinals `used` allocated) and its
+/// affinity, at Calico's etcd keys.
+pub async fn put_node_block(
+    client: &EtcdClient,
+    node: &str,
+    cidr: &str,
+    used: &[(usize, &str, &str)],
+) {
+    let key = cidr.replace('/', "-");
+    put(
+        client,
+        format!("{IPAM}/assignment/ipv4/block/{key}"),
+        &block(cidr, node, used),
+    )
+    .await;
+    put(
+        client,
+        format!("{IPAM}/host/{node}/ipv4/block/{key}"),
+        &json!({"state": "confirmed", "deleted": false}),
+    )
+    .await;
+}
+
+/// A site on etcd ([the module's dataset](self)), its pool with `encap`.
+pub async fn write_site_with(client: &EtcdClient, site: Site, other: Site, encap: Encap) {
+    put_cluster_basics(
+        client,
+        &format!("{}0000000000000000000000000000000", site.n),
+        "k8s,typha",
+    )
+    .await;
+    put_pool(client, &site.pool(), encap).await;
+    put_vxlan_node(
+        client,
+        site.node,
+        &site.node_ip(),
+        &site.tunnel(),
+        site.vxlan_mac,
+    )
+    .await;
+    put_node_block(
+        client,
+        site.node,
+        &site.block(),
+        &[(1, "", "tunnel"), (2, "prod", "db"), (3, "prod", "web")],
     )
     .await;
     put_namespace_profile(client, "prod", site.name).await;

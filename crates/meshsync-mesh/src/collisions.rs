@@ -195,14 +195,14 @@ impl Fact {
             }),
             WORKLOAD_ENDPOINT => {
                 let node = workload_endpoint_node(name)?;
-                let nets = read()
-                    .as_ref()
-                    .and_then(|v| v.pointer("/spec/ipNetworks"))
-                    .and_then(Value::as_array)
-                    .map(|nets| {
-                        nets.iter()
-                            .filter_map(Value::as_str)
-                            .filter_map(Cidr::parse_net)
+                // Only the addresses are read (serde skips the rest without building it): this
+                // runs for every remote pod event.
+                let nets = serde_json::from_slice::<WorkloadAddresses<'_>>(value)
+                    .map(|w| {
+                        w.spec
+                            .ip_networks
+                            .iter()
+                            .filter_map(|n| Cidr::parse_net(n))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -221,6 +221,19 @@ impl Fact {
             _ => None,
         }
     }
+}
+
+/// The part of a WorkloadEndpoint the guard reads.
+#[derive(serde::Deserialize)]
+struct WorkloadAddresses<'a> {
+    #[serde(borrow, default)]
+    spec: WorkloadSpec<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct WorkloadSpec<'a> {
+    #[serde(borrow, default, rename = "ipNetworks")]
+    ip_networks: Vec<std::borrow::Cow<'a, str>>,
 }
 
 /// The node part of a WorkloadEndpoint's name (`<node>-<orchestrator>-<workload>-<endpoint>`,
@@ -706,7 +719,11 @@ impl CollisionGuard {
         let Some(remote) = self.remotes.get_mut(cluster) else {
             return;
         };
-        if remote.unseen.is_some() {
+        if remote.unseen.is_some()
+            || (remote.refused.is_empty()
+                && remote.notes.is_empty()
+                && remote.reported == (0, String::new()))
+        {
             return;
         }
         let count = remote.refused.len();

@@ -100,6 +100,12 @@ pub struct ProcessUsage {
     /// Write-type syscalls of the process during the phase (`syscw`); 0 in older files.
     #[serde(default)]
     pub write_syscalls: u64,
+    /// Bytes the process read during the phase with `read(2)`-type calls (`rchar`): for the Go
+    /// Typha clients (`typha-bench-agents`), everything they received over their sockets — the
+    /// bytes on the wire of `typha` and `meshsync-typha`, whichever syscall the server sends with;
+    /// Rust agents read with `recv(2)`, which it does not count. 0 in older files.
+    #[serde(default)]
+    pub bytes_read: u64,
 }
 
 /// The `snapshot` scenario: N agents connect at once to K preloaded keys.

@@ -20,6 +20,8 @@ pub struct Sample {
     pub wchar: u64,
     /// Write-type syscalls so far (`syscw`: write, writev, sendmsg, …).
     pub syscw: u64,
+    /// Bytes read so far with `read(2)`-type calls (`rchar`; `recv(2)` is not counted).
+    pub rchar: u64,
 }
 
 fn clock_ticks() -> f64 {
@@ -63,6 +65,8 @@ pub fn sample(pid: u32) -> Sample {
                 s.wchar = v.trim().parse().unwrap_or(0);
             } else if let Some(v) = line.strip_prefix("syscw:") {
                 s.syscw = v.trim().parse().unwrap_or(0);
+            } else if let Some(v) = line.strip_prefix("rchar:") {
+                s.rchar = v.trim().parse().unwrap_or(0);
             }
         }
     }
@@ -78,6 +82,7 @@ pub fn usage(role: &str, before: Sample, after: Sample) -> ProcessUsage {
         peak_rss_bytes: after.peak_rss_bytes,
         bytes_written: after.wchar.saturating_sub(before.wchar),
         write_syscalls: after.syscw.saturating_sub(before.syscw),
+        bytes_read: after.rchar.saturating_sub(before.rchar),
     }
 }
 

@@ -63,16 +63,16 @@ pub(super) fn snapshot_table(md: &mut String, run: &RunResult) {
     let _ = writeln!(
         md,
         "| System | Total s | Agent min s | Agent median s | Agent max s | Failed | Server CPU s \
-         | Server peak RSS MiB | Server KiB/agent | Sent MiB | Agents CPU s |"
+         | Server peak RSS MiB | Server KiB/agent | Sent MiB | Received KiB/agent | Agents CPU s |"
     );
     let _ = writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (s, snap) in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.system,
             num(snap.total_s, 2),
             num(snap.agent_min_s, 2),
@@ -83,6 +83,7 @@ pub(super) fn snapshot_table(md: &mut String, run: &RunResult) {
             num(mib(server_peak_rss(&snap.server)), 1),
             num(snap.server_bytes_per_agent / 1024.0, 2),
             sent_mib(&snap.server),
+            received(&s.system, &snap.agents_process, snap.agents as u64, 1024.0),
             num(snap.agents_process.cpu_seconds, 2),
         );
     }
@@ -90,7 +91,10 @@ pub(super) fn snapshot_table(md: &mut String, run: &RunResult) {
         md,
         "\nServer = every server-side process (etcd and the proxy, meshsync, Typha or floor); peak RSS \
          is their sum. KiB/agent = (RSS of the fan-out process with N agents − with none) / N. \
-         Sent = bytes written by the process serving the agents.\n"
+         Sent = bytes written by the process serving the agents (`write(2)`-type calls only: a \
+         server that sends with `send(2)` shows less). Received = bytes the agents read off \
+         their sockets, per agent: measured for Typha's Go clients only (on Typha and on \
+         meshsync's Typha port), the bytes on the wire of either server.\n"
     );
 }
 
@@ -127,8 +131,10 @@ pub(super) fn churn_table(md: &mut String, run: &RunResult) {
         let _ = write!(head, " {role} CPU s |");
         align.push_str("---:|");
     }
-    head.push_str(" Server µs/delivery | Fan-out writes/delivery | Agents CPU s |");
-    align.push_str("---:|---:|---:|");
+    head.push_str(
+        " Server µs/delivery | Fan-out writes/delivery | Received B/delivery | Agents CPU s |",
+    );
+    align.push_str("---:|---:|---:|---:|");
     let _ = writeln!(md, "{head}\n{align}");
     for (s, c) in rows {
         let mut row = format!(
@@ -158,9 +164,10 @@ pub(super) fn churn_table(md: &mut String, run: &RunResult) {
         }
         let _ = write!(
             row,
-            " {} | {} | {} |",
+            " {} | {} | {} | {} |",
             per_delivery(c),
             writes_per_delivery(c),
+            received(&s.system, &c.agents_process, c.deliveries, 1.0),
             num(c.agents_process.cpu_seconds, 2)
         );
         let _ = writeln!(md, "{row}");
@@ -249,6 +256,20 @@ pub(super) fn sent_mib(ps: &[ProcessUsage]) -> String {
         .find(|p| p.role != "etcd")
         .or_else(|| ps.iter().find(|p| p.role == "etcd"));
     fanout.map_or("n/a".into(), |p| num(mib(p.bytes_written), 1))
+}
+
+/// Bytes the agents read, per `per` (agents, deliveries) in units of `unit` bytes: only for
+/// Typha's Go clients, which read with `read(2)` (counted in `rchar`); `n/a` for others.
+pub(super) fn received(system: &str, agents: &ProcessUsage, per: u64, unit: f64) -> String {
+    use clap::ValueEnum;
+    let typha_clients = crate::model::System::value_variants()
+        .iter()
+        .any(|s| s.name() == system && s.typha_clients());
+    if typha_clients && per > 0 && agents.bytes_read > 0 {
+        num(agents.bytes_read as f64 / per as f64 / unit, 1)
+    } else {
+        "n/a".into()
+    }
 }
 
 pub(super) fn per_delivery(c: &ChurnResult) -> String {

@@ -15,6 +15,7 @@ fn usage(role: &str, cpu: f64, rss_mib: u64, written_mib: u64) -> ProcessUsage {
         peak_rss_bytes: (rss_mib + rss_mib / 10) << 20,
         bytes_written: written_mib << 20,
         write_syscalls: written_mib * 1000,
+        bytes_read: 0,
     }
 }
 

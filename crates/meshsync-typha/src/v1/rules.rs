@@ -393,7 +393,7 @@ fn string_values(names: Option<&Vec<String>>) -> Vec<Value> {
         .collect()
 }
 
-/// The HTTP match: `methods`, and `paths` as `{exact, prefix}` objects.
+/// The HTTP match: `methods`, and `paths` as `{exact, prefix}` objects (the same in v1 and v3).
 fn put_http(out: &mut Map<String, Value>, rule: &Value) -> Result<(), Reason> {
     let Some(http) = object(rule, "http")? else {
         return Ok(());
@@ -527,28 +527,7 @@ pub(super) fn rule_v3_json(rule: &Value) -> Result<Value, Reason> {
         }
         out.insert(side.into(), Value::Object(m));
     }
-    if let Some(http) = object(rule, "http")? {
-        let http = Value::Object(http.clone());
-        let mut m = Map::new();
-        if let Some(methods) = strings(&http, "methods")? {
-            put_list(
-                &mut m,
-                "methods",
-                methods.into_iter().map(Value::String).collect(),
-            );
-        }
-        if let Some(paths) = v3read::list(&http, "paths")? {
-            let mut out_paths = Vec::new();
-            for p in paths {
-                let mut path = Map::new();
-                put_str(&mut path, "exact", string(p, "exact")?);
-                put_str(&mut path, "prefix", string(p, "prefix")?);
-                out_paths.push(Value::Object(path));
-            }
-            put_list(&mut m, "paths", out_paths);
-        }
-        out.insert("http".into(), Value::Object(m));
-    }
+    put_http(&mut out, rule)?;
     if let Some(metadata) = object(rule, "metadata")? {
         let metadata = Value::Object(metadata.clone());
         let mut m = Map::new();

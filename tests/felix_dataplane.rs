@@ -14,13 +14,12 @@ use std::time::Duration;
 use meshsync_etcd::EtcdClient;
 use serde_json::{Value, json};
 
-use support::apiserver::ApiServer;
 use support::etcd::Cluster;
 use support::felix::{Felix, FelixConfig, RecordedState, json_differences};
 use support::felix_mesh::{Encap, put_cluster_basics, put_node_block, put_pool, put_vxlan_node};
 use support::typha::{CalicoTypha, TyphaDatastore, meshsync_typha};
 use support::typha_scenario::{
-    apply, crd, put_namespace_profile, put_v3, put_wep, write_kdd_dataset,
+    api_server_with_kdd_dataset, apply, crd, put_namespace_profile, put_v3, put_wep,
 };
 
 /// Felix's start (config from the datastore, Typha connection, first sync) and its first state.
@@ -269,13 +268,9 @@ async fn etcd_felix_programs_the_same_dataplane_via_calico_typha_and_meshsync() 
 /// `team: a` (pod-b).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kdd_felix_programs_the_same_dataplane_via_calico_typha_and_meshsync() {
-    let api = tokio::task::spawn_blocking(|| ApiServer::start("felix-dataplane-kdd"))
-        .await
-        .unwrap();
-    let api = std::sync::Arc::new(api);
+    let api = api_server_with_kdd_dataset("felix-dataplane-kdd").await;
     let writer = api.clone();
     tokio::task::spawn_blocking(move || {
-        write_kdd_dataset(&writer);
         apply(
             &writer,
             vec![crd(

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::apiserver::ApiServer;
 use support::etcd::Cluster;
 use support::typha::{
     CalicoTypha, Differential, DumpError, Syncer, TyphaDatastore, TyphaDump, TyphaServer, Witness,
@@ -45,14 +44,7 @@ async fn etcd_two_calico_typhas_serve_the_same_maps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kdd_two_calico_typhas_serve_the_same_maps() {
     let t0 = Instant::now();
-    let api = tokio::task::spawn_blocking(|| ApiServer::start("typha-diff-kdd"))
-        .await
-        .unwrap();
-    let api = std::sync::Arc::new(api);
-    let writer = api.clone();
-    tokio::task::spawn_blocking(move || typha_scenario::write_kdd_dataset(&writer))
-        .await
-        .unwrap();
+    let api = typha_scenario::api_server_with_kdd_dataset("typha-diff-kdd").await;
     let datastore = TyphaDatastore::kubernetes(&api);
     let (a, b) = tokio::join!(
         CalicoTypha::start("kdd-a", &datastore),

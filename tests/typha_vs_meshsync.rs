@@ -10,7 +10,6 @@ mod support;
 
 use std::time::Instant;
 
-use support::apiserver::ApiServer;
 use support::etcd::Cluster;
 use support::typha::{
     CalicoTypha, Differential, Syncer, TyphaDatastore, TyphaServer, meshsync_typha,
@@ -39,14 +38,7 @@ async fn etcd_calico_typha_and_meshsync_serve_the_same_maps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kdd_calico_typha_and_meshsync_serve_the_same_maps() {
     let t0 = Instant::now();
-    let api = tokio::task::spawn_blocking(|| ApiServer::start("typha-vs-meshsync-kdd"))
-        .await
-        .unwrap();
-    let api = std::sync::Arc::new(api);
-    let writer = api.clone();
-    tokio::task::spawn_blocking(move || typha_scenario::write_kdd_dataset(&writer))
-        .await
-        .unwrap();
+    let api = typha_scenario::api_server_with_kdd_dataset("typha-vs-meshsync-kdd").await;
     let typha = CalicoTypha::start("reference", &TyphaDatastore::kubernetes(&api)).await;
     let (_serve, addr) = meshsync_typha(&format!("kubernetes:{}", api.kubeconfig().display()));
     let mut diff = Differential::start(

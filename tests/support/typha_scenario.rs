@@ -703,6 +703,18 @@ pub fn ipam_block_crd(name: &str, cidr: &str, node: &str, used: &[(usize, &str, 
     crd("IPAMBlock", None, name, Value::Null, spec)
 }
 
+/// A private real API server named `name` holding [`write_kdd_dataset`]'s dataset (started and
+/// written off the async runtime).
+pub async fn api_server_with_kdd_dataset(name: &'static str) -> std::sync::Arc<ApiServer> {
+    tokio::task::spawn_blocking(move || {
+        let api = ApiServer::start(name);
+        write_kdd_dataset(&api);
+        std::sync::Arc::new(api)
+    })
+    .await
+    .expect("API server with the KDD dataset")
+}
+
 /// The dataset on Kubernetes: two Nodes, two Namespaces with their default ServiceAccounts and
 /// three Pods, a NetworkPolicy whose rule has a namespaceSelector, a Service with an
 /// EndpointSlice, and Calico's resources: an IPPool, its blocks and affinities, felix and BGP
